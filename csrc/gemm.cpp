@@ -1,0 +1,76 @@
+#include "gemm.hpp"
+
+#include <cblas.h>
+
+#include <stdexcept>
+
+namespace blasgpt {
+
+Backend backend_from_name(const std::string& name) {
+    if (name == "blas") return Backend::Blas;
+    if (name == "native") return Backend::Native;
+    throw std::invalid_argument("unknown gemm backend '" + name + "': expected 'blas' or 'native'");
+}
+
+const char* backend_name(Backend b) { return b == Backend::Blas ? "blas" : "native"; }
+
+namespace {
+
+CBLAS_TRANSPOSE cblas_op(Op op) { return op == Op::N ? CblasNoTrans : CblasTrans; }
+
+void blas_gemm(Op ta, Op tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+               float beta, float* c, int ldc) {
+    scipy_cblas_sgemm(CblasRowMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb,
+               double beta, double* c, int ldc) {
+    scipy_cblas_dgemm(CblasRowMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Reference loops: c_ij = alpha * sum_p op(A)_ip op(B)_pj + beta * c_ij. beta == 0 overwrites (NaN-safe, as BLAS).
+template <class T>
+void native_gemm(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+                 int ldc) {
+    for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+            T acc = 0;
+            for (int p = 0; p < k; ++p) {
+                const T aip = ta == Op::N ? a[i * lda + p] : a[p * lda + i];
+                const T bpj = tb == Op::N ? b[p * ldb + j] : b[j * ldb + p];
+                acc += aip * bpj;
+            }
+            T& cij = c[i * ldc + j];
+            cij = beta == T(0) ? alpha * acc : alpha * acc + beta * cij;
+        }
+    }
+}
+
+}  // namespace
+
+template <class T>
+void Gemm::operator()(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+                      T* c, int ldc) const {
+    if (m == 0 || n == 0) return;
+    if (backend == Backend::Blas) {
+        blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+        native_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+}
+
+template void Gemm::operator()<float>(Op, Op, int, int, int, float, const float*, int, const float*, int, float,
+                                      float*, int) const;
+template void Gemm::operator()<double>(Op, Op, int, int, int, double, const double*, int, const double*, int, double,
+                                       double*, int) const;
+
+void blas_init() { scipy_openblas_set_num_threads(1); }
+
+std::string blas_info() {
+    std::string info = scipy_openblas_get_config();
+    info += " | kernel ";
+    info += scipy_openblas_get_corename();
+    return info;
+}
+
+}  // namespace blasgpt

@@ -1,0 +1,498 @@
+// The model, written as its derivation: each forward function states its formula, each backward the gradient of
+// that formula. Shapes are given per buffer as (rows, cols); every matrix product goes through Gemm.
+#include "model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace blasgpt {
+
+namespace {
+
+constexpr double kRmsEps = 1e-5;  // rmsnorm: y = x / sqrt(mean(x²) + eps)
+constexpr int kMlpMult = 4;       // MLP hidden width F = 4C
+constexpr int kMaxDim = 1 << 16;  // sanity bound on every size (keeps all products inside int64 and gemm's int)
+
+void require(bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument(msg);
+}
+
+// Index of each layer's first parameter in the table: wte, wpe, lm_head, then 6 per layer.
+constexpr int kGlobalParams = 3;
+constexpr int kParamsPerLayer = 6;
+enum LayerParam { kWq = 0, kWk, kWv, kWo, kFc1, kFc2 };
+
+}  // namespace
+
+void Config::validate() const {
+    require(vocab_size >= 2 && vocab_size <= (1 << 24),
+            "vocab_size must be between 2 and 16777216 (got " + std::to_string(vocab_size) + ")");
+    require(n_embd >= 1 && n_embd <= kMaxDim, "n_embd must be between 1 and 65536 (got " + std::to_string(n_embd) + ")");
+    require(n_head >= 1 && n_head <= n_embd,
+            "n_head must be between 1 and n_embd (got " + std::to_string(n_head) + ")");
+    require(n_embd % n_head == 0, "n_head (" + std::to_string(n_head) + ") must divide n_embd (" +
+                                      std::to_string(n_embd) + ")");
+    require(n_layer >= 1 && n_layer <= 1024, "n_layer must be between 1 and 1024 (got " + std::to_string(n_layer) + ")");
+    require(block_size >= 1 && block_size <= kMaxDim,
+            "block_size must be between 1 and 65536 (got " + std::to_string(block_size) + ")");
+}
+
+std::vector<ParamInfo> param_table(const Config& cfg) {
+    cfg.validate();
+    const int64_t C = cfg.n_embd, V = cfg.vocab_size, F = kMlpMult * C;
+    std::vector<ParamInfo> t;
+    int64_t off = 0;
+    auto add = [&](std::string name, int64_t rows, int64_t cols) {
+        t.push_back({std::move(name), rows, cols, off});
+        off += rows * cols;
+    };
+    add("wte", V, C);
+    add("wpe", cfg.block_size, C);
+    add("lm_head", V, C);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+        const std::string p = "layer" + std::to_string(l) + ".";
+        add(p + "attn_wq", C, C);  // wq, wk, wv are adjacent: together one (3C, C) matrix, one gemm
+        add(p + "attn_wk", C, C);
+        add(p + "attn_wv", C, C);
+        add(p + "attn_wo", C, C);
+        add(p + "mlp_fc1", F, C);
+        add(p + "mlp_fc2", C, F);
+    }
+    return t;
+}
+
+int64_t num_params(const Config& cfg) {
+    const auto t = param_table(cfg);
+    return t.back().offset + t.back().rows * t.back().cols;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// embedding: e_r = wte[tok_r] + wpe[pos_r]                                     e (N, C)
+// backward:  dwte[tok_r] += de_r ;  dwpe[pos_r] += de_r   (callers zero dwte, dwpe first)
+
+template <class T>
+void embed_forward(T* e, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int C) {
+    for (int64_t r = 0; r < N; ++r) {
+        const T* a = wte + int64_t(tok[r]) * C;
+        const T* b = wpe + int64_t(pos[r]) * C;
+        T* y = e + r * C;
+        for (int c = 0; c < C; ++c) y[c] = a[c] + b[c];
+    }
+}
+
+template <class T>
+void embed_backward(T* dwte, T* dwpe, const T* de, const int32_t* tok, const int32_t* pos, int64_t N, int C) {
+    for (int64_t r = 0; r < N; ++r) {
+        T* a = dwte + int64_t(tok[r]) * C;
+        T* b = dwpe + int64_t(pos[r]) * C;
+        const T* g = de + r * C;
+        for (int c = 0; c < C; ++c) {
+            a[c] += g[c];
+            b[c] += g[c];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// rmsnorm, row-wise:  r = (mean_c x_c² + eps)^(-1/2),  y = r·x                      y (N, C), rstd = r (N)
+// backward:  ∂r/∂x_c = -r³ x_c / C, so  dx = r·dy − (r³ / C)·x·Σ_c(dy_c x_c)
+
+template <class T>
+void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C) {
+    for (int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        T ss = 0;
+        for (int c = 0; c < C; ++c) ss += xi[c] * xi[c];
+        const T r = T(1) / std::sqrt(ss / T(C) + T(kRmsEps));
+        rstd[i] = r;
+        T* yi = y + i * C;
+        for (int c = 0; c < C; ++c) yi[c] = r * xi[c];
+    }
+}
+
+template <class T>
+void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, int C) {
+    for (int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        const T* gi = dy + i * C;
+        T dot = 0;
+        for (int c = 0; c < C; ++c) dot += gi[c] * xi[c];
+        const T r = rstd[i];
+        const T k = r * r * r / T(C) * dot;
+        T* di = dx + i * C;
+        for (int c = 0; c < C; ++c) di[c] += r * gi[c] - k * xi[c];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// linear:   Y = beta·Y + X Wᵀ          X (N, in), W (out, in), Y (N, out)
+// backward: dW = dYᵀ X  (out, in) ;  dX = dx_beta·dX + dY W  (N, in)
+
+template <class T>
+void linear_forward(const Gemm& mm, T* y, const T* x, const T* w, int64_t N, int in, int out, T beta) {
+    mm(Op::N, Op::T, int(N), out, in, T(1), x, in, w, in, beta, y, out);
+}
+
+template <class T>
+void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t N, int in, int out,
+                     T dx_beta) {
+    mm(Op::T, Op::N, out, in, int(N), T(1), dy, out, x, in, T(0), dw, in);
+    mm(Op::N, Op::N, int(N), in, out, T(1), dy, out, w, in, dx_beta, dx, in);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// relu: h = max(u, 0);  backward: du = dh·[u > 0]   (zero at u = 0, as microgpt)
+
+template <class T>
+void relu_forward(T* h, const T* u, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) h[i] = u[i] > T(0) ? u[i] : T(0);
+}
+
+template <class T>
+void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) du[i] = u[i] > T(0) ? dh[i] : T(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// causal self-attention, per document and head h (columns h·hd .. h·hd+hd of q, k, v):
+//   S = Q Kᵀ / sqrt(hd) with S_ij = −inf for j > i ;  P = softmax_rows(S) ;  O = P V        S, P (n, n)
+// backward:
+//   dV = Pᵀ dO ;  dP = dO Vᵀ ;  dS = P ⊙ (dP − rowsum(dP ⊙ P)) ;  dQ = dS K / sqrt(hd) ;  dK = dSᵀ Q / sqrt(hd)
+
+template <class T>
+void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::vector<DocSpan>& docs, int C, int H) {
+    const int hd = C / H, ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    for (const DocSpan& d : docs) {
+        const int n = d.n;
+        for (int h = 0; h < H; ++h) {
+            const T* q = qkv + d.row * ld + h * hd;
+            const T* k = q + C;
+            const T* v = q + 2 * C;
+            T* p = att + d.att_off + int64_t(h) * n * n;
+            mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
+            for (int i = 0; i < n; ++i) {  // causal softmax: row i sees positions 0..i
+                T* pi = p + int64_t(i) * n;
+                T mx = pi[0];
+                for (int j = 1; j <= i; ++j) mx = std::max(mx, pi[j]);
+                T sum = 0;
+                for (int j = 0; j <= i; ++j) {
+                    pi[j] = std::exp(pi[j] - mx);
+                    sum += pi[j];
+                }
+                const T inv = T(1) / sum;
+                for (int j = 0; j <= i; ++j) pi[j] *= inv;
+                for (int j = i + 1; j < n; ++j) pi[j] = T(0);
+            }
+            mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), out + d.row * C + h * hd, C);
+        }
+    }
+}
+
+template <class T>
+void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
+                        const std::vector<DocSpan>& docs, int C, int H) {
+    const int hd = C / H, ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    for (const DocSpan& d : docs) {
+        const int n = d.n;
+        for (int h = 0; h < H; ++h) {
+            const T* q = qkv + d.row * ld + h * hd;
+            const T* k = q + C;
+            const T* v = q + 2 * C;
+            T* dq = dqkv + d.row * ld + h * hd;
+            T* dk = dq + C;
+            T* dv = dq + 2 * C;
+            const T* p = att + d.att_off + int64_t(h) * n * n;
+            const T* dO = dout + d.row * C + h * hd;
+            T* ds = scratch;  // dP, then dS in place
+            mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
+            mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
+            for (int i = 0; i < n; ++i) {
+                const T* pi = p + int64_t(i) * n;
+                T* si = ds + int64_t(i) * n;
+                T dot = 0;
+                for (int j = 0; j <= i; ++j) dot += si[j] * pi[j];
+                for (int j = 0; j < n; ++j) si[j] = pi[j] * (si[j] - dot);  // P = 0 above the diagonal
+            }
+            mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
+            mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// softmax cross-entropy, row-wise with weight w_r = 1 / (B · n_doc):
+//   p = softmax(z) ;  loss = Σ_r w_r · (−log p_r[t_r])
+// backward: dz_r = w_r · (p_r − onehot(t_r))
+
+template <class T>
+double softmax_xent_forward(T* probs, const T* logits, const int32_t* target, const T* weight, int64_t N, int V) {
+    double loss = 0;
+    for (int64_t r = 0; r < N; ++r) {
+        const T* z = logits + r * V;
+        T* p = probs + r * V;
+        T mx = z[0];
+        for (int j = 1; j < V; ++j) mx = std::max(mx, z[j]);
+        T sum = 0;
+        for (int j = 0; j < V; ++j) {
+            p[j] = std::exp(z[j] - mx);
+            sum += p[j];
+        }
+        const T inv = T(1) / sum;
+        for (int j = 0; j < V; ++j) p[j] *= inv;
+        if (target) loss += double(weight[r]) * -std::log(double(p[target[r]]));
+    }
+    return loss;
+}
+
+template <class T>
+void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* target, const T* weight, int64_t N, int V) {
+    for (int64_t r = 0; r < N; ++r) {
+        const T w = weight[r];
+        const T* p = probs + r * V;
+        T* d = dlogits + r * V;
+        for (int j = 0; j < V; ++j) d[j] = w * p[j];
+        d[target[r]] -= w;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adam (bias-corrected), elementwise over the one buffer:
+//   m = β1 m + (1 − β1) g ;  v = β2 v + (1 − β2) g² ;  p −= lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + ε)
+
+template <class T>
+void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t) {
+    const T b1 = T(a.beta1), b2 = T(a.beta2), c1 = T(1 - a.beta1), c2 = T(1 - a.beta2);
+    const T bc1 = T(1 - std::pow(a.beta1, double(t))), bc2 = T(1 - std::pow(a.beta2, double(t)));
+    const T eps = T(a.eps), step = T(lr);
+    for (int64_t i = 0; i < n; ++i) {
+        const T gi = g[i];
+        m[i] = b1 * m[i] + c1 * gi;
+        v[i] = b2 * v[i] + c2 * (gi * gi);
+        const T mhat = m[i] / bc1;
+        const T vhat = v[i] / bc2;
+        p[i] -= step * mhat / (std::sqrt(vhat) + eps);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Model
+
+template <class T>
+Model<T>::Model(const Config& cfg, Backend backend) : cfg_(cfg), table_(param_table(cfg)) {
+    mm_.backend = backend;
+    const int64_t n = num_params(cfg_);
+    params_.assign(n, T(0));
+    grads_.assign(n, T(0));
+    m_.assign(n, T(0));
+    v_.assign(n, T(0));
+    x_.resize(cfg_.n_layer + 1);
+    layers_.resize(cfg_.n_layer);
+}
+
+template <class T>
+void Model<T>::set_step(int64_t s) {
+    require(s >= 0, "step must be >= 0 (got " + std::to_string(s) + ")");
+    step_ = s;
+}
+
+template <class T>
+void Model<T>::reserve(int64_t rows) {
+    if (rows <= capacity_) return;
+    const int64_t C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head, Tb = cfg_.block_size;
+    tok_in_.resize(rows);
+    tok_tgt_.resize(rows);
+    pos_.resize(rows);
+    weight_.resize(rows);
+    e_.resize(rows * C);
+    r0_.resize(rows);
+    for (auto& x : x_) x.resize(rows * C);
+    for (auto& c : layers_) {
+        c.a.resize(rows * C);
+        c.ra.resize(rows);
+        c.qkv.resize(rows * 3 * C);
+        c.att.resize(H * Tb * rows);  // Σ_doc H n² <= H · block_size · N
+        c.o.resize(rows * C);
+        c.xmid.resize(rows * C);
+        c.b.resize(rows * C);
+        c.rb.resize(rows);
+        c.u.resize(rows * F);
+        c.h.resize(rows * F);
+    }
+    logits_.resize(rows * V);
+    dx_.resize(rows * C);
+    dtmp_.resize(rows * C);
+    dqkv_.resize(rows * 3 * C);
+    dh_.resize(rows * F);
+    datt_.resize(Tb * Tb);
+    capacity_ = rows;
+}
+
+template <class T>
+void Model<T>::plan_batch(const BatchView& b) {
+    require(b.batch_size >= 1, "the batch is empty: it needs at least one document");
+    require(b.num_offsets >= 2, "offsets must hold at least 2 entries (documents + 1)");
+    require(b.tokens != nullptr && b.offsets != nullptr, "tokens and offsets are required");
+    const int64_t num_docs = b.num_offsets - 1;
+    const int V = cfg_.vocab_size, H = cfg_.n_head;
+    docs_.resize(b.batch_size);
+    int64_t rows = 0, att = 0;
+    for (int64_t i = 0; i < b.batch_size; ++i) {
+        const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
+        require(d >= 0 && d < num_docs, "document index " + std::to_string(d) + " is out of range [0, " +
+                                            std::to_string(num_docs) + ")");
+        const int64_t lo = b.offsets[d], hi = b.offsets[d + 1];
+        require(0 <= lo && lo <= hi && hi <= b.num_tokens,
+                "offsets must be non-decreasing and within the tokens array (document " + std::to_string(d) +
+                    " spans [" + std::to_string(lo) + ", " + std::to_string(hi) + "), tokens has " +
+                    std::to_string(b.num_tokens) + ")");
+        require(hi - lo >= 2, "document " + std::to_string(d) + " has " + std::to_string(hi - lo) +
+                                  " tokens; each needs at least 2 ([BOS] + text + [BOS])");
+        const int n = int(std::min<int64_t>(cfg_.block_size, hi - lo - 1));
+        for (int64_t j = lo; j <= lo + n; ++j) {
+            require(b.tokens[j] >= 0 && b.tokens[j] < V, "token id " + std::to_string(b.tokens[j]) +
+                                                             " at position " + std::to_string(j) +
+                                                             " is out of range [0, " + std::to_string(V) + ")");
+        }
+        docs_[i] = {rows, n, att};
+        rows += n;
+        att += int64_t(H) * n * n;
+    }
+    require(rows <= (int64_t(1) << 30), "batch too large: more than 2^30 token positions");
+    reserve(rows);
+    N_ = rows;
+    const T inv_b = T(1) / T(b.batch_size);
+    for (int64_t i = 0; i < b.batch_size; ++i) {
+        const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
+        const int32_t* t = b.tokens + b.offsets[d];
+        const DocSpan& s = docs_[i];
+        const T w = inv_b / T(s.n);  // loss = mean over docs of mean over positions
+        for (int p = 0; p < s.n; ++p) {
+            tok_in_[s.row + p] = t[p];
+            tok_tgt_[s.row + p] = t[p + 1];
+            pos_[s.row + p] = p;
+            weight_[s.row + p] = w;
+        }
+    }
+}
+
+template <class T>
+void Model<T>::forward_logits() {
+    const int C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head;
+    const int64_t N = N_;
+    const T* P = params_.data();
+    auto w = [&](int idx) { return P + table_[idx].offset; };
+
+    embed_forward(e_.data(), tok_in_.data(), pos_.data(), w(0), w(1), N, C);
+    rmsnorm_forward(x_[0].data(), r0_.data(), e_.data(), N, C);
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+        LayerCache& c = layers_[l];
+        const int base = kGlobalParams + kParamsPerLayer * l;
+        const T* x = x_[l].data();
+        // x = x + Wo · attention(rmsnorm(x))
+        rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
+        linear_forward(mm_, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
+        attention_forward(mm_, c.o.data(), c.att.data(), c.qkv.data(), docs_, C, H);
+        std::copy_n(x, N * C, c.xmid.data());
+        linear_forward(mm_, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
+        // x = x + W2 · relu(W1 · rmsnorm(x))
+        rmsnorm_forward(c.b.data(), c.rb.data(), c.xmid.data(), N, C);
+        linear_forward(mm_, c.u.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
+        relu_forward(c.h.data(), c.u.data(), N * F);
+        std::copy_n(c.xmid.data(), N * C, x_[l + 1].data());
+        linear_forward(mm_, x_[l + 1].data(), c.h.data(), w(base + kFc2), N, F, C, T(1));
+    }
+    linear_forward(mm_, logits_.data(), x_[cfg_.n_layer].data(), w(2), N, C, V, T(0));
+}
+
+template <class T>
+double Model<T>::forward() {
+    forward_logits();
+    return softmax_xent_forward(logits_.data(), logits_.data(), tok_tgt_.data(), weight_.data(), N_,
+                                cfg_.vocab_size);
+}
+
+template <class T>
+void Model<T>::backward() {
+    const int C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head;
+    const int64_t N = N_;
+    const T* P = params_.data();
+    T* G = grads_.data();
+    auto w = [&](int idx) { return P + table_[idx].offset; };
+    auto g = [&](int idx) { return G + table_[idx].offset; };
+    T* dx = dx_.data();    // ∂loss/∂(residual stream), walked backwards through the layers
+    T* tmp = dtmp_.data();  // (N, C) scratch: db, dO, da, de in turn
+
+    softmax_xent_backward(logits_.data(), logits_.data(), tok_tgt_.data(), weight_.data(), N, V);
+    linear_backward(mm_, dx, g(2), logits_.data(), x_[cfg_.n_layer].data(), w(2), N, C, V, T(0));
+    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+        LayerCache& c = layers_[l];
+        const int base = kGlobalParams + kParamsPerLayer * l;
+        // MLP branch; the residual passes dx through unchanged and the branch adds to it
+        linear_backward(mm_, dh_.data(), g(base + kFc2), dx, c.h.data(), w(base + kFc2), N, F, C, T(0));
+        relu_backward(dh_.data(), dh_.data(), c.u.data(), N * F);
+        linear_backward(mm_, tmp, g(base + kFc1), dh_.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
+        rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
+        // attention branch
+        linear_backward(mm_, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
+        attention_backward(mm_, dqkv_.data(), datt_.data(), tmp, c.qkv.data(), c.att.data(), docs_, C, H);
+        linear_backward(mm_, tmp, g(base + kWq), dqkv_.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
+        rmsnorm_backward(dx, tmp, x_[l].data(), c.ra.data(), N, C);
+    }
+    std::fill_n(tmp, N * C, T(0));
+    rmsnorm_backward(tmp, dx, e_.data(), r0_.data(), N, C);
+    std::fill_n(g(0), table_[0].rows * C, T(0));
+    std::fill_n(g(1), table_[1].rows * C, T(0));
+    embed_backward(g(0), g(1), tmp, tok_in_.data(), pos_.data(), N, C);
+}
+
+template <class T>
+double Model<T>::forward_backward(const BatchView& batch) {
+    plan_batch(batch);
+    const double loss = forward();
+    backward();
+    return loss;
+}
+
+template <class T>
+double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam) {
+    require(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
+    const double loss = forward_backward(batch);
+    ++step_;
+    adam_update(params_.data(), m_.data(), v_.data(), grads_.data(), size(), lr, adam, step_);
+    return loss;
+}
+
+template <class T>
+double Model<T>::loss(const BatchView& batch) {
+    plan_batch(batch);
+    return forward();
+}
+
+template <class T>
+void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
+    require(n >= 1 && n <= cfg_.block_size, "a sequence needs between 1 and block_size (" +
+                                                std::to_string(cfg_.block_size) + ") tokens, got " +
+                                                std::to_string(n));
+    for (int64_t i = 0; i < n; ++i)
+        require(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size,
+                "token id " + std::to_string(tokens[i]) + " is out of range [0, " +
+                    std::to_string(cfg_.vocab_size) + ")");
+    reserve(n);
+    N_ = n;
+    docs_.assign(1, DocSpan{0, int(n), 0});
+    for (int64_t i = 0; i < n; ++i) {
+        tok_in_[i] = tokens[i];
+        pos_[i] = int32_t(i);
+    }
+    forward_logits();
+    std::copy_n(logits_.data(), n * cfg_.vocab_size, out);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace blasgpt

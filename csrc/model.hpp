@@ -1,0 +1,174 @@
+// blasgpt's model: microgpt's GPT as paired forward/backward free functions over one contiguous parameter buffer.
+//
+// Notation (see MATH.md in the project docs): a packed batch has N rows (token positions of all its documents,
+// concatenated), C = n_embd, H = n_head, hd = C / H, F = 4C (MLP width), V = vocab size, L = n_layer. Activations
+// are row-major (N, width) matrices; a linear layer with weight W (out, in) computes Y = X Wᵀ.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gemm.hpp"
+
+namespace blasgpt {
+
+struct Config {
+    int vocab_size = 27;
+    int n_embd = 16;
+    int n_head = 4;
+    int n_layer = 1;
+    int block_size = 16;
+
+    void validate() const;  // throws std::invalid_argument naming the bad field
+    int head_dim() const { return n_embd / n_head; }
+};
+
+// One row of THE parameter table: every buffer (params, grads, Adam m and v) is sliced by it.
+struct ParamInfo {
+    std::string name;  // microgpt's names: wte, wpe, lm_head, layer{i}.attn_wq, ...
+    int64_t rows;
+    int64_t cols;
+    int64_t offset;  // in elements, into the one contiguous buffer
+};
+
+std::vector<ParamInfo> param_table(const Config& cfg);
+int64_t num_params(const Config& cfg);
+
+// A batch of whole documents, borrowed from the caller: document b is
+// tokens[offsets[d] : offsets[d+1]] with d = doc_ids ? doc_ids[b] : b. Each document is [BOS, c1, ..., BOS]
+// (at least 2 tokens) and trains on its first n = min(block_size, len - 1) positions.
+struct BatchView {
+    const int32_t* tokens = nullptr;
+    int64_t num_tokens = 0;
+    const int64_t* offsets = nullptr;
+    int64_t num_offsets = 0;  // number of documents in the corpus + 1
+    const int64_t* doc_ids = nullptr;  // optional gather indices (nullptr: documents 0..B-1)
+    int64_t batch_size = 0;
+};
+
+struct AdamConfig {
+    double beta1 = 0.85;
+    double beta2 = 0.99;
+    double eps = 1e-8;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The layers as forward/backward pairs. Argument order, as in llm.c: outputs, caches, inputs, parameters, sizes.
+// Backward functions receive the forward's inputs and caches, and write the d-prefixed gradients.
+
+template <class T>
+void embed_forward(T* e, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int C);
+template <class T>
+void embed_backward(T* dwte, T* dwpe, const T* de, const int32_t* tok, const int32_t* pos, int64_t N, int C);
+
+template <class T>
+void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C);
+template <class T>  // accumulates: dx += ∂loss/∂x
+void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, int C);
+
+template <class T>  // y = beta * y + x Wᵀ  (beta = 1 adds a residual already stored in y)
+void linear_forward(const Gemm& mm, T* y, const T* x, const T* w, int64_t N, int in, int out, T beta);
+template <class T>  // dw = dyᵀ x (overwrites); dx = dx_beta * dx + dy W
+void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t N, int in, int out,
+                     T dx_beta);
+
+template <class T>
+void relu_forward(T* h, const T* u, int64_t n);
+template <class T>  // in place allowed (du == dh)
+void relu_backward(T* du, const T* dh, const T* u, int64_t n);
+
+// Per-document layout of a packed batch, computed once per step by plan_batch.
+struct DocSpan {
+    int64_t row;      // first row of the document in the packed matrices
+    int n;            // positions trained on
+    int64_t att_off;  // offset of its H (n, n) probability matrices in the attention cache
+};
+
+template <class T>  // qkv (N, 3C) rows [q | k | v]; out (N, C); att caches softmax probabilities
+void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::vector<DocSpan>& docs, int C, int H);
+template <class T>  // dqkv overwritten; scratch holds one (T, T) matrix
+void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
+                        const std::vector<DocSpan>& docs, int C, int H);
+
+template <class T>  // probs (N, V) from logits (may alias); returns sum_r weight_r * -log p_r[target_r]
+double softmax_xent_forward(T* probs, const T* logits, const int32_t* target, const T* weight, int64_t N, int V);
+template <class T>  // dlogits = weight * (probs - onehot(target)); may alias probs
+void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* target, const T* weight, int64_t N, int V);
+
+template <class T>  // bias-corrected Adam on one flat buffer; t = 1, 2, ...
+void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The whole model: owns params, grads, Adam state and the activation workspace (grown only when a batch needs more
+// rows than any before it, so a steady-state step allocates nothing).
+
+template <class T>
+class Model {
+   public:
+    Model(const Config& cfg, Backend backend);
+
+    const Config& config() const { return cfg_; }
+    const std::vector<ParamInfo>& table() const { return table_; }
+    int64_t size() const { return static_cast<int64_t>(params_.size()); }
+    T* params() { return params_.data(); }
+    T* grads() { return grads_.data(); }
+    T* adam_m() { return m_.data(); }
+    T* adam_v() { return v_.data(); }
+    int64_t step() const { return step_; }
+    void set_step(int64_t s);
+    Backend backend() const { return mm_.backend; }
+    void set_backend(Backend b) { mm_.backend = b; }
+
+    // Mean over documents of each document's mean next-token loss. Grads are overwritten, Adam untouched.
+    double forward_backward(const BatchView& batch);
+    // forward_backward, then one Adam step with learning rate lr. Returns the loss before the update.
+    double train_step(const BatchView& batch, double lr, const AdamConfig& adam);
+    // Loss only: no gradients, no Adam (held-out evaluation).
+    double loss(const BatchView& batch);
+    // Logits (n, V) for one sequence of n <= block_size tokens at positions 0..n-1.
+    void logits(T* out, const int32_t* tokens, int64_t n);
+
+    std::mutex& mutex() { return mutex_; }
+
+   private:
+    struct LayerCache {  // what backward needs from each layer's forward, (rows, width)
+        std::vector<T> a, ra;          // rmsnorm before attention (N, C), its 1/rms (N)
+        std::vector<T> qkv;            // (N, 3C)
+        std::vector<T> att;            // softmax probabilities, per document H (n, n)
+        std::vector<T> o;              // attention output before Wo (N, C)
+        std::vector<T> xmid;           // residual stream after attention (N, C)
+        std::vector<T> b, rb;          // rmsnorm before MLP (N, C), (N)
+        std::vector<T> u, h;           // MLP pre/post ReLU (N, F)
+    };
+
+    void plan_batch(const BatchView& batch);  // validates, fills rows_ / docs_, grows the workspace
+    void reserve(int64_t rows);
+    void forward_logits();  // over the planned rows: logits_ (N, V)
+    double forward();        // forward_logits, then probabilities in logits_; returns the loss
+    void backward();   // from probs in logits_, writes grads_
+
+    Config cfg_;
+    std::vector<ParamInfo> table_;
+    Gemm mm_;
+    std::vector<T> params_, grads_, m_, v_;
+    int64_t step_ = 0;
+
+    // Packed-batch plan
+    int64_t N_ = 0, capacity_ = 0;
+    std::vector<DocSpan> docs_;
+    std::vector<int32_t> tok_in_, tok_tgt_, pos_;
+    std::vector<T> weight_;  // per-row loss weight 1 / (B * n_doc)
+
+    // Workspace
+    std::vector<T> e_, r0_;       // embedding sum (N, C), its 1/rms (N)
+    std::vector<std::vector<T>> x_;  // residual stream entering layer l, x_[L] = final (N, C)
+    std::vector<LayerCache> layers_;
+    std::vector<T> logits_;          // (N, V), then probs, then dlogits
+    std::vector<T> dx_, dtmp_, dqkv_, datt_, dh_;  // backward scratch
+
+    std::mutex mutex_;
+};
+
+}  // namespace blasgpt

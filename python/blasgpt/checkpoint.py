@@ -1,0 +1,131 @@
+"""Checkpoints: one safetensors file holding everything needed to continue a run exactly.
+
+Tensors: each parameter under its own name (``wte``, ``layer0.attn_wq``, ...; readable by any safetensors tool),
+plus Adam's moments as flat buffers ``adam.m`` and ``adam.v``. Metadata (strings): format, format_version,
+config (JSON), dtype, step, vocab (JSON list of characters, may be absent), extra (JSON: caller's run state), and
+checksum (sha256 over the tensors' bytes in key order). Files are written to a temp file, fsynced and renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+from .config import Config
+from .data import Tokenizer, atomic_write_bytes
+from .model import Model
+
+PathLike = Union[str, "os.PathLike[str]"]
+FORMAT = "blasgpt-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable blasgpt checkpoint; the message names the file and the problem."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    model: Model
+    tokenizer: Optional[Tokenizer]
+    extra: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return self.model.step
+
+
+def _checksum(tensors: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(tensors[key]).tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[Tokenizer] = None,
+                    extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``model`` (params, Adam m/v, step), its config, vocabulary and ``extra`` to ``path`` atomically."""
+    from safetensors.numpy import save
+
+    tensors = {name: np.array(view) for name, view in model.params.items()}
+    tensors["adam.m"] = np.array(model.adam_m)
+    tensors["adam.v"] = np.array(model.adam_v)
+    try:
+        extra_json = json.dumps(dict(extra or {}), sort_keys=True)
+    except TypeError as e:
+        raise ValueError(f"checkpoint extra metadata must be JSON-serialisable: {e}") from None
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        "dtype": model.dtype.name,
+        "step": str(model.step),
+        "extra": extra_json,
+        "checksum": _checksum(tensors),
+    }
+    if tokenizer is not None:
+        metadata["vocab"] = json.dumps(tokenizer.chars, ensure_ascii=False)
+    path = Path(path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return path
+
+
+def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint:
+    """Read a checkpoint written by ``save_checkpoint``; CheckpointError on anything wrong with the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {problem}")
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign bytes
+        raise bad(f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    if meta.get("format") != FORMAT:
+        raise bad("a safetensors file, but not a blasgpt checkpoint (no 'format: blasgpt-checkpoint' metadata)")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise bad(f"checkpoint format version {meta.get('format_version')!r}; this blasgpt reads {FORMAT_VERSION}")
+    if meta.get("checksum") != _checksum(tensors):
+        raise bad("checksum mismatch: the file is corrupted")
+    try:
+        config = Config.from_dict(json.loads(meta["config"]))
+        dtype = meta["dtype"]
+        step = int(meta["step"])
+        extra = json.loads(meta.get("extra", "{}"))
+        tokenizer = Tokenizer(json.loads(meta["vocab"])) if "vocab" in meta else None
+    except (KeyError, ValueError, TypeError) as e:
+        raise bad(f"invalid metadata ({e})") from None
+    model = Model(config, dtype=dtype, backend=backend, init=False)
+    expected = {name: (rows, cols) for name, (rows, cols), _ in model.param_table}
+    expected["adam.m"] = expected["adam.v"] = (model.num_params,)  # type: ignore[assignment]
+    if set(tensors) != set(expected):
+        missing, unknown = set(expected) - set(tensors), set(tensors) - set(expected)
+        raise bad(f"tensors do not match the config (missing: {sorted(missing)}, unexpected: {sorted(unknown)})")
+    for name, shape in expected.items():
+        t = tensors[name]
+        if tuple(t.shape) != tuple(shape) or t.dtype != model.dtype:
+            raise bad(f"tensor {name} is {t.dtype}{list(t.shape)}, expected {model.dtype.name}{list(shape)}")
+    for name in model.params:
+        model.params[name][...] = tensors[name]
+    model.adam_m[...] = tensors["adam.m"]
+    model.adam_v[...] = tensors["adam.v"]
+    model.step = step
+    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+        raise bad(f"vocabulary has {tokenizer.vocab_size} symbols but the config says {config.vocab_size}")
+    return Checkpoint(model, tokenizer, extra)
+
+
+__all__ = ["Checkpoint", "CheckpointError", "FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]

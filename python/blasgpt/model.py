@@ -1,0 +1,227 @@
+"""The Model: owns the C++ state and exposes it as numpy views; plus sampling."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .config import Config
+from .data import Batch, Tokenizer
+
+if TYPE_CHECKING:
+    from .checkpoint import PathLike
+
+INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
+DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
+BACKENDS = ("blas", "native")
+
+
+def default_backend() -> str:
+    """The gemm backend: $BLASGPT_GEMM (blas | native), else blas."""
+    name = os.environ.get("BLASGPT_GEMM", "blas") or "blas"
+    if name not in BACKENDS:
+        raise ValueError(f"BLASGPT_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return name
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+class Model:
+    """A GPT whose parameters, gradients and Adam moments live in four contiguous C++ buffers.
+
+    ``params`` and ``grads`` map microgpt's names (``wte``, ``wpe``, ``lm_head``, ``layer0.attn_wq``, ...) to
+    zero-copy numpy views of shape (rows, cols); writing ``model.params["wte"][...] = w`` sets the weights.
+
+    Weights are drawn from ``gauss(0, 0.08)`` with Python's ``random`` — from ``init_rng`` if given (to continue a
+    stream, as microgpt does after shuffling its documents), else from ``random.Random(seed)`` — parameter by
+    parameter in table order, each row-major.
+    """
+
+    def __init__(self, config: Config, dtype: Any = "float64", seed: int = 42, *,
+                 init_rng: Optional[random.Random] = None, backend: Optional[str] = None,
+                 init: bool = True):
+        if not isinstance(config, Config):
+            raise ValueError(f"config must be a blasgpt.Config, got {type(config).__name__}")
+        self.config = config
+        self.dtype = np.dtype(_dtype_name(dtype))
+        self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend())
+        self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
+        self._flat = {"params": self._core.params(), "grads": self._core.grads(),
+                      "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
+        self.params = self._views(self._flat["params"])
+        self.grads = self._views(self._flat["grads"])
+        if init:
+            rng = init_rng if init_rng is not None else random.Random(seed)
+            for name, (rows, cols), _ in self._table:
+                draws = np.fromiter((rng.gauss(0.0, INIT_STD) for _ in range(rows * cols)), np.float64, rows * cols)
+                self.params[name][...] = draws.reshape(rows, cols)
+
+    def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: flat[off:off + r * c].reshape(r, c) for name, (r, c), off in self._table}
+
+    # -- state -----------------------------------------------------------------------------------------------
+    @property
+    def num_params(self) -> int:
+        return int(self._core.num_params)
+
+    @property
+    def param_table(self) -> list[tuple[str, tuple[int, int], int]]:
+        """(name, (rows, cols), offset) of every parameter, in buffer order."""
+        return list(self._table)
+
+    @property
+    def flat_params(self) -> np.ndarray:
+        """All parameters as one contiguous 1-D view (the buffer the C++ core updates)."""
+        return self._flat["params"]
+
+    @property
+    def flat_grads(self) -> np.ndarray:
+        return self._flat["grads"]
+
+    @property
+    def adam_m(self) -> np.ndarray:
+        """Adam's first moment, one contiguous 1-D view."""
+        return self._flat["adam_m"]
+
+    @property
+    def adam_v(self) -> np.ndarray:
+        """Adam's second moment, one contiguous 1-D view."""
+        return self._flat["adam_v"]
+
+    @property
+    def step(self) -> int:
+        """Adam updates applied so far (the bias-correction counter)."""
+        return int(self._core.step)
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self._core.step = int(value)
+
+    @property
+    def backend(self) -> str:
+        """The gemm backend in use: 'blas' (OpenBLAS) or 'native' (portable loops)."""
+        return str(self._core.backend)
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._core.backend = name
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model(vocab_size={c.vocab_size}, n_embd={c.n_embd}, n_head={c.n_head}, n_layer={c.n_layer}, "
+                f"block_size={c.block_size}, dtype={self.dtype.name}, params={self.num_params}, step={self.step})")
+
+    # -- compute ---------------------------------------------------------------------------------------------
+    def forward_backward(self, batch: Batch) -> float:
+        """Loss of ``batch`` (mean over documents of each document's mean token loss); fills ``grads``.
+        Adam's state and the step count are untouched."""
+        _check_batch(batch)
+        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids)
+
+    def train_step(self, batch: Batch, lr: float = 0.01) -> float:
+        """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
+        _check_batch(batch)
+        return self._core.train_step(batch.tokens, batch.offsets, _check_lr(lr), batch.doc_ids)
+
+    def loss(self, batch: Batch) -> float:
+        """Loss only: gradients and Adam state are left alone (for held-out evaluation)."""
+        _check_batch(batch)
+        return self._core.loss(batch.tokens, batch.offsets, batch.doc_ids)
+
+    def forward(self, tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
+        """Logits (n, vocab_size) for a sequence of n <= block_size token ids at positions 0..n-1."""
+        return self._core.logits(_token_array(tokens))
+
+    # -- files -----------------------------------------------------------------------------------------------
+    def save(self, path: "PathLike", tokenizer: Optional[Tokenizer] = None, **extra: Any) -> None:
+        """Write params, Adam state and step to a safetensors file (atomically); see blasgpt.checkpoint."""
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(path, self, tokenizer, extra)
+
+    @classmethod
+    def load(cls, path: "PathLike", backend: Optional[str] = None) -> "Model":
+        """The model stored in a checkpoint written by ``save``."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path, backend=backend).model
+
+
+def _check_batch(batch: Any) -> None:
+    if not isinstance(batch, Batch):
+        raise ValueError(f"batch must be a blasgpt.Batch (e.g. tokenizer.batch(docs)), got {type(batch).__name__}")
+
+
+def _check_lr(lr: Any) -> float:
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr must be a number, got {lr!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    return value
+
+
+def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
+    a = np.asarray(tokens)
+    if a.ndim != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {a.shape}")
+    if a.size and a.dtype.kind not in "iu":
+        raise ValueError(f"tokens must be integer ids, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def sample(model: Model, tokenizer: Tokenizer, num: int = 20, temperature: float = 0.5,
+           top_k: Optional[int] = None, prompt: str = "", seed: Optional[int] = 0) -> list[str]:
+    """Generate ``num`` documents: start from BOS (+ ``prompt``), draw each next token from
+    softmax(logits / temperature) — restricted to the ``top_k`` most likely when given — and stop at BOS or after
+    block_size positions. Returns prompt + generated text. The same seed gives the same samples."""
+    V, block = model.config.vocab_size, model.config.block_size
+    if tokenizer.vocab_size != V:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} symbols but the model expects {V}")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+        raise ValueError(f"num must be an integer >= 0, got {num!r}")
+    try:
+        temp = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
+    if not (math.isfinite(temp) and temp > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= V):
+        raise ValueError(f"top_k must be an integer between 1 and the vocabulary size {V}, got {top_k!r}")
+    prefix = [int(i) for i in tokenizer.encode(prompt)]
+    if len(prefix) >= block:
+        raise ValueError(f"prompt has {len(prefix)} characters; it must be shorter than block_size ({block})")
+    rng = random.Random(seed)
+    population = range(V)
+    out = []
+    for _ in range(num):
+        ids = [tokenizer.bos] + prefix
+        while len(ids) <= block:
+            logits = model.forward(ids)[-1].astype(np.float64) / temp
+            if top_k is not None and top_k < V:
+                cut = np.partition(logits, V - top_k)[V - top_k]
+                logits = np.where(logits >= cut, logits, -np.inf)
+            probs = np.exp(logits - logits.max())
+            nxt = rng.choices(population, weights=probs.tolist())[0]
+            if nxt == tokenizer.bos:
+                break
+            ids.append(nxt)
+        out.append(tokenizer.decode(ids))
+    return out
+
+
+__all__ = ["Model", "sample", "default_backend", "INIT_STD"]
