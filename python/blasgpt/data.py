@@ -60,19 +60,21 @@ def read_docs(path: PathLike) -> list[str]:
     return docs
 
 
-def download_names(dest: PathLike, url: str = NAMES_URL, sha256: Optional[str] = NAMES_SHA256,
+def download_names(dest: PathLike, url: Optional[str] = None, sha256: Optional[str] = None,
                    timeout: float = 60.0) -> Path:
     """Fetch makemore's names.txt to ``dest``, verifying its sha256, written atomically (temp file + rename).
 
-    ``url`` may be any URL urllib opens (https://, file://). On a checksum mismatch nothing is written.
+    ``url`` (default NAMES_URL) may be any URL urllib opens (https://, file://); ``sha256`` defaults to
+    NAMES_SHA256. On a checksum mismatch nothing is written.
     """
     dest = Path(dest)
+    url = url or NAMES_URL
+    sha256 = sha256 or NAMES_SHA256
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the URL is the caller's choice)
         data = resp.read()
-    if sha256 is not None:
-        got = hashlib.sha256(data).hexdigest()
-        if got != sha256:
-            raise DataError(f"download from {url} has sha256 {got}, expected {sha256}; nothing was written")
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise DataError(f"download from {url} has sha256 {got}, expected {sha256}; nothing was written")
     atomic_write_bytes(dest, data)
     return dest
 

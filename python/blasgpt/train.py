@@ -38,13 +38,20 @@ def lr_at(step: int, lr: float, schedule_steps: int) -> float:
     return lr * (1 - step / schedule_steps)
 
 
+def shuffle_docs(docs: Sequence[str], seed: int = 42) -> tuple[list[str], random.Random]:
+    """A copy of ``docs`` shuffled as microgpt does (``random.seed(seed); random.shuffle(docs)``), and the random
+    stream after the shuffle (microgpt draws its weights from it next)."""
+    rng = random.Random(seed)
+    shuffled = list(docs)
+    rng.shuffle(shuffled)
+    return shuffled, rng
+
+
 def microgpt_start(docs: Sequence[str], seed: int = 42, dtype: Any = "float64",
                    **config: int) -> tuple[list[str], Tokenizer, Model]:
     """microgpt's exact beginning: ``random.seed(seed)``, shuffle the documents, build the vocabulary, then draw the
     weights from the same random stream. Returns (shuffled docs, tokenizer, model); ``config`` overrides sizes."""
-    rng = random.Random(seed)
-    shuffled = list(docs)
-    rng.shuffle(shuffled)
+    shuffled, rng = shuffle_docs(docs, seed)
     tokenizer = Tokenizer.from_docs(shuffled)
     cfg = Config(vocab_size=tokenizer.vocab_size, **config)
     return shuffled, tokenizer, Model(cfg, dtype=dtype, init_rng=rng)
@@ -96,4 +103,4 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     return History(losses, time.perf_counter() - t0, steps * batch_size)
 
 
-__all__ = ["History", "TrainingError", "lr_at", "microgpt_start", "train"]
+__all__ = ["History", "TrainingError", "lr_at", "microgpt_start", "shuffle_docs", "train"]

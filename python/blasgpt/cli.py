@@ -1,0 +1,206 @@
+"""Command line: ``python -m blasgpt train | sample`` (also installed as the ``blasgpt`` command).
+
+Exit codes: 0 success, 1 data / file / model error, 2 usage error, 130 interrupted (after saving a checkpoint).
+A user error prints one line to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from ._core import blas_info
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import Config
+from .data import DataError, load_docs
+from .model import BACKENDS, sample
+from .train import TrainingError, microgpt_start, shuffle_docs, train
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CHECKPOINT_NAME = "ckpt.safetensors"
+SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
+
+
+class UsageError(Exception):
+    """Bad flag values: reported with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blasgpt",
+        description="Train a tiny character-level GPT (Karpathy's microgpt, exactly) and sample from it. "
+                    "With no data file it learns to invent names from the bundled names.txt.",
+        epilog="Examples:\n"
+               "  python -m blasgpt train                       # microgpt: names, d16, 1000 steps, prints names\n"
+               "  python -m blasgpt train --data my.txt --steps 5000 --batch-size 16 --dtype float32\n"
+               "  python -m blasgpt sample --checkpoint runs/DATE/ckpt.safetensors --num 10 --prompt ma",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"blasgpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model and save a checkpoint",
+                       description="Train on a text file (one document per line; default: the bundled names.txt). "
+                                   "The defaults reproduce microgpt exactly: seed-42 shuffle, 16-wide 1-layer GPT, "
+                                   "1000 Adam steps of one document, lr 0.01 decaying linearly to 0.")
+    t.add_argument("--data", metavar="FILE", help="UTF-8 text file, one document per line (default: names.txt)")
+    t.add_argument("--steps", type=_nonneg_int, default=None,
+                   help="total optimisation steps of the run (default 1000; with --resume: the checkpoint's total)")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="documents per step (default 1)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate, decays linearly to 0 (default 0.01)")
+    t.add_argument("--dtype", choices=("float64", "float32"), default=None, help="arithmetic (default float64)")
+    for name, default in SIZE_DEFAULTS.items():
+        t.add_argument("--" + name.replace("_", "-"), type=_positive_int, default=None,
+                       help=f"model size (default {default})")
+    t.add_argument("--seed", type=int, default=None, help="shuffle and initialisation seed (default 42)")
+    t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
+    t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly")
+    t.add_argument("--log-every", type=_nonneg_int, default=100, help="print progress every N steps (0: never)")
+    t.add_argument("--samples", type=_nonneg_int, default=20, help="names to print after training (default 20)")
+    t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
+    t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or blas)")
+
+    s = sub.add_parser("sample", help="generate documents from a checkpoint",
+                       description="Sample from a trained model: start at BOS (plus --prompt), draw each next "
+                                   "character from softmax(logits / temperature), stop at BOS or block_size.")
+    s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
+    s.add_argument("--num", type=_nonneg_int, default=20, help="how many samples (default 20)")
+    s.add_argument("--temperature", type=float, default=0.5, help="> 0; lower is more conservative (default 0.5)")
+    s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
+    s.add_argument("--prompt", default="", help="text every sample starts with")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    resume = load_checkpoint(args.resume) if args.resume else None
+    if resume is not None:
+        changed = [f"--{k.replace('_', '-')}" for k in (*SIZE_DEFAULTS, "dtype", "seed", "batch_size")
+                   if getattr(args, k) is not None]
+        if changed:
+            raise UsageError(f"{', '.join(changed)} cannot change when resuming; they come from the checkpoint")
+        if resume.tokenizer is None:
+            raise CheckpointError(f"{args.resume}: has no vocabulary, so training cannot resume from it")
+        extra = resume.extra
+        seed, batch_size = int(extra.get("seed", 42)), int(extra.get("batch_size", 1))
+        lr = args.lr if args.lr is not None else float(extra.get("lr", 0.01))
+        total = args.steps if args.steps is not None else int(extra.get("total_steps", resume.step))
+    else:
+        seed = 42 if args.seed is None else args.seed
+        batch_size = args.batch_size or 1
+        lr = 0.01 if args.lr is None else args.lr
+        total = 1000 if args.steps is None else args.steps
+    try:
+        sizes = {k: getattr(args, k) or v for k, v in SIZE_DEFAULTS.items()}
+        Config(**sizes)  # validate the sizes before reading any data
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not (lr >= 0 and lr < float("inf")):
+        raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+
+    docs = load_docs(args.data)
+    out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
+    if resume is not None:
+        model, tok = resume.model, resume.tokenizer
+        docs, _ = shuffle_docs(docs, seed)
+        if total < model.step:
+            raise UsageError(f"--steps {total} is before the checkpoint's step {model.step}")
+    else:
+        docs, tok, model = microgpt_start(docs, seed=seed, dtype=args.dtype or "float64", **sizes)
+    assert tok is not None
+    if args.gemm:
+        model.backend = args.gemm
+    source = args.data or "names.txt (bundled)"
+    cfg = model.config
+    print(f"blasgpt {__version__} | data {source}: {len(docs):,} docs, vocab {tok.vocab_size} | "
+          f"d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: {model.num_params:,} params | "
+          f"{model.dtype.name} | batch {batch_size} | gemm {model.backend} ({blas_info().split(' | ')[-1]})")
+    if resume is not None:
+        print(f"resuming {args.resume} at step {model.step} of {total}")
+
+    ckpt = out_dir / CHECKPOINT_NAME
+    run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
+                 "data": str(args.data) if args.data else None}
+    steps = total - model.step
+    try:
+        hist = train(model, tok, docs, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
+                     log_every=args.log_every)
+    except KeyboardInterrupt:
+        model.save(ckpt, tok, **run_state)
+        print(f"\ninterrupted at step {model.step}; saved {ckpt} (continue with --resume {ckpt})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    model.save(ckpt, tok, **run_state)
+    if steps:
+        tail = hist.losses[-min(100, len(hist.losses)):]
+        print(f"trained {steps} steps in {hist.seconds:.2f} s ({hist.docs_per_second:,.0f} docs/s, "
+              f"{hist.seconds / steps * 1e6:.1f} µs/step) | final loss {hist.losses[-1]:.4f} | "
+              f"mean of last {len(tail)} {sum(tail) / len(tail):.4f}")
+    print(f"saved {ckpt}")
+    if args.samples:
+        print(f"--- {args.samples} samples (temperature {args.temperature}) ---")
+        for text in sample(model, tok, num=args.samples, temperature=args.temperature, seed=seed):
+            print(text)
+    return EXIT_OK
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    ck = load_checkpoint(args.checkpoint)
+    if ck.tokenizer is None:
+        raise CheckpointError(f"{args.checkpoint}: has no vocabulary, so its tokens cannot be turned into text")
+    for text in sample(ck.model, ck.tokenizer, num=args.num, temperature=args.temperature, top_k=args.top_k,
+                       prompt=args.prompt, seed=args.seed):
+        print(text)
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"train": _cmd_train, "sample": _cmd_sample}[args.command]
+    try:
+        return command(args)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DataError, CheckpointError, TrainingError, OSError) as e:
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Shared helpers: small random models and ragged document sets."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import numpy as np
+import pytest
+
+import blasgpt
+
+BACKENDS = ("blas", "native")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes this fixture runs once per gemm backend."""
+    return request.param
+
+
+def random_docs(rng: random.Random, n: int, alphabet: str, max_len: int) -> list[str]:
+    """Ragged documents: always includes an empty-bodied-free single character doc and one longer than max_len."""
+    docs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, max_len))) for _ in range(n)]
+    docs[0] = alphabet[0]  # a length-1 document: [BOS, c, BOS]
+    docs[-1] = "".join(rng.choice(alphabet) for _ in range(max_len + 5))  # longer than block_size
+    return docs
+
+
+def make_setup(seed: int, n_embd: int, n_head: int, n_layer: int, block_size: int, n_docs: int = 5,
+               vocab: int = 6, dtype: str = "float64", backend: str = "blas"):
+    """(model, tokenizer, docs) with random weights and random ragged documents."""
+    rng = random.Random(seed)
+    alphabet = string.ascii_lowercase[:vocab]
+    docs = random_docs(rng, n_docs, alphabet, block_size)
+    tok = blasgpt.Tokenizer(sorted(alphabet))
+    cfg = blasgpt.Config(vocab_size=tok.vocab_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
+                         block_size=block_size)
+    model = blasgpt.Model(cfg, dtype=dtype, seed=seed, backend=backend)
+    # spread the weights a little wider than the 0.08 init so every path (attention, relu) carries signal
+    nrng = np.random.default_rng(seed)
+    for w in model.params.values():
+        w[...] = nrng.normal(0.0, 0.3, size=w.shape)
+    return model, tok, docs
