@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -19,19 +20,27 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
-// A 1-D, C-contiguous array of exactly element type E, or a ValueError that says which requirement failed.
+// An ndim-dimensional, C-contiguous array of exactly element type E, or a ValueError that says which requirement
+// failed (no silent conversion: a copy would hide a caller's dtype mistake and cost time on every step).
 template <class E>
-py::array_t<E> vector_arg(const py::handle& obj, const char* name) {
-    if (!py::isinstance<py::array>(obj))
-        fail(std::string(name) + " must be a numpy array of dtype " + py::str(py::dtype::of<E>()).cast<std::string>() +
-             ", got " + py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
-    auto a = py::reinterpret_borrow<py::array>(obj);
+py::array_t<E> array_arg(const py::handle& obj, const char* name, int ndim) {
     const std::string want = py::str(py::dtype::of<E>());
+    if (!py::isinstance<py::array>(obj))
+        fail(std::string(name) + " must be a numpy array of dtype " + want + ", got " +
+             py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+    auto a = py::reinterpret_borrow<py::array>(obj);
     if (!a.dtype().is(py::dtype::of<E>()))
         fail(std::string(name) + " must have dtype " + want + ", got " + py::str(a.dtype()).cast<std::string>());
-    if (a.ndim() != 1) fail(std::string(name) + " must be 1-D, got " + std::to_string(a.ndim()) + " dimensions");
+    if (a.ndim() != ndim)
+        fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
+             " dimensions");
     if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
     return py::reinterpret_borrow<py::array_t<E>>(a);
+}
+
+template <class E>
+py::array_t<E> vector_arg(const py::handle& obj, const char* name) {
+    return array_arg<E>(obj, name, 1);
 }
 
 struct BatchArgs {
@@ -71,18 +80,26 @@ void bind_model(py::module_& m, const char* name) {
     using M = Model<T>;
     py::class_<M>(m, name, "The C++ model state: params, grads, Adam m/v in one contiguous buffer each.")
         .def(py::init([](int vocab_size, int n_embd, int n_head, int n_layer, int block_size,
-                         const std::string& backend) {
+                         const std::string& backend, int threads) {
                  Config cfg{vocab_size, n_embd, n_head, n_layer, block_size};
                  cfg.validate();
-                 return new M(cfg, backend_from_name(backend));
+                 return std::make_unique<M>(cfg, backend_from_name(backend), threads);
              }),
              py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
-             py::arg("backend") = "blas")
+             py::arg("backend") = "blas", py::arg("threads") = 1)
         .def_property_readonly("num_params", &M::size)
         .def_property("step", &M::step, &M::set_step, "Number of Adam updates applied so far.")
         .def_property(
             "backend", [](const M& self) { return std::string(backend_name(self.backend())); },
             [](M& self, const std::string& b) { self.set_backend(backend_from_name(b)); })
+        .def_property(
+            "threads", &M::threads,
+            [](M& self, int n) {
+                py::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.set_threads(n);
+            },
+            "Worker threads a batch is split across (deterministic reduction order).")
         .def(
             "param_table",
             [](const M& self) {
@@ -117,6 +134,35 @@ void bind_model(py::module_& m, const char* name) {
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("lr"), py::arg("doc_ids") = py::none(),
             py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8)
+        .def(
+            "train_steps",
+            [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
+               const py::handle& lrs, double beta1, double beta2, double eps) {
+                const BatchArgs args(tokens, offsets, py::none());
+                const auto ids = array_arg<int64_t>(doc_ids, "doc_ids", 2);
+                const auto lr = vector_arg<double>(lrs, "lrs");
+                const int64_t steps = ids.shape(0), batch = ids.shape(1);
+                if (lr.size() != steps)
+                    fail("lrs must hold one learning rate per step: doc_ids has " + std::to_string(steps) +
+                         " rows, lrs has " + std::to_string(lr.size()));
+                py::array_t<double> losses(steps);
+                const AdamConfig adam{beta1, beta2, eps};
+                int64_t done;
+                {
+                    py::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.mutex());
+                    done = self.train_steps(args.view(), ids.data(), steps, batch, lr.data(), losses.mutable_data(),
+                                            adam);
+                }
+                if (done == steps) return losses;
+                py::array_t<double> head(done);  // stopped early: only the losses of the steps taken
+                std::copy_n(losses.data(), done, head.mutable_data());
+                return head;
+            },
+            py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids"), py::arg("lrs"), py::arg("beta1") = 0.85,
+            py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
+            "Many train steps in one call: row s of doc_ids (steps, batch) is step s's documents, lrs[s] its "
+            "learning rate. Returns the losses; stops after the first non-finite one (which is not applied).")
         .def(
             "loss",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids) {

@@ -2,6 +2,8 @@
 // that formula. Shapes are given per buffer as (rows, cols); every matrix product goes through Gemm.
 #include "model.hpp"
 
+#include "threadpool.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -279,38 +281,22 @@ void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamC
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Model
+// The model's forward and backward over a planned workspace: the functions above, composed.
 
 template <class T>
-Model<T>::Model(const Config& cfg, Backend backend) : cfg_(cfg), table_(param_table(cfg)) {
-    mm_.backend = backend;
-    const int64_t n = num_params(cfg_);
-    params_.assign(n, T(0));
-    grads_.assign(n, T(0));
-    m_.assign(n, T(0));
-    v_.assign(n, T(0));
-    x_.resize(cfg_.n_layer + 1);
-    layers_.resize(cfg_.n_layer);
-}
-
-template <class T>
-void Model<T>::set_step(int64_t s) {
-    require(s >= 0, "step must be >= 0 (got " + std::to_string(s) + ")");
-    step_ = s;
-}
-
-template <class T>
-void Model<T>::reserve(int64_t rows) {
-    if (rows <= capacity_) return;
-    const int64_t C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head, Tb = cfg_.block_size;
-    tok_in_.resize(rows);
-    tok_tgt_.resize(rows);
-    pos_.resize(rows);
-    weight_.resize(rows);
-    e_.resize(rows * C);
-    r0_.resize(rows);
-    for (auto& x : x_) x.resize(rows * C);
-    for (auto& c : layers_) {
+void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
+    if (rows <= capacity) return;
+    const int64_t C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head, Tb = cfg.block_size;
+    tok_in.resize(rows);
+    tok_tgt.resize(rows);
+    pos.resize(rows);
+    weight.resize(rows);
+    e.resize(rows * C);
+    r0.resize(rows);
+    x.resize(cfg.n_layer + 1);
+    for (auto& xl : x) xl.resize(rows * C);
+    layers.resize(cfg.n_layer);
+    for (auto& c : layers) {
         c.a.resize(rows * C);
         c.ra.resize(rows);
         c.qkv.resize(rows * 3 * C);
@@ -322,24 +308,131 @@ void Model<T>::reserve(int64_t rows) {
         c.u.resize(rows * F);
         c.h.resize(rows * F);
     }
-    logits_.resize(rows * V);
-    dx_.resize(rows * C);
-    dtmp_.resize(rows * C);
-    dqkv_.resize(rows * 3 * C);
-    dh_.resize(rows * F);
-    datt_.resize(Tb * Tb);
-    capacity_ = rows;
+    logits.resize(rows * V);
+    dx.resize(rows * C);
+    dtmp.resize(rows * C);
+    dqkv.resize(rows * 3 * C);
+    dh.resize(rows * F);
+    datt.resize(Tb * Tb);
+    capacity = rows;
 }
 
 template <class T>
-void Model<T>::plan_batch(const BatchView& b) {
+void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                   Workspace<T>& ws) {
+    const int C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head;
+    const int64_t N = ws.N;
+    auto w = [&](int idx) { return params + table[idx].offset; };
+
+    embed_forward(ws.e.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
+    rmsnorm_forward(ws.x[0].data(), ws.r0.data(), ws.e.data(), N, C);
+    for (int l = 0; l < cfg.n_layer; ++l) {
+        auto& c = ws.layers[l];
+        const int base = kGlobalParams + kParamsPerLayer * l;
+        const T* x = ws.x[l].data();
+        // x = x + Wo · attention(rmsnorm(x))
+        rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
+        linear_forward(mm, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
+        attention_forward(mm, c.o.data(), c.att.data(), c.qkv.data(), ws.docs, C, H);
+        std::copy_n(x, N * C, c.xmid.data());
+        linear_forward(mm, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
+        // x = x + W2 · relu(W1 · rmsnorm(x))
+        rmsnorm_forward(c.b.data(), c.rb.data(), c.xmid.data(), N, C);
+        linear_forward(mm, c.u.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
+        relu_forward(c.h.data(), c.u.data(), N * F);
+        std::copy_n(c.xmid.data(), N * C, ws.x[l + 1].data());
+        linear_forward(mm, ws.x[l + 1].data(), c.h.data(), w(base + kFc2), N, F, C, T(1));
+    }
+    linear_forward(mm, ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
+}
+
+template <class T>
+double model_loss(const Config& cfg, Workspace<T>& ws) {
+    return softmax_xent_forward(ws.logits.data(), ws.logits.data(), ws.tok_tgt.data(), ws.weight.data(), ws.N,
+                                cfg.vocab_size);
+}
+
+template <class T>
+void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                    T* grads, Workspace<T>& ws) {
+    const int C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head;
+    const int64_t N = ws.N;
+    auto w = [&](int idx) { return params + table[idx].offset; };
+    auto g = [&](int idx) { return grads + table[idx].offset; };
+    T* dx = ws.dx.data();     // ∂loss/∂(residual stream), walked backwards through the layers
+    T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da, de in turn
+
+    softmax_xent_backward(ws.logits.data(), ws.logits.data(), ws.tok_tgt.data(), ws.weight.data(), N, V);
+    linear_backward(mm, dx, g(2), ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
+    for (int l = cfg.n_layer - 1; l >= 0; --l) {
+        auto& c = ws.layers[l];
+        const int base = kGlobalParams + kParamsPerLayer * l;
+        // MLP branch; the residual passes dx through unchanged and the branch adds to it
+        linear_backward(mm, ws.dh.data(), g(base + kFc2), dx, c.h.data(), w(base + kFc2), N, F, C, T(0));
+        relu_backward(ws.dh.data(), ws.dh.data(), c.u.data(), N * F);
+        linear_backward(mm, tmp, g(base + kFc1), ws.dh.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
+        rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
+        // attention branch
+        linear_backward(mm, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
+        attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.qkv.data(), c.att.data(), ws.docs, C, H);
+        linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
+        rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
+    }
+    std::fill_n(tmp, N * C, T(0));
+    rmsnorm_backward(tmp, dx, ws.e.data(), ws.r0.data(), N, C);
+    std::fill_n(g(0), table[0].rows * C, T(0));
+    std::fill_n(g(1), table[1].rows * C, T(0));
+    embed_backward(g(0), g(1), tmp, ws.tok_in.data(), ws.pos.data(), N, C);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Model
+
+template <class T>
+Model<T>::Model(const Config& cfg, Backend backend, int threads) : cfg_(cfg), table_(param_table(cfg)) {
+    mm_.backend = backend;
+    const int64_t n = num_params(cfg_);
+    params_.assign(n, T(0));
+    grads_.assign(n, T(0));
+    m_.assign(n, T(0));
+    v_.assign(n, T(0));
+    set_threads(threads);
+}
+
+template <class T>
+Model<T>::~Model() = default;
+
+template <class T>
+int Model<T>::threads() const {
+    return pool_ ? pool_->size() : 1;
+}
+
+template <class T>
+void Model<T>::set_threads(int threads) {
+    require(threads >= 1 && threads <= 256, "threads must be between 1 and 256 (got " + std::to_string(threads) + ")");
+    if (pool_ && pool_->size() == threads) return;
+    pool_.reset();
+    pool_ = std::make_unique<ThreadPool>(threads);
+    ws_.resize(threads);
+    for (int t = 1; t < threads; ++t) ws_[t].grads.assign(params_.size(), T(0));
+    group_loss_.assign(threads, 0.0);
+}
+
+template <class T>
+void Model<T>::set_step(int64_t s) {
+    require(s >= 0, "step must be >= 0 (got " + std::to_string(s) + ")");
+    step_ = s;
+}
+
+template <class T>
+int64_t Model<T>::validate(const BatchView& b) {
     require(b.batch_size >= 1, "the batch is empty: it needs at least one document");
     require(b.num_offsets >= 2, "offsets must hold at least 2 entries (documents + 1)");
     require(b.tokens != nullptr && b.offsets != nullptr, "tokens and offsets are required");
     const int64_t num_docs = b.num_offsets - 1;
-    const int V = cfg_.vocab_size, H = cfg_.n_head;
-    docs_.resize(b.batch_size);
-    int64_t rows = 0, att = 0;
+    const int V = cfg_.vocab_size;
+    refs_.resize(b.batch_size);
+    int64_t rows = 0;
     for (int64_t i = 0; i < b.batch_size; ++i) {
         const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
         require(d >= 0 && d < num_docs, "document index " + std::to_string(d) + " is out of range [0, " +
@@ -357,119 +450,116 @@ void Model<T>::plan_batch(const BatchView& b) {
                                                              " at position " + std::to_string(j) +
                                                              " is out of range [0, " + std::to_string(V) + ")");
         }
-        docs_[i] = {rows, n, att};
+        refs_[i] = {lo, n};
         rows += n;
-        att += int64_t(H) * n * n;
     }
     require(rows <= (int64_t(1) << 30), "batch too large: more than 2^30 token positions");
-    reserve(rows);
-    N_ = rows;
-    const T inv_b = T(1) / T(b.batch_size);
-    for (int64_t i = 0; i < b.batch_size; ++i) {
-        const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
-        const int32_t* t = b.tokens + b.offsets[d];
-        const DocSpan& s = docs_[i];
-        const T w = inv_b / T(s.n);  // loss = mean over docs of mean over positions
-        for (int p = 0; p < s.n; ++p) {
-            tok_in_[s.row + p] = t[p];
-            tok_tgt_[s.row + p] = t[p + 1];
-            pos_[s.row + p] = p;
-            weight_[s.row + p] = w;
+    tokens_ = b.tokens;
+    inv_batch_ = T(1) / T(b.batch_size);
+    return rows;
+}
+
+template <class T>
+int Model<T>::split(int64_t rows) {
+    const int groups = int(std::min<int64_t>(threads(), int64_t(refs_.size())));
+    // contiguous groups of documents, cut once the running row count passes g/groups of the total (or when only
+    // one document per remaining group is left)
+    group_begin_.assign(groups + 1, 0);
+    int64_t seen = 0;
+    int g = 1;
+    for (size_t i = 0; i < refs_.size() && g < groups; ++i) {
+        seen += refs_[i].n;
+        const size_t left = refs_.size() - (i + 1);
+        if (seen * groups >= rows * g || left == size_t(groups - g)) group_begin_[g++] = i + 1;
+    }
+    group_begin_[groups] = refs_.size();
+    for (g = 0; g < groups; ++g) {
+        Workspace<T>& ws = ws_[g];
+        int64_t r = 0, att = 0;
+        ws.docs.clear();
+        for (size_t i = group_begin_[g]; i < group_begin_[g + 1]; ++i) {
+            ws.docs.push_back({r, refs_[i].n, att});
+            r += refs_[i].n;
+            att += int64_t(cfg_.n_head) * refs_[i].n * refs_[i].n;
+        }
+        ws.reserve(cfg_, r);
+        ws.N = r;
+        for (size_t i = group_begin_[g], k = 0; i < group_begin_[g + 1]; ++i, ++k) {
+            const int32_t* tok = tokens_ + refs_[i].start;
+            const DocSpan& s = ws.docs[k];
+            const T wgt = inv_batch_ / T(s.n);  // loss = mean over docs of mean over positions
+            for (int p = 0; p < s.n; ++p) {
+                ws.tok_in[s.row + p] = tok[p];
+                ws.tok_tgt[s.row + p] = tok[p + 1];
+                ws.pos[s.row + p] = p;
+                ws.weight[s.row + p] = wgt;
+            }
         }
     }
+    return groups;
 }
 
 template <class T>
-void Model<T>::forward_logits() {
-    const int C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head;
-    const int64_t N = N_;
-    const T* P = params_.data();
-    auto w = [&](int idx) { return P + table_[idx].offset; };
-
-    embed_forward(e_.data(), tok_in_.data(), pos_.data(), w(0), w(1), N, C);
-    rmsnorm_forward(x_[0].data(), r0_.data(), e_.data(), N, C);
-    for (int l = 0; l < cfg_.n_layer; ++l) {
-        LayerCache& c = layers_[l];
-        const int base = kGlobalParams + kParamsPerLayer * l;
-        const T* x = x_[l].data();
-        // x = x + Wo · attention(rmsnorm(x))
-        rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
-        linear_forward(mm_, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
-        attention_forward(mm_, c.o.data(), c.att.data(), c.qkv.data(), docs_, C, H);
-        std::copy_n(x, N * C, c.xmid.data());
-        linear_forward(mm_, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
-        // x = x + W2 · relu(W1 · rmsnorm(x))
-        rmsnorm_forward(c.b.data(), c.rb.data(), c.xmid.data(), N, C);
-        linear_forward(mm_, c.u.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
-        relu_forward(c.h.data(), c.u.data(), N * F);
-        std::copy_n(c.xmid.data(), N * C, x_[l + 1].data());
-        linear_forward(mm_, x_[l + 1].data(), c.h.data(), w(base + kFc2), N, F, C, T(1));
+double Model<T>::run(bool with_grads) {
+    const int groups = int(group_begin_.size()) - 1;
+    pool_->run(groups, [&](int g) {
+        Workspace<T>& ws = ws_[g];
+        model_forward(mm_, cfg_, table_, params_.data(), ws);
+        group_loss_[g] = model_loss(cfg_, ws);
+        if (with_grads) model_backward(mm_, cfg_, table_, params_.data(), g == 0 ? grads_.data() : ws.grads.data(), ws);
+    });
+    double loss = group_loss_[0];
+    for (int g = 1; g < groups; ++g) loss += group_loss_[g];
+    if (with_grads) {
+        const int64_t n = size();
+        for (int g = 1; g < groups; ++g) {  // fixed order: the sum does not depend on scheduling
+            const T* part = ws_[g].grads.data();
+            T* dst = grads_.data();
+            for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
+        }
     }
-    linear_forward(mm_, logits_.data(), x_[cfg_.n_layer].data(), w(2), N, C, V, T(0));
-}
-
-template <class T>
-double Model<T>::forward() {
-    forward_logits();
-    return softmax_xent_forward(logits_.data(), logits_.data(), tok_tgt_.data(), weight_.data(), N_,
-                                cfg_.vocab_size);
-}
-
-template <class T>
-void Model<T>::backward() {
-    const int C = cfg_.n_embd, F = kMlpMult * C, V = cfg_.vocab_size, H = cfg_.n_head;
-    const int64_t N = N_;
-    const T* P = params_.data();
-    T* G = grads_.data();
-    auto w = [&](int idx) { return P + table_[idx].offset; };
-    auto g = [&](int idx) { return G + table_[idx].offset; };
-    T* dx = dx_.data();    // ∂loss/∂(residual stream), walked backwards through the layers
-    T* tmp = dtmp_.data();  // (N, C) scratch: db, dO, da, de in turn
-
-    softmax_xent_backward(logits_.data(), logits_.data(), tok_tgt_.data(), weight_.data(), N, V);
-    linear_backward(mm_, dx, g(2), logits_.data(), x_[cfg_.n_layer].data(), w(2), N, C, V, T(0));
-    for (int l = cfg_.n_layer - 1; l >= 0; --l) {
-        LayerCache& c = layers_[l];
-        const int base = kGlobalParams + kParamsPerLayer * l;
-        // MLP branch; the residual passes dx through unchanged and the branch adds to it
-        linear_backward(mm_, dh_.data(), g(base + kFc2), dx, c.h.data(), w(base + kFc2), N, F, C, T(0));
-        relu_backward(dh_.data(), dh_.data(), c.u.data(), N * F);
-        linear_backward(mm_, tmp, g(base + kFc1), dh_.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
-        rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
-        // attention branch
-        linear_backward(mm_, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
-        attention_backward(mm_, dqkv_.data(), datt_.data(), tmp, c.qkv.data(), c.att.data(), docs_, C, H);
-        linear_backward(mm_, tmp, g(base + kWq), dqkv_.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
-        rmsnorm_backward(dx, tmp, x_[l].data(), c.ra.data(), N, C);
-    }
-    std::fill_n(tmp, N * C, T(0));
-    rmsnorm_backward(tmp, dx, e_.data(), r0_.data(), N, C);
-    std::fill_n(g(0), table_[0].rows * C, T(0));
-    std::fill_n(g(1), table_[1].rows * C, T(0));
-    embed_backward(g(0), g(1), tmp, tok_in_.data(), pos_.data(), N, C);
+    return loss;
 }
 
 template <class T>
 double Model<T>::forward_backward(const BatchView& batch) {
-    plan_batch(batch);
-    const double loss = forward();
-    backward();
-    return loss;
+    split(validate(batch));
+    return run(true);
 }
 
 template <class T>
 double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam) {
     require(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
     const double loss = forward_backward(batch);
+    if (!std::isfinite(loss)) return loss;
     ++step_;
     adam_update(params_.data(), m_.data(), v_.data(), grads_.data(), size(), lr, adam, step_);
     return loss;
 }
 
 template <class T>
+int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, int64_t steps, int64_t batch_size,
+                              const double* lrs, double* losses, const AdamConfig& adam) {
+    require(steps >= 0, "steps must be >= 0");
+    require(batch_size >= 1, "the batch is empty: it needs at least one document");
+    for (int64_t s = 0; s < steps; ++s)
+        require(std::isfinite(lrs[s]) && lrs[s] >= 0, "lr must be a finite number >= 0 (got " +
+                                                          std::to_string(lrs[s]) + " at step " + std::to_string(s) +
+                                                          ")");
+    BatchView b = corpus;
+    b.batch_size = batch_size;
+    for (int64_t s = 0; s < steps; ++s) {
+        b.doc_ids = doc_ids + s * batch_size;
+        losses[s] = train_step(b, lrs[s], adam);
+        if (!std::isfinite(losses[s])) return s + 1;
+    }
+    return steps;
+}
+
+template <class T>
 double Model<T>::loss(const BatchView& batch) {
-    plan_batch(batch);
-    return forward();
+    split(validate(batch));
+    return run(false);
 }
 
 template <class T>
@@ -481,17 +571,20 @@ void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
         require(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size,
                 "token id " + std::to_string(tokens[i]) + " is out of range [0, " +
                     std::to_string(cfg_.vocab_size) + ")");
-    reserve(n);
-    N_ = n;
-    docs_.assign(1, DocSpan{0, int(n), 0});
+    Workspace<T>& ws = ws_[0];
+    ws.reserve(cfg_, n);
+    ws.N = n;
+    ws.docs.assign(1, DocSpan{0, int(n), 0});
     for (int64_t i = 0; i < n; ++i) {
-        tok_in_[i] = tokens[i];
-        pos_[i] = int32_t(i);
+        ws.tok_in[i] = tokens[i];
+        ws.pos[i] = int32_t(i);
     }
-    forward_logits();
-    std::copy_n(logits_.data(), n * cfg_.vocab_size, out);
+    model_forward(mm_, cfg_, table_, params_.data(), ws);
+    std::copy_n(ws.logits.data(), n * cfg_.vocab_size, out);
 }
 
+template struct Workspace<float>;
+template struct Workspace<double>;
 template class Model<float>;
 template class Model<double>;
 

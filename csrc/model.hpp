@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -101,13 +102,63 @@ template <class T>  // bias-corrected Adam on one flat buffer; t = 1, 2, ...
 void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t);
 
 // ---------------------------------------------------------------------------------------------------------------
-// The whole model: owns params, grads, Adam state and the activation workspace (grown only when a batch needs more
-// rows than any before it, so a steady-state step allocates nothing).
+// One thread's share of a step: the plan of its rows, the activations backward needs, scratch, and (for threads
+// other than the first) its partial gradient. Grown only when a batch needs more rows than any before it, so a
+// steady-state step allocates nothing.
+
+template <class T>
+struct Workspace {
+    struct Layer {                 // what backward needs from each layer's forward, (rows, width)
+        std::vector<T> a, ra;      // rmsnorm before attention (N, C), its 1/rms (N)
+        std::vector<T> qkv;        // (N, 3C)
+        std::vector<T> att;        // softmax probabilities, per document H (n, n)
+        std::vector<T> o;          // attention output before Wo (N, C)
+        std::vector<T> xmid;       // residual stream after attention (N, C)
+        std::vector<T> b, rb;      // rmsnorm before MLP (N, C), (N)
+        std::vector<T> u, h;       // MLP pre/post ReLU (N, F)
+    };
+
+    int64_t N = 0, capacity = 0;     // rows planned, rows allocated
+    std::vector<DocSpan> docs;
+    std::vector<int32_t> tok_in, tok_tgt, pos;
+    std::vector<T> weight;           // per-row loss weight 1 / (B * n_doc)
+    std::vector<T> e, r0;            // embedding sum (N, C), its 1/rms (N)
+    std::vector<std::vector<T>> x;   // residual stream entering layer l; x[L] = final (N, C)
+    std::vector<Layer> layers;
+    std::vector<T> logits;           // (N, V), then probabilities, then dlogits
+    std::vector<T> dx, dtmp, dqkv, datt, dh;  // backward scratch
+    std::vector<T> grads;            // partial gradient of this thread (unused by thread 0)
+
+    void reserve(const Config& cfg, int64_t rows);
+};
+
+// Where one document of a validated batch starts in the token array, and how many positions it trains on.
+struct DocRef {
+    int64_t start;
+    int n;
+};
+
+template <class T>  // logits (N, V) of the planned rows
+void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                   Workspace<T>& ws);
+template <class T>  // probabilities in ws.logits; returns sum_r weight_r * -log p_r[target_r]
+double model_loss(const Config& cfg, Workspace<T>& ws);
+template <class T>  // from probabilities in ws.logits: every gradient, overwritten into grads
+void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                    T* grads, Workspace<T>& ws);
+
+class ThreadPool;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The whole model: owns params, grads, Adam state, one workspace per thread and the thread team. With threads > 1
+// a batch's documents are split into contiguous groups of about equal positions; group t's gradient is computed
+// by thread t and the partials are summed in thread order, so results do not depend on scheduling.
 
 template <class T>
 class Model {
    public:
-    Model(const Config& cfg, Backend backend);
+    Model(const Config& cfg, Backend backend, int threads = 1);
+    ~Model();
 
     const Config& config() const { return cfg_; }
     const std::vector<ParamInfo>& table() const { return table_; }
@@ -120,11 +171,18 @@ class Model {
     void set_step(int64_t s);
     Backend backend() const { return mm_.backend; }
     void set_backend(Backend b) { mm_.backend = b; }
+    int threads() const;
+    void set_threads(int threads);
 
     // Mean over documents of each document's mean next-token loss. Grads are overwritten, Adam untouched.
     double forward_backward(const BatchView& batch);
-    // forward_backward, then one Adam step with learning rate lr. Returns the loss before the update.
+    // forward_backward, then one Adam step with learning rate lr. Returns the loss before the update; a loss that
+    // is not finite leaves the parameters, Adam state and step untouched.
     double train_step(const BatchView& batch, double lr, const AdamConfig& adam);
+    // `steps` train_steps in one call: step s uses documents doc_ids[s*B .. s*B+B) of the corpus and lr lrs[s];
+    // losses[s] receives its loss. Stops after the first non-finite loss (not applied). Returns steps recorded.
+    int64_t train_steps(const BatchView& corpus, const int64_t* doc_ids, int64_t steps, int64_t batch_size,
+                        const double* lrs, double* losses, const AdamConfig& adam);
     // Loss only: no gradients, no Adam (held-out evaluation).
     double loss(const BatchView& batch);
     // Logits (n, V) for one sequence of n <= block_size tokens at positions 0..n-1.
@@ -133,41 +191,22 @@ class Model {
     std::mutex& mutex() { return mutex_; }
 
    private:
-    struct LayerCache {  // what backward needs from each layer's forward, (rows, width)
-        std::vector<T> a, ra;          // rmsnorm before attention (N, C), its 1/rms (N)
-        std::vector<T> qkv;            // (N, 3C)
-        std::vector<T> att;            // softmax probabilities, per document H (n, n)
-        std::vector<T> o;              // attention output before Wo (N, C)
-        std::vector<T> xmid;           // residual stream after attention (N, C)
-        std::vector<T> b, rb;          // rmsnorm before MLP (N, C), (N)
-        std::vector<T> u, h;           // MLP pre/post ReLU (N, F)
-    };
-
-    void plan_batch(const BatchView& batch);  // validates, fills rows_ / docs_, grows the workspace
-    void reserve(int64_t rows);
-    void forward_logits();  // over the planned rows: logits_ (N, V)
-    double forward();        // forward_logits, then probabilities in logits_; returns the loss
-    void backward();   // from probs in logits_, writes grads_
+    int64_t validate(const BatchView& batch);  // fills refs_; returns total positions
+    int split(int64_t rows);                   // assigns refs_ to workspaces; returns the groups used
+    double run(bool with_grads);               // forward (+ backward) over the split batch
 
     Config cfg_;
     std::vector<ParamInfo> table_;
     Gemm mm_;
     std::vector<T> params_, grads_, m_, v_;
     int64_t step_ = 0;
-
-    // Packed-batch plan
-    int64_t N_ = 0, capacity_ = 0;
-    std::vector<DocSpan> docs_;
-    std::vector<int32_t> tok_in_, tok_tgt_, pos_;
-    std::vector<T> weight_;  // per-row loss weight 1 / (B * n_doc)
-
-    // Workspace
-    std::vector<T> e_, r0_;       // embedding sum (N, C), its 1/rms (N)
-    std::vector<std::vector<T>> x_;  // residual stream entering layer l, x_[L] = final (N, C)
-    std::vector<LayerCache> layers_;
-    std::vector<T> logits_;          // (N, V), then probs, then dlogits
-    std::vector<T> dx_, dtmp_, dqkv_, datt_, dh_;  // backward scratch
-
+    T inv_batch_ = 1;
+    std::vector<DocRef> refs_;
+    const int32_t* tokens_ = nullptr;
+    std::vector<size_t> group_begin_;  // refs_[group_begin_[t] .. group_begin_[t+1]) go to thread t
+    std::vector<Workspace<T>> ws_;
+    std::vector<double> group_loss_;
+    std::unique_ptr<ThreadPool> pool_;  // complete type in model.cpp only
     std::mutex mutex_;
 };
 

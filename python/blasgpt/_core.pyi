@@ -7,7 +7,14 @@ import numpy.typing as npt
 
 class _ModelBase:
     def __init__(
-        self, vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, backend: str = "blas"
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_head: int,
+        n_layer: int,
+        block_size: int,
+        backend: str = "blas",
+        threads: int = 1,
     ) -> None: ...
     @property
     def num_params(self) -> int: ...
@@ -19,6 +26,10 @@ class _ModelBase:
     def backend(self) -> str: ...
     @backend.setter
     def backend(self, value: str) -> None: ...
+    @property
+    def threads(self) -> int: ...
+    @threads.setter
+    def threads(self, value: int) -> None: ...
     def param_table(self) -> list[tuple[str, tuple[int, int], int]]: ...
     def forward_backward(
         self,
@@ -36,6 +47,16 @@ class _ModelBase:
         beta2: float = 0.99,
         eps: float = 1e-8,
     ) -> float: ...
+    def train_steps(
+        self,
+        tokens: npt.NDArray[np.int32],
+        offsets: npt.NDArray[np.int64],
+        doc_ids: npt.NDArray[np.int64],
+        lrs: npt.NDArray[np.float64],
+        beta1: float = 0.85,
+        beta2: float = 0.99,
+        eps: float = 1e-8,
+    ) -> npt.NDArray[np.float64]: ...
     def loss(
         self,
         tokens: npt.NDArray[np.int32],

@@ -42,6 +42,9 @@ def _dtype_name(dtype: Any) -> str:
 class Model:
     """A GPT whose parameters, gradients and Adam moments live in four contiguous C++ buffers.
 
+    ``threads`` splits every batch's documents across that many worker threads (each with its own activations
+    and gradient partial, summed in a fixed order, so a result does not depend on scheduling).
+
     ``params`` and ``grads`` map microgpt's names (``wte``, ``wpe``, ``lm_head``, ``layer0.attn_wq``, ...) to
     zero-copy numpy views of shape (rows, cols); writing ``model.params["wte"][...] = w`` sets the weights.
 
@@ -51,13 +54,14 @@ class Model:
     """
 
     def __init__(self, config: Config, dtype: Any = "float64", seed: int = 42, *,
-                 init_rng: Optional[random.Random] = None, backend: Optional[str] = None,
+                 init_rng: Optional[random.Random] = None, backend: Optional[str] = None, threads: int = 1,
                  init: bool = True):
         if not isinstance(config, Config):
             raise ValueError(f"config must be a blasgpt.Config, got {type(config).__name__}")
         self.config = config
         self.dtype = np.dtype(_dtype_name(dtype))
-        self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend())
+        self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
+                                             threads=_check_threads(threads))
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
@@ -119,6 +123,15 @@ class Model:
     def backend(self, name: str) -> None:
         self._core.backend = name
 
+    @property
+    def threads(self) -> int:
+        """Worker threads a batch is split across."""
+        return int(self._core.threads)
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        self._core.threads = _check_threads(n)
+
     def __repr__(self) -> str:
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, n_embd={c.n_embd}, n_head={c.n_head}, n_layer={c.n_layer}, "
@@ -135,6 +148,13 @@ class Model:
         """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
         _check_batch(batch)
         return self._core.train_step(batch.tokens, batch.offsets, _check_lr(lr), batch.doc_ids)
+
+    def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+        """Many train_steps in one C++ call (no Python work per step): step s trains on documents
+        ``doc_ids[s]`` (int64, shape (steps, batch)) of ``corpus`` with learning rate ``lrs[s]`` (float64).
+        Returns the losses; stops after the first non-finite loss, which is returned but not applied."""
+        _check_batch(corpus)
+        return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs)
 
     def loss(self, batch: Batch) -> float:
         """Loss only: gradients and Adam state are left alone (for held-out evaluation)."""
@@ -163,6 +183,12 @@ class Model:
 def _check_batch(batch: Any) -> None:
     if not isinstance(batch, Batch):
         raise ValueError(f"batch must be a blasgpt.Batch (e.g. tokenizer.batch(docs)), got {type(batch).__name__}")
+
+
+def _check_threads(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+        raise ValueError(f"threads must be an integer between 1 and 256, got {n!r}")
+    return n
 
 
 def _check_lr(lr: Any) -> float:
