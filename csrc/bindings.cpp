@@ -197,6 +197,7 @@ PYBIND11_MODULE(_core, m) {
     bind_model<float>(m, "ModelF32");
     bind_model<double>(m, "ModelF64");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
+    m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
     m.def(
         "num_params",
         [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {

@@ -2,7 +2,9 @@
 
 #include <cblas.h>
 
+#include <cstdlib>
 #include <stdexcept>
+#include <vector>
 
 namespace blasgpt {
 
@@ -28,22 +30,78 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
     scipy_cblas_dgemm(CblasRowMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// Reference loops: c_ij = alpha * sum_p op(A)_ip op(B)_pj + beta * c_ij. beta == 0 overwrites (NaN-safe, as BLAS).
-template <class T>
-void native_gemm(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
-                 int ldc) {
-    for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < n; ++j) {
-            T acc = 0;
-            for (int p = 0; p < k; ++p) {
-                const T aip = ta == Op::N ? a[i * lda + p] : a[p * lda + i];
-                const T bpj = tb == Op::N ? b[p * ldb + j] : b[j * ldb + p];
-                acc += aip * bpj;
-            }
-            T& cij = c[i * ldc + j];
-            cij = beta == T(0) ? alpha * acc : alpha * acc + beta * cij;
-        }
+// The native kernels, one namespace per instruction set (gemm_kernels.cpp compiled with different flags).
+#define BLASGPT_DECLARE_KERNELS(ns)                                                                              \
+    namespace ns {                                                                                               \
+    std::size_t panel_size(int k, int n, std::size_t elem);                                                      \
+    void gemm(Op, Op, int, int, int, float, const float*, int, const float*, int, float, float*, int, float*);    \
+    void gemm(Op, Op, int, int, int, double, const double*, int, const double*, int, double, double*, int,       \
+              double*);                                                                                          \
+    void adam(float*, float*, float*, const float*, std::int64_t, const AdamStep&);                              \
+    void adam(double*, double*, double*, const double*, std::int64_t, const AdamStep&);                          \
     }
+}  // namespace
+BLASGPT_DECLARE_KERNELS(kernels_base)
+#if defined(BLASGPT_X86_KERNELS)
+BLASGPT_DECLARE_KERNELS(kernels_avx2)
+BLASGPT_DECLARE_KERNELS(kernels_avx512)
+#endif
+namespace {
+
+struct NativeKernels {
+    const char* isa;
+    std::size_t (*panel_size)(int, int, std::size_t);
+    void (*sgemm)(Op, Op, int, int, int, float, const float*, int, const float*, int, float, float*, int, float*);
+    void (*dgemm)(Op, Op, int, int, int, double, const double*, int, const double*, int, double, double*, int,
+                  double*);
+    void (*sadam)(float*, float*, float*, const float*, std::int64_t, const AdamStep&);
+    void (*dadam)(double*, double*, double*, const double*, std::int64_t, const AdamStep&);
+};
+
+#define BLASGPT_KERNEL_TABLE(ns, name) \
+    NativeKernels { name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam }
+
+// The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
+NativeKernels pick_kernels() {
+    const char* cap = std::getenv("BLASGPT_ISA");
+    const std::string limit = cap ? cap : "avx512";
+#if defined(BLASGPT_X86_KERNELS)
+    __builtin_cpu_init();
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx512 && limit == "avx512") return BLASGPT_KERNEL_TABLE(kernels_avx512, "avx512");
+    if (avx2 && (limit == "avx512" || limit == "avx2")) return BLASGPT_KERNEL_TABLE(kernels_avx2, "avx2");
+#endif
+    (void)limit;
+    return BLASGPT_KERNEL_TABLE(kernels_base, "base");
+}
+
+const NativeKernels& native_kernels() {
+    static const NativeKernels k = pick_kernels();  // decided once: the CPU does not change under us
+    return k;
+}
+
+// Per-thread packing buffer for B; grows to the largest panel seen, then never allocates again.
+template <class T>
+T* panel_scratch(std::size_t n) {
+    thread_local std::vector<T> buf;
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+}
+
+void native_gemm(Op ta, Op tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+                 float beta, float* c, int ldc) {
+    const NativeKernels& kr = native_kernels();
+    kr.sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+             panel_scratch<float>(kr.panel_size(k, n, sizeof(float))));
+}
+
+void native_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb,
+                 double beta, double* c, int ldc) {
+    const NativeKernels& kr = native_kernels();
+    kr.dgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+             panel_scratch<double>(kr.panel_size(k, n, sizeof(double))));
 }
 
 }  // namespace
@@ -65,6 +123,16 @@ template void Gemm::operator()<double>(Op, Op, int, int, int, double, const doub
                                        double*, int) const;
 
 void blas_init() { scipy_openblas_set_num_threads(1); }
+
+const char* native_isa() { return native_kernels().isa; }
+
+void adam_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, const AdamStep& s) {
+    native_kernels().sadam(p, m, v, g, n, s);
+}
+
+void adam_kernel(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s) {
+    native_kernels().dadam(p, m, v, g, n, s);
+}
 
 std::string blas_info() {
     std::string info = scipy_openblas_get_config();

@@ -267,18 +267,13 @@ void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* target, co
 
 template <class T>
 void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t) {
-    const T b1 = T(a.beta1), b2 = T(a.beta2), c1 = T(1 - a.beta1), c2 = T(1 - a.beta2);
-    const T bc1 = T(1 - std::pow(a.beta1, double(t))), bc2 = T(1 - std::pow(a.beta2, double(t)));
-    const T eps = T(a.eps), step = T(lr);
-    for (int64_t i = 0; i < n; ++i) {
-        const T gi = g[i];
-        m[i] = b1 * m[i] + c1 * gi;
-        v[i] = b2 * v[i] + c2 * (gi * gi);
-        const T mhat = m[i] / bc1;
-        const T vhat = v[i] / bc2;
-        p[i] -= step * mhat / (std::sqrt(vhat) + eps);
-    }
+    const AdamStep s{lr, a.beta1, a.beta2, a.eps, 1 - std::pow(a.beta1, double(t)), 1 - std::pow(a.beta2, double(t))};
+    adam_kernel(p, m, v, g, n, s);  // vectorized for this CPU (kernels.cpp)
 }
+
+template void adam_update<float>(float*, float*, float*, const float*, int64_t, double, const AdamConfig&, int64_t);
+template void adam_update<double>(double*, double*, double*, const double*, int64_t, double, const AdamConfig&,
+                                  int64_t);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The model's forward and backward over a planned workspace: the functions above, composed.
