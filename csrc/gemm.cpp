@@ -1,5 +1,7 @@
 #include "gemm.hpp"
 
+#include "kernels.hpp"
+
 #include <cblas.h>
 
 #include <cstdlib>
@@ -39,6 +41,14 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
               double*);                                                                                          \
     void adam(float*, float*, float*, const float*, std::int64_t, const AdamStep&);                              \
     void adam(double*, double*, double*, const double*, std::int64_t, const AdamStep&);                          \
+    double softmax_xent(float*, const float*, const std::int32_t*, const float*, std::int64_t, int);             \
+    double softmax_xent(double*, const double*, const std::int32_t*, const double*, std::int64_t, int);          \
+    void attention_forward(float*, float*, const float*, const DocSpan*, std::int64_t, int, int);                \
+    void attention_forward(double*, double*, const double*, const DocSpan*, std::int64_t, int, int);             \
+    void attention_backward(float*, const float*, const float*, const float*, const DocSpan*, std::int64_t, int, \
+                            int);                                                                                \
+    void attention_backward(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t,  \
+                            int, int);                                                                           \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -56,10 +66,19 @@ struct NativeKernels {
                   double*);
     void (*sadam)(float*, float*, float*, const float*, std::int64_t, const AdamStep&);
     void (*dadam)(double*, double*, double*, const double*, std::int64_t, const AdamStep&);
+    double (*sxent)(float*, const float*, const std::int32_t*, const float*, std::int64_t, int);
+    double (*dxent)(double*, const double*, const std::int32_t*, const double*, std::int64_t, int);
+    void (*satt_f)(float*, float*, const float*, const DocSpan*, std::int64_t, int, int);
+    void (*datt_f)(double*, double*, const double*, const DocSpan*, std::int64_t, int, int);
+    void (*satt_b)(float*, const float*, const float*, const float*, const DocSpan*, std::int64_t, int, int);
+    void (*datt_b)(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t, int, int);
 };
 
-#define BLASGPT_KERNEL_TABLE(ns, name) \
-    NativeKernels { name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam }
+#define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
+    NativeKernels {                                                                                                \
+        name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
+            ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward          \
+    }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
 NativeKernels pick_kernels() {
@@ -132,6 +151,32 @@ void adam_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, c
 
 void adam_kernel(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s) {
     native_kernels().dadam(p, m, v, g, n, s);
+}
+
+double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t* target, const float* weight,
+                           std::int64_t N, int V) {
+    return native_kernels().sxent(probs, logits, target, weight, N, V);
+}
+double softmax_xent_kernel(double* probs, const double* logits, const std::int32_t* target, const double* weight,
+                           std::int64_t N, int V) {
+    return native_kernels().dxent(probs, logits, target, weight, N, V);
+}
+
+void attention_kernel_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs,
+                              int C, int H) {
+    native_kernels().satt_f(out, att, qkv, docs, ndocs, C, H);
+}
+void attention_kernel_forward(double* out, double* att, const double* qkv, const DocSpan* docs, std::int64_t ndocs,
+                              int C, int H) {
+    native_kernels().datt_f(out, att, qkv, docs, ndocs, C, H);
+}
+void attention_kernel_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                               const DocSpan* docs, std::int64_t ndocs, int C, int H) {
+    native_kernels().satt_b(dqkv, dout, qkv, att, docs, ndocs, C, H);
+}
+void attention_kernel_backward(double* dqkv, const double* dout, const double* qkv, const double* att,
+                               const DocSpan* docs, std::int64_t ndocs, int C, int H) {
+    native_kernels().datt_b(dqkv, dout, qkv, att, docs, ndocs, C, H);
 }
 
 std::string blas_info() {

@@ -27,17 +27,8 @@ struct Gemm {
                     T* c, int ldc) const;
 };
 
-// One Adam update's scalars (bias1 = 1 − β1^t, bias2 = 1 − β2^t), for the vectorized kernel over a whole buffer:
-//   m = β1 m + (1 − β1) g ;  v = β2 v + (1 − β2) g² ;  p −= lr · (m / bias1) / (sqrt(v / bias2) + eps)
-struct AdamStep {
-    double lr, beta1, beta2, eps, bias1, bias2;
-};
-void adam_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, const AdamStep& s);
-void adam_kernel(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s);
-
 // Keep OpenBLAS single-threaded (our matrices are tiny; parallelism is ours to schedule) and report its build.
 void blas_init();
 std::string blas_info();  // e.g. "OpenBLAS 0.3.34 ... SkylakeX" (the kernel it picked at run time)
-const char* native_isa();  // instruction set of the native kernels chosen for this CPU: avx512 | avx2 | base
 
 }  // namespace blasgpt

@@ -3,15 +3,21 @@
 // with its own compiler flags) and gemm.cpp picks the best one the CPU supports at run time, so one wheel runs on
 // any x86-64 and uses AVX-512 where it exists.
 //
-// Every product is reduced to C (m, n) = alpha · A (m, k) · B (k, n) + beta · C where A is read element by
+// gemm: every product is reduced to C (m, n) = alpha · A (m, k) · B (k, n) + beta · C where A is read element by
 // element through strides (so A or Aᵀ costs the same) and B is first packed into column panels of NR, zero
 // padded: the MR×NR accumulator tile then lives in vector registers for the whole k loop.
+//
+// attention: one call per document does every head, with no gemm calls: vectors run along the document's positions
+// (padded to whole vectors), so each product is a broadcast-scalar × vector FMA, and exp is evaluated on vectors.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 #include <cstddef>
 #include <cstdint>
 
 #include "gemm.hpp"
+#include "kernels.hpp"
 
 #ifndef BLASGPT_ISA
 #error "compile with -DBLASGPT_ISA=<name> -DBLASGPT_VEC_BYTES=<vector register width>"
@@ -58,6 +64,66 @@ inline Vec<T> load(const T* p) {
 template <class T>
 inline void store(T* p, Vec<T> v) {
     __builtin_memcpy(p, &v, sizeof(v));
+}
+
+template <class T>
+inline Vec<T> splat(T x) {
+    return Vec<T>{} + x;
+}
+
+// Sum of the lanes: log2(L) butterfly steps (lane l adds lane l ^ step), so no lane-by-lane extraction.
+template <class T>
+inline T hsum(Vec<T> v) {
+#if defined(__GNUC__) && !defined(__clang__)
+    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+    for (int step = lanes<T>() / 2; step >= 1; step /= 2) {
+        Mask m;
+        for (int l = 0; l < lanes<T>(); ++l) m[l] = I(l ^ step);
+        v += __builtin_shuffle(v, m);
+    }
+    return v[0];
+#else
+    T s = 0;
+    for (int l = 0; l < lanes<T>(); ++l) s += v[l];
+    return s;
+#endif
+}
+
+// Lane indices 0, 1, ..., L-1 as T (for causal masks on padded rows).
+template <class T>
+inline Vec<T> iota() {
+    Vec<T> v;
+    for (int l = 0; l < lanes<T>(); ++l) v[l] = T(l);
+    return v;
+}
+
+// exp on a vector: x = k·ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series (to r^7 in float, r^13 in double:
+// truncation below half an ulp), times 2^k built in the exponent bits. Arguments are clamped to the normal range,
+// so exp of a very negative number gives ~1e-38 (float) / ~1e-308 (double) instead of a denormal or 0.
+template <class T>
+inline Vec<T> vexp(Vec<T> x) {
+    constexpr bool f32 = sizeof(T) == 4;
+    using I = typename std::conditional<f32, std::int32_t, std::int64_t>::type;
+    typedef I VecI __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+    const T hi = f32 ? T(88.0) : T(709.0), lo = f32 ? T(-87.0) : T(-708.0);
+    const T magic = f32 ? T(12582912.0) : T(6755399441055744.0);  // 1.5 · 2^(mantissa bits): rounds to integers
+    const T log2e = T(1.4426950408889634), ln2_hi = f32 ? T(0.693359375) : T(6.93147180369123816490e-01),
+            ln2_lo = f32 ? T(-2.12194440e-4) : T(1.90821492927058770002e-10);
+    constexpr int terms = f32 ? 7 : 13;
+    x = x < lo ? splat(lo) : x;
+    x = x > hi ? splat(hi) : x;
+    const Vec<T> t = x * log2e + magic;
+    const Vec<T> k = t - magic;
+    const Vec<T> r = (x - k * ln2_hi) - k * ln2_lo;
+    T coef[terms + 1];
+    coef[0] = 1;
+    for (int i = 1; i <= terms; ++i) coef[i] = coef[i - 1] / T(i);
+    Vec<T> p = splat(coef[terms]);
+    for (int i = terms - 1; i >= 0; --i) p = p * r + coef[i];
+    const VecI ki = (VecI)t - (VecI)splat(magic);
+    const VecI bits = (ki + I(f32 ? 127 : 1023)) << I(f32 ? 23 : 52);
+    return p * (Vec<T>)bits;
 }
 
 // acc (ROWS, NV·L) = A (ROWS, k) · panel (k, NV·L) in registers; then C[:, :nr] = alpha · acc + beta · C
@@ -161,6 +227,166 @@ void gemm_impl(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, 
     }
 }
 
+// Per-thread scratch of a kernel, grown to the largest size seen (no allocation in a steady state).
+template <class T, int SLOT>
+T* scratch(std::size_t n) {
+    thread_local std::vector<T> buf;
+    if (buf.size() < n) buf.resize(n, T(0));
+    return buf.data();
+}
+
+inline int round_up(int n, int L) { return (n + L - 1) / L * L; }
+
+// Causal attention of one document, all heads (see model.cpp for the formulas). P goes to att as H (n, n).
+template <class T>
+void attention_forward_doc(T* out, T* att, const T* qkv, int n, int C, int H) {
+    constexpr int L = lanes<T>();
+    const int NP = round_up(n, L), nv = NP / L, hd = C / H, ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    T* KT = scratch<T, 0>(std::size_t(C) * NP);  // (C, NP): key c of position j at KT[c·NP + j]
+    T* PT = scratch<T, 1>(std::size_t(NP) * NP);  // (NP, NP): P transposed, one head at a time
+    T* OT = scratch<T, 2>(std::size_t(C) * NP);
+    for (int c = 0; c < C; ++c)
+        for (int j = 0; j < NP; ++j) KT[c * NP + j] = j < n ? qkv[std::ptrdiff_t(j) * ld + C + c] : T(0);
+    const Vec<T> lane = iota<T>();
+    for (int h = 0; h < H; ++h) {
+        T* P = att + std::ptrdiff_t(h) * n * n;
+        for (int i = 0; i < n; ++i) {
+            Vec<T> s[kFusedMaxPositions];  // row i of S, then of P (nv <= kFusedMaxPositions / L vectors used)
+            const T* q = qkv + std::ptrdiff_t(i) * ld + h * hd;
+            for (int v = 0; v < nv; ++v) s[v] = Vec<T>{};
+            for (int d = 0; d < hd; ++d) {
+                const T qs = q[d] * scale;
+                const T* kr = KT + (h * hd + d) * NP;
+                for (int v = 0; v < nv; ++v) s[v] += qs * load(kr + v * L);
+            }
+            T mx = s[0][0];
+            for (int v = 0; v < nv; ++v)
+                for (int l = 0; l < L && v * L + l <= i; ++l) mx = s[v][l] > mx ? s[v][l] : mx;
+            T sum = 0;
+            for (int v = 0; v < nv; ++v) {
+                const Vec<T> e = vexp<T>(s[v] - mx);
+                s[v] = lane + T(v * L) <= T(i) ? e : Vec<T>{};  // causal: positions after i get 0
+                sum += hsum<T>(s[v]);
+            }
+            const T inv = T(1) / sum;
+            for (int v = 0; v < nv; ++v) s[v] *= inv;
+            for (int j = 0; j < n; ++j) {
+                const T pij = s[j / L][j % L];
+                P[i * n + j] = pij;
+                PT[j * NP + i] = pij;
+            }
+        }
+        // OT[c, i] = Σ_j V[j, c] · P[i, j], a vector along i for each (j, c)
+        for (int d = 0; d < hd; ++d) {
+            const int c = h * hd + d;
+            Vec<T> acc[kFusedMaxPositions];
+            for (int v = 0; v < nv; ++v) acc[v] = Vec<T>{};
+            for (int j = 0; j < n; ++j) {
+                const T vj = qkv[std::ptrdiff_t(j) * ld + 2 * C + c];
+                for (int v = 0; v < nv; ++v) acc[v] += vj * load(PT + j * NP + v * L);
+            }
+            for (int v = 0; v < nv; ++v) store(OT + c * NP + v * L, acc[v]);
+        }
+    }
+    for (int i = 0; i < n; ++i)
+        for (int c = 0; c < C; ++c) out[std::ptrdiff_t(i) * C + c] = OT[c * NP + i];
+}
+
+template <class T>
+void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* att, int n, int C, int H) {
+    constexpr int L = lanes<T>();
+    const int NP = round_up(n, L), nv = NP / L, hd = C / H, ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    T* VT = scratch<T, 0>(std::size_t(C) * NP);
+    T* dST = scratch<T, 1>(std::size_t(NP) * NP);
+    T* dQT = scratch<T, 2>(std::size_t(C) * NP);
+    T* dKT = scratch<T, 3>(std::size_t(C) * NP);
+    T* dVT = scratch<T, 4>(std::size_t(C) * NP);
+    for (int c = 0; c < C; ++c)
+        for (int j = 0; j < NP; ++j) VT[c * NP + j] = j < n ? qkv[std::ptrdiff_t(j) * ld + 2 * C + c] : T(0);
+    std::fill_n(dKT, std::size_t(C) * NP, T(0));
+    std::fill_n(dVT, std::size_t(C) * NP, T(0));
+    for (int h = 0; h < H; ++h) {
+        const T* P = att + std::ptrdiff_t(h) * n * n;
+        for (int i = 0; i < n; ++i) {
+            Vec<T> p[kFusedMaxPositions], ds[kFusedMaxPositions];
+            T tmp[kFusedMaxPositions];
+            for (int j = 0; j < NP; ++j) tmp[j] = j < n ? P[i * n + j] : T(0);
+            for (int v = 0; v < nv; ++v) {
+                p[v] = load(tmp + v * L);
+                ds[v] = Vec<T>{};
+            }
+            const T* dO = dout + std::ptrdiff_t(i) * C + h * hd;
+            for (int d = 0; d < hd; ++d) {  // dP[i, :] = Σ_c dO[i, c] V[:, c]
+                const T* vr = VT + (h * hd + d) * NP;
+                for (int v = 0; v < nv; ++v) ds[v] += dO[d] * load(vr + v * L);
+            }
+            Vec<T> dotv = Vec<T>{};
+            for (int v = 0; v < nv; ++v) dotv += ds[v] * p[v];
+            const T dot = hsum<T>(dotv);
+            for (int v = 0; v < nv; ++v) ds[v] = p[v] * (ds[v] - dot);  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+            for (int v = 0; v < nv; ++v) store(tmp + v * L, ds[v]);
+            for (int j = 0; j < n; ++j) dST[j * NP + i] = tmp[j];
+            const T* q = qkv + std::ptrdiff_t(i) * ld + h * hd;
+            for (int d = 0; d < hd; ++d) {  // dK[:, c] += dS[i, :] Q[i, c] / sqrt(hd);  dV[:, c] += P[i, :] dO[i, c]
+                const int c = h * hd + d;
+                const T qs = q[d] * scale;
+                for (int v = 0; v < nv; ++v) {
+                    store(dKT + c * NP + v * L, load(dKT + c * NP + v * L) + qs * ds[v]);
+                    store(dVT + c * NP + v * L, load(dVT + c * NP + v * L) + dO[d] * p[v]);
+                }
+            }
+        }
+        for (int d = 0; d < hd; ++d) {  // dQ[:, c] = Σ_j dS[:, j] K[j, c] / sqrt(hd), a vector along i
+            const int c = h * hd + d;
+            Vec<T> acc[kFusedMaxPositions];
+            for (int v = 0; v < nv; ++v) acc[v] = Vec<T>{};
+            for (int j = 0; j < n; ++j) {
+                const T kj = qkv[std::ptrdiff_t(j) * ld + C + c] * scale;
+                for (int v = 0; v < nv; ++v) acc[v] += kj * load(dST + j * NP + v * L);
+            }
+            for (int v = 0; v < nv; ++v) store(dQT + c * NP + v * L, acc[v]);
+        }
+    }
+    for (int i = 0; i < n; ++i) {
+        T* row = dqkv + std::ptrdiff_t(i) * ld;
+        for (int c = 0; c < C; ++c) {
+            row[c] = dQT[c * NP + i];
+            row[C + c] = dKT[c * NP + i];
+            row[2 * C + c] = dVT[c * NP + i];
+        }
+    }
+}
+
+// Row-wise softmax with cross-entropy: probs = softmax(logits); returns Σ_r weight_r · −log probs_r[target_r]
+template <class T>
+double softmax_xent_impl(T* probs, const T* logits, const std::int32_t* target, const T* weight, std::int64_t N,
+                         int V) {
+    constexpr int L = lanes<T>();
+    const int VP = round_up(V, L), nv = VP / L;
+    T* row = scratch<T, 5>(std::size_t(VP));
+    double loss = 0;
+    for (std::int64_t r = 0; r < N; ++r) {
+        const T* z = logits + r * V;
+        T mx = z[0];
+        for (int j = 1; j < V; ++j) mx = z[j] > mx ? z[j] : mx;
+        for (int j = 0; j < VP; ++j) row[j] = j < V ? z[j] - mx : T(-1e30);
+        Vec<T> sumv = Vec<T>{};
+        for (int v = 0; v < nv; ++v) {
+            Vec<T> e = vexp<T>(load(row + v * L));
+            e = load(row + v * L) > T(-1e29) ? e : Vec<T>{};  // padding lanes contribute nothing
+            store(row + v * L, e);
+            sumv += e;
+        }
+        const T inv = T(1) / hsum<T>(sumv);
+        T* p = probs + r * V;
+        for (int j = 0; j < V; ++j) p[j] = row[j] * inv;
+        if (target) loss += double(weight[r]) * -std::log(double(p[target[r]]));
+    }
+    return loss;
+}
+
 // Adam, elementwise and branch-free so it vectorizes (division and sqrt included: built with -fno-math-errno)
 template <class T>
 void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
@@ -185,6 +411,37 @@ void adam(float* p, float* m, float* v, const float* g, std::int64_t n, const Ad
 
 void adam(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s) {
     adam_impl(p, m, v, g, n, s);
+}
+
+void attention_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
+                       int H) {
+    for (std::int64_t d = 0; d < ndocs; ++d)
+        attention_forward_doc(out + docs[d].row * C, att + docs[d].att_off, qkv + docs[d].row * 3 * C, docs[d].n, C, H);
+}
+void attention_forward(double* out, double* att, const double* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
+                       int H) {
+    for (std::int64_t d = 0; d < ndocs; ++d)
+        attention_forward_doc(out + docs[d].row * C, att + docs[d].att_off, qkv + docs[d].row * 3 * C, docs[d].n, C, H);
+}
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, const DocSpan* docs,
+                        std::int64_t ndocs, int C, int H) {
+    for (std::int64_t d = 0; d < ndocs; ++d)
+        attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
+                               att + docs[d].att_off, docs[d].n, C, H);
+}
+void attention_backward(double* dqkv, const double* dout, const double* qkv, const double* att, const DocSpan* docs,
+                        std::int64_t ndocs, int C, int H) {
+    for (std::int64_t d = 0; d < ndocs; ++d)
+        attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
+                               att + docs[d].att_off, docs[d].n, C, H);
+}
+double softmax_xent(float* probs, const float* logits, const std::int32_t* target, const float* weight,
+                    std::int64_t N, int V) {
+    return softmax_xent_impl(probs, logits, target, weight, N, V);
+}
+double softmax_xent(double* probs, const double* logits, const std::int32_t* target, const double* weight,
+                    std::int64_t N, int V) {
+    return softmax_xent_impl(probs, logits, target, weight, N, V);
 }
 
 std::size_t panel_size(int k, int n, std::size_t elem) {

@@ -17,8 +17,14 @@ constexpr double kRmsEps = 1e-5;  // rmsnorm: y = x / sqrt(mean(x²) + eps)
 constexpr int kMlpMult = 4;       // MLP hidden width F = 4C
 constexpr int kMaxDim = 1 << 16;  // sanity bound on every size (keeps all products inside int64 and gemm's int)
 
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// Argument checks. A literal message costs nothing when ok; a built one is built even when ok (cold paths only).
+void require(bool ok, const char* msg) {
+    if (!ok) fail(msg);
+}
 void require(bool ok, const std::string& msg) {
-    if (!ok) throw std::invalid_argument(msg);
+    if (!ok) fail(msg);
 }
 
 // Index of each layer's first parameter in the table: wte, wpe, lm_head, then 6 per layer.
@@ -232,22 +238,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
 
 template <class T>
 double softmax_xent_forward(T* probs, const T* logits, const int32_t* target, const T* weight, int64_t N, int V) {
-    double loss = 0;
-    for (int64_t r = 0; r < N; ++r) {
-        const T* z = logits + r * V;
-        T* p = probs + r * V;
-        T mx = z[0];
-        for (int j = 1; j < V; ++j) mx = std::max(mx, z[j]);
-        T sum = 0;
-        for (int j = 0; j < V; ++j) {
-            p[j] = std::exp(z[j] - mx);
-            sum += p[j];
-        }
-        const T inv = T(1) / sum;
-        for (int j = 0; j < V; ++j) p[j] *= inv;
-        if (target) loss += double(weight[r]) * -std::log(double(p[target[r]]));
-    }
-    return loss;
+    return softmax_xent_kernel(probs, logits, target, weight, N, V);  // vectorized exp (kernels.cpp)
 }
 
 template <class T>
@@ -312,6 +303,13 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
     capacity = rows;
 }
 
+// The native backend runs attention as one fused kernel per document (kernels.cpp); the BLAS backend, and documents
+// too long for the fused kernel's register rows, use the gemm-based functions above.
+template <class T>
+bool fused_attention(const Gemm& mm, const Workspace<T>& ws) {
+    return mm.backend == Backend::Native && ws.max_n <= kFusedMaxPositions;
+}
+
 template <class T>
 void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
                    Workspace<T>& ws) {
@@ -328,7 +326,11 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
         // x = x + Wo · attention(rmsnorm(x))
         rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
         linear_forward(mm, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
-        attention_forward(mm, c.o.data(), c.att.data(), c.qkv.data(), ws.docs, C, H);
+        if (fused_attention(mm, ws))
+            attention_kernel_forward(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
+                                     C, H);
+        else
+            attention_forward(mm, c.o.data(), c.att.data(), c.qkv.data(), ws.docs, C, H);
         std::copy_n(x, N * C, c.xmid.data());
         linear_forward(mm, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
         // x = x + W2 · relu(W1 · rmsnorm(x))
@@ -369,7 +371,11 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
         // attention branch
         linear_backward(mm, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
-        attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.qkv.data(), c.att.data(), ws.docs, C, H);
+        if (fused_attention(mm, ws))
+            attention_kernel_backward(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
+                                      int64_t(ws.docs.size()), C, H);
+        else
+            attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.qkv.data(), c.att.data(), ws.docs, C, H);
         linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
         rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
     }
@@ -428,22 +434,24 @@ int64_t Model<T>::validate(const BatchView& b) {
     const int V = cfg_.vocab_size;
     refs_.resize(b.batch_size);
     int64_t rows = 0;
+    // hot loop: the messages are built only on failure
     for (int64_t i = 0; i < b.batch_size; ++i) {
         const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
-        require(d >= 0 && d < num_docs, "document index " + std::to_string(d) + " is out of range [0, " +
-                                            std::to_string(num_docs) + ")");
+        if (d < 0 || d >= num_docs)
+            fail("document index " + std::to_string(d) + " is out of range [0, " + std::to_string(num_docs) + ")");
         const int64_t lo = b.offsets[d], hi = b.offsets[d + 1];
-        require(0 <= lo && lo <= hi && hi <= b.num_tokens,
-                "offsets must be non-decreasing and within the tokens array (document " + std::to_string(d) +
-                    " spans [" + std::to_string(lo) + ", " + std::to_string(hi) + "), tokens has " +
-                    std::to_string(b.num_tokens) + ")");
-        require(hi - lo >= 2, "document " + std::to_string(d) + " has " + std::to_string(hi - lo) +
-                                  " tokens; each needs at least 2 ([BOS] + text + [BOS])");
+        if (lo < 0 || lo > hi || hi > b.num_tokens)
+            fail("offsets must be non-decreasing and within the tokens array (document " + std::to_string(d) +
+                 " spans [" + std::to_string(lo) + ", " + std::to_string(hi) + "), tokens has " +
+                 std::to_string(b.num_tokens) + ")");
+        if (hi - lo < 2)
+            fail("document " + std::to_string(d) + " has " + std::to_string(hi - lo) +
+                 " tokens; each needs at least 2 ([BOS] + text + [BOS])");
         const int n = int(std::min<int64_t>(cfg_.block_size, hi - lo - 1));
         for (int64_t j = lo; j <= lo + n; ++j) {
-            require(b.tokens[j] >= 0 && b.tokens[j] < V, "token id " + std::to_string(b.tokens[j]) +
-                                                             " at position " + std::to_string(j) +
-                                                             " is out of range [0, " + std::to_string(V) + ")");
+            if (b.tokens[j] < 0 || b.tokens[j] >= V)
+                fail("token id " + std::to_string(b.tokens[j]) + " at position " + std::to_string(j) +
+                     " is out of range [0, " + std::to_string(V) + ")");
         }
         refs_[i] = {lo, n};
         rows += n;
@@ -472,7 +480,9 @@ int Model<T>::split(int64_t rows) {
         Workspace<T>& ws = ws_[g];
         int64_t r = 0, att = 0;
         ws.docs.clear();
+        ws.max_n = 0;
         for (size_t i = group_begin_[g]; i < group_begin_[g + 1]; ++i) {
+            ws.max_n = std::max(ws.max_n, refs_[i].n);
             ws.docs.push_back({r, refs_[i].n, att});
             r += refs_[i].n;
             att += int64_t(cfg_.n_head) * refs_[i].n * refs_[i].n;
@@ -524,7 +534,7 @@ double Model<T>::forward_backward(const BatchView& batch) {
 
 template <class T>
 double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam) {
-    require(std::isfinite(lr) && lr >= 0, "lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
+    if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
     const double loss = forward_backward(batch);
     if (!std::isfinite(loss)) return loss;
     ++step_;
@@ -538,9 +548,9 @@ int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, i
     require(steps >= 0, "steps must be >= 0");
     require(batch_size >= 1, "the batch is empty: it needs at least one document");
     for (int64_t s = 0; s < steps; ++s)
-        require(std::isfinite(lrs[s]) && lrs[s] >= 0, "lr must be a finite number >= 0 (got " +
-                                                          std::to_string(lrs[s]) + " at step " + std::to_string(s) +
-                                                          ")");
+        if (!(std::isfinite(lrs[s]) && lrs[s] >= 0))
+            fail("lr must be a finite number >= 0 (got " + std::to_string(lrs[s]) + " at step " + std::to_string(s) +
+                 ")");
     BatchView b = corpus;
     b.batch_size = batch_size;
     for (int64_t s = 0; s < steps; ++s) {
@@ -563,13 +573,14 @@ void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
                                                 std::to_string(cfg_.block_size) + ") tokens, got " +
                                                 std::to_string(n));
     for (int64_t i = 0; i < n; ++i)
-        require(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size,
-                "token id " + std::to_string(tokens[i]) + " is out of range [0, " +
-                    std::to_string(cfg_.vocab_size) + ")");
+        if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+            fail("token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(cfg_.vocab_size) +
+                 ")");
     Workspace<T>& ws = ws_[0];
     ws.reserve(cfg_, n);
     ws.N = n;
     ws.docs.assign(1, DocSpan{0, int(n), 0});
+    ws.max_n = int(n);
     for (int64_t i = 0; i < n; ++i) {
         ws.tok_in[i] = tokens[i];
         ws.pos[i] = int32_t(i);

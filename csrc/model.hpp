@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gemm.hpp"
+#include "kernels.hpp"
 
 namespace blasgpt {
 
@@ -80,13 +81,6 @@ void relu_forward(T* h, const T* u, int64_t n);
 template <class T>  // in place allowed (du == dh)
 void relu_backward(T* du, const T* dh, const T* u, int64_t n);
 
-// Per-document layout of a packed batch, computed once per step by plan_batch.
-struct DocSpan {
-    int64_t row;      // first row of the document in the packed matrices
-    int n;            // positions trained on
-    int64_t att_off;  // offset of its H (n, n) probability matrices in the attention cache
-};
-
 template <class T>  // qkv (N, 3C) rows [q | k | v]; out (N, C); att caches softmax probabilities
 void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::vector<DocSpan>& docs, int C, int H);
 template <class T>  // dqkv overwritten; scratch holds one (T, T) matrix
@@ -120,6 +114,7 @@ struct Workspace {
 
     int64_t N = 0, capacity = 0;     // rows planned, rows allocated
     std::vector<DocSpan> docs;
+    int max_n = 0;                   // longest document planned (decides whether fused attention applies)
     std::vector<int32_t> tok_in, tok_tgt, pos;
     std::vector<T> weight;           // per-row loss weight 1 / (B * n_doc)
     std::vector<T> e, r0;            // embedding sum (N, C), its 1/rms (N)

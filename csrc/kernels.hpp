@@ -1,0 +1,45 @@
+// blasgpt's own vectorized kernels (kernels.cpp, built once per instruction set; gemm.cpp dispatches to the best
+// one this CPU runs). The gemm among them is reached through Gemm (gemm.hpp); the others are called directly.
+#pragma once
+
+#include <cstdint>
+
+namespace blasgpt {
+
+const char* native_isa();  // instruction set of the native kernels chosen for this CPU: avx512 | avx2 | base
+
+// One Adam update's scalars (bias1 = 1 − β1^t, bias2 = 1 − β2^t), for the vectorized kernel over a whole buffer:
+//   m = β1 m + (1 − β1) g ;  v = β2 v + (1 − β2) g² ;  p −= lr · (m / bias1) / (sqrt(v / bias2) + eps)
+struct AdamStep {
+    double lr, beta1, beta2, eps, bias1, bias2;
+};
+void adam_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, const AdamStep& s);
+void adam_kernel(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s);
+
+// Row-wise softmax + cross-entropy: probs = softmax(logits) (may alias); returns Σ_r weight_r · −log probs_r[target_r]
+// (target may be null: probabilities only).
+double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t* target, const float* weight,
+                           std::int64_t N, int V);
+double softmax_xent_kernel(double* probs, const double* logits, const std::int32_t* target, const double* weight,
+                           std::int64_t N, int V);
+
+// Per-document layout of a packed batch.
+struct DocSpan {
+    std::int64_t row;      // first row of the document in the packed matrices
+    int n;                 // positions trained on
+    std::int64_t att_off;  // offset of its H (n, n) probability matrices in the attention cache
+};
+
+// Fused causal attention over whole documents (all heads per call, no gemm): the same math as attention_forward /
+// attention_backward in model.cpp, for documents of at most kFusedMaxPositions positions.
+constexpr int kFusedMaxPositions = 128;
+void attention_kernel_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs,
+                              int C, int H);
+void attention_kernel_forward(double* out, double* att, const double* qkv, const DocSpan* docs, std::int64_t ndocs,
+                              int C, int H);
+void attention_kernel_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+                               const DocSpan* docs, std::int64_t ndocs, int C, int H);
+void attention_kernel_backward(double* dqkv, const double* dout, const double* qkv, const double* att,
+                               const DocSpan* docs, std::int64_t ndocs, int C, int H);
+
+}  // namespace blasgpt
