@@ -11,6 +11,7 @@
 #include <string>
 
 #include "gemm.hpp"
+#include "kernels.hpp"
 #include "model.hpp"
 
 namespace py = pybind11;
@@ -86,7 +87,7 @@ void bind_model(py::module_& m, const char* name) {
                  return std::make_unique<M>(cfg, backend_from_name(backend), threads);
              }),
              py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
-             py::arg("backend") = "blas", py::arg("threads") = 1)
+             py::arg("backend") = "native", py::arg("threads") = 1)
         .def_property_readonly("num_params", &M::size)
         .def_property("step", &M::step, &M::set_step, "Number of Adam updates applied so far.")
         .def_property(
@@ -198,6 +199,16 @@ PYBIND11_MODULE(_core, m) {
     bind_model<double>(m, "ModelF64");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
     m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
+    m.def(
+        "peak_gflops",
+        [](const std::string& dtype, double seconds) {
+            if (dtype != "float32" && dtype != "float64") fail("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+            if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
+            py::gil_scoped_release nogil;
+            return peak_gflops(dtype == "float32", seconds);
+        },
+        py::arg("dtype"), py::arg("seconds") = 0.2,
+        "Measured FMA peak of one core (GFLOP/s) with the native kernels' vectors.");
     m.def(
         "num_params",
         [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {

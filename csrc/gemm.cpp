@@ -4,6 +4,8 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <stdexcept>
 #include <vector>
@@ -49,6 +51,7 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
                             int);                                                                                \
     void attention_backward(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t,  \
                             int, int);                                                                           \
+    double fma_probe(bool, std::int64_t, double*);                                                               \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -72,12 +75,14 @@ struct NativeKernels {
     void (*datt_f)(double*, double*, const double*, const DocSpan*, std::int64_t, int, int);
     void (*satt_b)(float*, const float*, const float*, const float*, const DocSpan*, std::int64_t, int, int);
     void (*datt_b)(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t, int, int);
+    double (*fma_probe)(bool, std::int64_t, double*);
 };
 
 #define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
     NativeKernels {                                                                                                \
         name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
-            ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward          \
+            ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward,         \
+            ns::fma_probe                                                                                          \
     }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
@@ -151,6 +156,24 @@ void adam_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, c
 
 void adam_kernel(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s) {
     native_kernels().dadam(p, m, v, g, n, s);
+}
+
+double peak_gflops(bool single, double seconds) {
+    const NativeKernels& k = native_kernels();
+    double flops = 0, sink = 0, best = 0;
+    std::int64_t iters = 1 << 14;
+    for (;;) {  // grow the loop until one run takes a measurable time, then keep the best of a few runs
+        const auto t0 = std::chrono::steady_clock::now();
+        sink += k.fma_probe(single, iters, &flops);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (dt < seconds / 8) {
+            iters *= 2;
+            continue;
+        }
+        best = std::max(best, flops / dt);
+        if ((seconds -= dt) <= 0) break;
+    }
+    return sink == 12345.678 ? 0 : best / 1e9;  // (the comparison keeps sink alive)
 }
 
 double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t* target, const float* weight,

@@ -444,6 +444,31 @@ double softmax_xent(double* probs, const double* logits, const std::int32_t* tar
     return softmax_xent_impl(probs, logits, target, weight, N, V);
 }
 
+// The FMA peak of one core: A independent chains of acc = acc · x + y on full vectors (enough chains to cover the
+// FMA latency on every port), `iters` times. Returns a value derived from the results so nothing is optimized away.
+template <class T>
+T fma_chains(std::int64_t iters) {
+    constexpr int A = 16;
+    Vec<T> acc[A];
+    for (int a = 0; a < A; ++a) acc[a] = splat(T(a + 1) * T(1e-3));
+    const Vec<T> x = splat(T(0.9999999)), y = splat(T(1e-7));
+    for (std::int64_t i = 0; i < iters; ++i)
+        for (int a = 0; a < A; ++a) acc[a] = acc[a] * x + y;
+    Vec<T> s = Vec<T>{};
+    for (int a = 0; a < A; ++a) s += acc[a];
+    return hsum<T>(s);
+}
+
+double fma_probe(bool single, std::int64_t iters, double* flops) {
+    constexpr int A = 16;
+    if (single) {
+        *flops = 2.0 * A * lanes<float>() * double(iters);
+        return fma_chains<float>(iters);
+    }
+    *flops = 2.0 * A * lanes<double>() * double(iters);
+    return fma_chains<double>(iters);
+}
+
 std::size_t panel_size(int k, int n, std::size_t elem) {
     const int nr = 2 * BLASGPT_VEC_BYTES / int(elem);  // the wider of the two tile shapes
     return std::size_t(k) * std::size_t((n + nr - 1) / nr * nr);

@@ -8,6 +8,10 @@ namespace blasgpt {
 
 const char* native_isa();  // instruction set of the native kernels chosen for this CPU: avx512 | avx2 | base
 
+// Measured FMA peak of one core in GFLOP/s for float32 (single) or float64, over about `seconds`, using the native
+// kernels' vector width (independent multiply-add chains; the number the benchmark reports percentages of).
+double peak_gflops(bool single, double seconds);
+
 // One Adam update's scalars (bias1 = 1 − β1^t, bias2 = 1 − β2^t), for the vectorized kernel over a whole buffer:
 //   m = β1 m + (1 − β1) g ;  v = β2 v + (1 − β2) g² ;  p −= lr · (m / bias1) / (sqrt(v / bias2) + eps)
 struct AdamStep {

@@ -1,4 +1,4 @@
-"""Command line: ``python -m blasgpt train | sample`` (also installed as the ``blasgpt`` command).
+"""Command line: ``python -m blasgpt train | sample | bench`` (also installed as the ``blasgpt`` command).
 
 Exit codes: 0 success, 1 data / file / model error, 2 usage error, 130 interrupted (after saving a checkpoint).
 A user error prints one line to stderr, never a traceback.
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=_nonneg_int, default=100, help="print progress every N steps (0: never)")
     t.add_argument("--samples", type=_nonneg_int, default=20, help="names to print after training (default 20)")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
-    t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or blas)")
+    t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or native)")
 
     s = sub.add_parser("sample", help="generate documents from a checkpoint",
                        description="Sample from a trained model: start at BOS (plus --prompt), draw each next "
@@ -94,7 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
     s.add_argument("--prompt", default="", help="text every sample starts with")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    b = sub.add_parser("bench", help="benchmark table: µs per training document vs NumPy and PyTorch",
+                       description="Time whole training steps (d16 and d64 on names.txt) for blasgpt and two "
+                                   "baselines, each checked against blasgpt's float64 gradients first.")
+    b.add_argument("--quick", action="store_true", help="a smoke run (about 20 s)")
+    b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    b.add_argument("--only", choices=("d16", "d64"), help="one workload only")
     return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []) + \
+        (["--only", args.only] if args.only else [])
+    return bench_main(argv)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -184,7 +198,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": _cmd_train, "sample": _cmd_sample}[args.command]
+    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench}[args.command]
     try:
         return command(args)
     except UsageError as e:

@@ -22,8 +22,9 @@ BACKENDS = ("blas", "native")
 
 
 def default_backend() -> str:
-    """The gemm backend: $BLASGPT_GEMM (blas | native), else blas."""
-    name = os.environ.get("BLASGPT_GEMM", "blas") or "blas"
+    """The gemm backend: $BLASGPT_GEMM (blas | native), else native (faster than OpenBLAS at every size this
+    project benchmarks, d16 to d512; see README "Performance")."""
+    name = os.environ.get("BLASGPT_GEMM", "native") or "native"
     if name not in BACKENDS:
         raise ValueError(f"BLASGPT_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
     return name
@@ -116,7 +117,7 @@ class Model:
 
     @property
     def backend(self) -> str:
-        """The gemm backend in use: 'blas' (OpenBLAS) or 'native' (portable loops)."""
+        """The gemm backend in use: 'native' (blasgpt's kernels, the default) or 'blas' (OpenBLAS)."""
         return str(self._core.backend)
 
     @backend.setter
