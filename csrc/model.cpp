@@ -15,6 +15,7 @@ namespace {
 
 constexpr double kRmsEps = 1e-5;  // rmsnorm: y = x / sqrt(mean(x²) + eps)
 constexpr int kMlpMult = 4;       // MLP hidden width F = 4C
+constexpr int64_t kParallelMinParams = 1 << 14;  // below this, slicing the gradient sum / Adam costs more than it saves
 constexpr int kMaxDim = 1 << 16;  // sanity bound on every size (keeps all products inside int64 and gemm's int)
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
@@ -505,7 +506,7 @@ int Model<T>::split(int64_t rows) {
 }
 
 template <class T>
-double Model<T>::run(bool with_grads) {
+double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr) {
     const int groups = int(group_begin_.size()) - 1;
     pool_->run(groups, [&](int g) {
         Workspace<T>& ws = ws_[g];
@@ -515,31 +516,38 @@ double Model<T>::run(bool with_grads) {
     });
     double loss = group_loss_[0];
     for (int g = 1; g < groups; ++g) loss += group_loss_[g];
-    if (with_grads) {
-        const int64_t n = size();
-        for (int g = 1; g < groups; ++g) {  // fixed order: the sum does not depend on scheduling
+    if (!with_grads) return loss;
+    const bool update = adam != nullptr && std::isfinite(loss);  // a non-finite loss is reported, never applied
+    if (update) ++step_;
+    // Sum the partial gradients (in group order, so the result does not depend on scheduling) and apply Adam,
+    // each thread on its own slice of the buffer.
+    const int64_t n = size();
+    const int slices = n >= kParallelMinParams ? threads() : 1;
+    pool_->run(slices, [&](int t) {
+        const int64_t lo = n * t / slices, hi = n * (t + 1) / slices;
+        T* dst = grads_.data();
+        for (int g = 1; g < groups; ++g) {
             const T* part = ws_[g].grads.data();
-            T* dst = grads_.data();
-            for (int64_t i = 0; i < n; ++i) dst[i] += part[i];
+            for (int64_t i = lo; i < hi; ++i) dst[i] += part[i];
         }
-    }
+        if (update)
+            adam_update(params_.data() + lo, m_.data() + lo, v_.data() + lo, grads_.data() + lo, hi - lo, lr, *adam,
+                        step_);
+    });
     return loss;
 }
 
 template <class T>
 double Model<T>::forward_backward(const BatchView& batch) {
     split(validate(batch));
-    return run(true);
+    return run(true, nullptr, 0);
 }
 
 template <class T>
 double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam) {
     if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
-    const double loss = forward_backward(batch);
-    if (!std::isfinite(loss)) return loss;
-    ++step_;
-    adam_update(params_.data(), m_.data(), v_.data(), grads_.data(), size(), lr, adam, step_);
-    return loss;
+    split(validate(batch));
+    return run(true, &adam, lr);
 }
 
 template <class T>
@@ -564,7 +572,7 @@ int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, i
 template <class T>
 double Model<T>::loss(const BatchView& batch) {
     split(validate(batch));
-    return run(false);
+    return run(false, nullptr, 0);
 }
 
 template <class T>

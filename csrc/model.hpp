@@ -188,7 +188,8 @@ class Model {
    private:
     int64_t validate(const BatchView& batch);  // fills refs_; returns total positions
     int split(int64_t rows);                   // assigns refs_ to workspaces; returns the groups used
-    double run(bool with_grads);               // forward (+ backward) over the split batch
+    // forward (+ backward, + Adam when adam is given) over the split batch; returns the loss
+    double run(bool with_grads, const AdamConfig* adam, double lr);
 
     Config cfg_;
     std::vector<ParamInfo> table_;
