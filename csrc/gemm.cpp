@@ -52,6 +52,7 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
     void attention_backward(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t,  \
                             int, int);                                                                           \
     double fma_probe(bool, std::int64_t, double*);                                                               \
+    bool attention_supports(int, int, int, std::size_t);                                                         \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -76,13 +77,14 @@ struct NativeKernels {
     void (*satt_b)(float*, const float*, const float*, const float*, const DocSpan*, std::int64_t, int, int);
     void (*datt_b)(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t, int, int);
     double (*fma_probe)(bool, std::int64_t, double*);
+    bool (*attention_supports)(int, int, int, std::size_t);
 };
 
 #define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
     NativeKernels {                                                                                                \
         name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
             ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward,         \
-            ns::fma_probe                                                                                          \
+            ns::fma_probe, ns::attention_supports                                                                  \
     }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
@@ -183,6 +185,10 @@ double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t
 double softmax_xent_kernel(double* probs, const double* logits, const std::int32_t* target, const double* weight,
                            std::int64_t N, int V) {
     return native_kernels().dxent(probs, logits, target, weight, N, V);
+}
+
+bool attention_kernel_supports(int C, int H, int max_positions, std::size_t elem_size) {
+    return native_kernels().attention_supports(C, H, max_positions, elem_size);
 }
 
 void attention_kernel_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs,

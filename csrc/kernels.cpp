@@ -90,14 +90,6 @@ inline T hsum(Vec<T> v) {
 #endif
 }
 
-// Lane indices 0, 1, ..., L-1 as T (for causal masks on padded rows).
-template <class T>
-inline Vec<T> iota() {
-    Vec<T> v;
-    for (int l = 0; l < lanes<T>(); ++l) v[l] = T(l);
-    return v;
-}
-
 // exp on a vector: x = k·ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series (to r^7 in float, r^13 in double:
 // truncation below half an ulp), times 2^k built in the exponent bits. Arguments are clamped to the normal range,
 // so exp of a very negative number gives ~1e-38 (float) / ~1e-308 (double) instead of a denormal or 0.
@@ -227,135 +219,156 @@ void gemm_impl(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, 
     }
 }
 
-// Per-thread scratch of a kernel, grown to the largest size seen (no allocation in a steady state).
+// Per-thread scratch of a kernel (vector-aligned), grown to the largest size seen: no allocation in a steady state.
 template <class T, int SLOT>
 T* scratch(std::size_t n) {
-    thread_local std::vector<T> buf;
-    if (buf.size() < n) buf.resize(n, T(0));
-    return buf.data();
+    thread_local std::vector<Vec<T>> buf;
+    const std::size_t vecs = (n + lanes<T>() - 1) / lanes<T>();
+    if (buf.size() < vecs) buf.resize(vecs);
+    return reinterpret_cast<T*>(buf.data());
 }
 
 inline int round_up(int n, int L) { return (n + L - 1) / L * L; }
 
-// Causal attention of one document, all heads (see model.cpp for the formulas). P goes to att as H (n, n).
+// Causal attention of one document, all heads at once, with vectors along the embedding (C = CV vectors of L).
+// For a pair of positions (i, j), q_i ⊙ k_j summed within each head's hd lanes gives every head's score at once,
+// replicated across that head's lanes (a butterfly of shuffles, or vector adds when a head spans vectors), so
+// exp, the softmax sums and P·V are plain vector arithmetic and nothing is ever transposed. Needs C % L == 0 and
+// hd | L or L | hd. Forward keeps, per row, each head's max score and 1/Σexp (2C values, replicated) in `stats`;
+// backward recomputes P from them (as flash attention does) rather than storing n² probabilities.
 template <class T>
-void attention_forward_doc(T* out, T* att, const T* qkv, int n, int C, int H) {
+inline void segment_sum(Vec<T>* x, int CV, int hd) {
     constexpr int L = lanes<T>();
-    const int NP = round_up(n, L), nv = NP / L, hd = C / H, ld = 3 * C;
-    const T scale = T(1) / std::sqrt(T(hd));
-    T* KT = scratch<T, 0>(std::size_t(C) * NP);  // (C, NP): key c of position j at KT[c·NP + j]
-    T* PT = scratch<T, 1>(std::size_t(NP) * NP);  // (NP, NP): P transposed, one head at a time
-    T* OT = scratch<T, 2>(std::size_t(C) * NP);
-    for (int c = 0; c < C; ++c)
-        for (int j = 0; j < NP; ++j) KT[c * NP + j] = j < n ? qkv[std::ptrdiff_t(j) * ld + C + c] : T(0);
-    const Vec<T> lane = iota<T>();
-    for (int h = 0; h < H; ++h) {
-        T* P = att + std::ptrdiff_t(h) * n * n;
-        for (int i = 0; i < n; ++i) {
-            Vec<T> s[kFusedMaxPositions];  // row i of S, then of P (nv <= kFusedMaxPositions / L vectors used)
-            const T* q = qkv + std::ptrdiff_t(i) * ld + h * hd;
-            for (int v = 0; v < nv; ++v) s[v] = Vec<T>{};
-            for (int d = 0; d < hd; ++d) {
-                const T qs = q[d] * scale;
-                const T* kr = KT + (h * hd + d) * NP;
-                for (int v = 0; v < nv; ++v) s[v] += qs * load(kr + v * L);
-            }
-            T mx = s[0][0];
-            for (int v = 0; v < nv; ++v)
-                for (int l = 0; l < L && v * L + l <= i; ++l) mx = s[v][l] > mx ? s[v][l] : mx;
-            T sum = 0;
-            for (int v = 0; v < nv; ++v) {
-                const Vec<T> e = vexp<T>(s[v] - mx);
-                s[v] = lane + T(v * L) <= T(i) ? e : Vec<T>{};  // causal: positions after i get 0
-                sum += hsum<T>(s[v]);
-            }
-            const T inv = T(1) / sum;
-            for (int v = 0; v < nv; ++v) s[v] *= inv;
-            for (int j = 0; j < n; ++j) {
-                const T pij = s[j / L][j % L];
-                P[i * n + j] = pij;
-                PT[j * NP + i] = pij;
-            }
+    if (hd >= L) {
+        const int per = hd / L;  // vectors per head
+        for (int h0 = 0; h0 < CV; h0 += per) {
+            Vec<T> t = x[h0];
+            for (int k = 1; k < per; ++k) t += x[h0 + k];
+            const T total = hsum<T>(t);
+            for (int k = 0; k < per; ++k) x[h0 + k] = splat(total);
         }
-        // OT[c, i] = Σ_j V[j, c] · P[i, j], a vector along i for each (j, c)
-        for (int d = 0; d < hd; ++d) {
-            const int c = h * hd + d;
-            Vec<T> acc[kFusedMaxPositions];
-            for (int v = 0; v < nv; ++v) acc[v] = Vec<T>{};
-            for (int j = 0; j < n; ++j) {
-                const T vj = qkv[std::ptrdiff_t(j) * ld + 2 * C + c];
-                for (int v = 0; v < nv; ++v) acc[v] += vj * load(PT + j * NP + v * L);
-            }
-            for (int v = 0; v < nv; ++v) store(OT + c * NP + v * L, acc[v]);
-        }
+        return;
     }
-    for (int i = 0; i < n; ++i)
-        for (int c = 0; c < C; ++c) out[std::ptrdiff_t(i) * C + c] = OT[c * NP + i];
+#if defined(__GNUC__) && !defined(__clang__)
+    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+    for (int step = 1; step < hd; step *= 2) {
+        Mask m;
+        for (int l = 0; l < L; ++l) m[l] = I(l ^ step);
+        for (int v = 0; v < CV; ++v) x[v] += __builtin_shuffle(x[v], m);
+    }
+#else
+    for (int v = 0; v < CV; ++v)
+        for (int g = 0; g < L; g += hd) {
+            T t = 0;
+            for (int l = 0; l < hd; ++l) t += x[v][g + l];
+            for (int l = 0; l < hd; ++l) x[v][g + l] = t;
+        }
+#endif
+}
+
+constexpr int kFusedMaxVectors = 64;  // C <= 64 vectors: per-row accumulators stay on the stack
+
+template <class T>
+bool fused_ok(int C, int H, int n) {
+    constexpr int L = lanes<T>();
+    const int hd = C / H;
+    return n <= kFusedMaxPositions && C % L == 0 && C / L <= kFusedMaxVectors && (L % hd == 0 || hd % L == 0);
 }
 
 template <class T>
-void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* att, int n, int C, int H) {
+inline void load_row(Vec<T>* dst, const T* src, int CV, T scale) {
+    for (int v = 0; v < CV; ++v) dst[v] = load(src + v * lanes<T>()) * scale;
+}
+
+template <class T>
+void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C, int H) {
     constexpr int L = lanes<T>();
-    const int NP = round_up(n, L), nv = NP / L, hd = C / H, ld = 3 * C;
+    const int CV = C / L, hd = C / H, ld = 3 * C;
     const T scale = T(1) / std::sqrt(T(hd));
-    T* VT = scratch<T, 0>(std::size_t(C) * NP);
-    T* dST = scratch<T, 1>(std::size_t(NP) * NP);
-    T* dQT = scratch<T, 2>(std::size_t(C) * NP);
-    T* dKT = scratch<T, 3>(std::size_t(C) * NP);
-    T* dVT = scratch<T, 4>(std::size_t(C) * NP);
-    for (int c = 0; c < C; ++c)
-        for (int j = 0; j < NP; ++j) VT[c * NP + j] = j < n ? qkv[std::ptrdiff_t(j) * ld + 2 * C + c] : T(0);
-    std::fill_n(dKT, std::size_t(C) * NP, T(0));
-    std::fill_n(dVT, std::size_t(C) * NP, T(0));
-    for (int h = 0; h < H; ++h) {
-        const T* P = att + std::ptrdiff_t(h) * n * n;
-        for (int i = 0; i < n; ++i) {
-            Vec<T> p[kFusedMaxPositions], ds[kFusedMaxPositions];
-            T tmp[kFusedMaxPositions];
-            for (int j = 0; j < NP; ++j) tmp[j] = j < n ? P[i * n + j] : T(0);
-            for (int v = 0; v < nv; ++v) {
-                p[v] = load(tmp + v * L);
-                ds[v] = Vec<T>{};
-            }
-            const T* dO = dout + std::ptrdiff_t(i) * C + h * hd;
-            for (int d = 0; d < hd; ++d) {  // dP[i, :] = Σ_c dO[i, c] V[:, c]
-                const T* vr = VT + (h * hd + d) * NP;
-                for (int v = 0; v < nv; ++v) ds[v] += dO[d] * load(vr + v * L);
-            }
-            Vec<T> dotv = Vec<T>{};
-            for (int v = 0; v < nv; ++v) dotv += ds[v] * p[v];
-            const T dot = hsum<T>(dotv);
-            for (int v = 0; v < nv; ++v) ds[v] = p[v] * (ds[v] - dot);  // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-            for (int v = 0; v < nv; ++v) store(tmp + v * L, ds[v]);
-            for (int j = 0; j < n; ++j) dST[j * NP + i] = tmp[j];
-            const T* q = qkv + std::ptrdiff_t(i) * ld + h * hd;
-            for (int d = 0; d < hd; ++d) {  // dK[:, c] += dS[i, :] Q[i, c] / sqrt(hd);  dV[:, c] += P[i, :] dO[i, c]
-                const int c = h * hd + d;
-                const T qs = q[d] * scale;
-                for (int v = 0; v < nv; ++v) {
-                    store(dKT + c * NP + v * L, load(dKT + c * NP + v * L) + qs * ds[v]);
-                    store(dVT + c * NP + v * L, load(dVT + c * NP + v * L) + dO[d] * p[v]);
-                }
+    Vec<T>* S = reinterpret_cast<Vec<T>*>(scratch<T, 0>(std::size_t(n + 3) * C));  // n score rows, then q, o, mx
+    Vec<T>* q = S + std::size_t(n) * CV;
+    Vec<T>* o = q + CV;
+    Vec<T>* mx = o + CV;
+    for (int i = 0; i < n; ++i) {
+        load_row<T>(q, qkv + std::ptrdiff_t(i) * ld, CV, scale);
+        for (int v = 0; v < CV; ++v) mx[v] = splat(T(-1e30));
+        for (int j = 0; j <= i; ++j) {
+            Vec<T>* sj = S + std::size_t(j) * CV;
+            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
+            for (int v = 0; v < CV; ++v) sj[v] = q[v] * load(k + v * L);
+            segment_sum<T>(sj, CV, hd);
+            for (int v = 0; v < CV; ++v) mx[v] = sj[v] > mx[v] ? sj[v] : mx[v];
+        }
+        Vec<T> sum[kFusedMaxVectors];
+        for (int v = 0; v < CV; ++v) sum[v] = o[v] = Vec<T>{};
+        for (int j = 0; j <= i; ++j) {
+            const Vec<T>* sj = S + std::size_t(j) * CV;
+            const T* vj = qkv + std::ptrdiff_t(j) * ld + 2 * C;
+            for (int v = 0; v < CV; ++v) {
+                const Vec<T> e = vexp<T>(sj[v] - mx[v]);
+                sum[v] += e;
+                o[v] += e * load(vj + v * L);
             }
         }
-        for (int d = 0; d < hd; ++d) {  // dQ[:, c] = Σ_j dS[:, j] K[j, c] / sqrt(hd), a vector along i
-            const int c = h * hd + d;
-            Vec<T> acc[kFusedMaxPositions];
-            for (int v = 0; v < nv; ++v) acc[v] = Vec<T>{};
-            for (int j = 0; j < n; ++j) {
-                const T kj = qkv[std::ptrdiff_t(j) * ld + C + c] * scale;
-                for (int v = 0; v < nv; ++v) acc[v] += kj * load(dST + j * NP + v * L);
-            }
-            for (int v = 0; v < nv; ++v) store(dQT + c * NP + v * L, acc[v]);
+        T* st = stats + std::ptrdiff_t(i) * 2 * C;
+        for (int v = 0; v < CV; ++v) {
+            const Vec<T> inv = T(1) / sum[v];
+            store(out + std::ptrdiff_t(i) * C + v * L, o[v] * inv);
+            store(st + v * L, mx[v]);
+            store(st + C + v * L, inv);
         }
     }
+}
+
+template <class T>
+void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats, int n, int C, int H) {
+    constexpr int L = lanes<T>();
+    const int CV = C / L, hd = C / H, ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    Vec<T>* P = reinterpret_cast<Vec<T>*>(scratch<T, 1>(std::size_t(2 * n + 3) * C));  // P, dP rows; q, dO, dq
+    Vec<T>* dP = P + std::size_t(n) * CV;
+    Vec<T>* q = dP + std::size_t(n) * CV;
+    Vec<T>* dO = q + CV;
+    Vec<T>* dq = dO + CV;
+    for (int j = 0; j < n; ++j)  // dK and dV accumulate over the rows that attend to j
+        std::fill_n(dqkv + std::ptrdiff_t(j) * ld + C, 2 * C, T(0));
     for (int i = 0; i < n; ++i) {
-        T* row = dqkv + std::ptrdiff_t(i) * ld;
-        for (int c = 0; c < C; ++c) {
-            row[c] = dQT[c * NP + i];
-            row[C + c] = dKT[c * NP + i];
-            row[2 * C + c] = dVT[c * NP + i];
+        load_row<T>(q, qkv + std::ptrdiff_t(i) * ld, CV, scale);
+        load_row<T>(dO, dout + std::ptrdiff_t(i) * C, CV, T(1));
+        const T* st = stats + std::ptrdiff_t(i) * 2 * C;
+        Vec<T> rowdot[kFusedMaxVectors];
+        for (int v = 0; v < CV; ++v) rowdot[v] = dq[v] = Vec<T>{};
+        for (int j = 0; j <= i; ++j) {  // P (recomputed) and dP = dO V^T, and rowsum(dP ⊙ P)
+            Vec<T>* pj = P + std::size_t(j) * CV;
+            Vec<T>* dpj = dP + std::size_t(j) * CV;
+            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
+            const T* vv = k + C;
+            for (int v = 0; v < CV; ++v) {
+                pj[v] = q[v] * load(k + v * L);
+                dpj[v] = dO[v] * load(vv + v * L);
+            }
+            segment_sum<T>(pj, CV, hd);
+            segment_sum<T>(dpj, CV, hd);
+            for (int v = 0; v < CV; ++v) {
+                pj[v] = vexp<T>(pj[v] - load(st + v * L)) * load(st + C + v * L);
+                rowdot[v] += pj[v] * dpj[v];
+            }
         }
+        for (int j = 0; j <= i; ++j) {  // dS = P ⊙ (dP − rowdot); dQ += dS ⊙ K; dK_j += dS ⊙ Q; dV_j += P ⊙ dO
+            const Vec<T>* pj = P + std::size_t(j) * CV;
+            const Vec<T>* dpj = dP + std::size_t(j) * CV;
+            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
+            T* dk = dqkv + std::ptrdiff_t(j) * ld + C;
+            T* dv = dk + C;
+            for (int v = 0; v < CV; ++v) {
+                const Vec<T> ds = pj[v] * (dpj[v] - rowdot[v]);
+                dq[v] += ds * load(k + v * L);
+                store(dk + v * L, load(dk + v * L) + ds * q[v]);  // q already carries the 1/sqrt(hd)
+                store(dv + v * L, load(dv + v * L) + pj[v] * dO[v]);
+            }
+        }
+        for (int v = 0; v < CV; ++v) store(dqkv + std::ptrdiff_t(i) * ld + v * L, dq[v] * scale);
     }
 }
 
@@ -413,27 +426,33 @@ void adam(double* p, double* m, double* v, const double* g, std::int64_t n, cons
     adam_impl(p, m, v, g, n, s);
 }
 
-void attention_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
+bool attention_supports(int C, int H, int n, std::size_t elem) {
+    return elem == sizeof(float) ? fused_ok<float>(C, H, n) : fused_ok<double>(C, H, n);
+}
+
+void attention_forward(float* out, float* stats, const float* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
                        int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_forward_doc(out + docs[d].row * C, att + docs[d].att_off, qkv + docs[d].row * 3 * C, docs[d].n, C, H);
+        attention_forward_doc(out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C,
+                              docs[d].n, C, H);
 }
-void attention_forward(double* out, double* att, const double* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
+void attention_forward(double* out, double* stats, const double* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
                        int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_forward_doc(out + docs[d].row * C, att + docs[d].att_off, qkv + docs[d].row * 3 * C, docs[d].n, C, H);
+        attention_forward_doc(out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C,
+                              docs[d].n, C, H);
 }
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, const DocSpan* docs,
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* stats, const DocSpan* docs,
                         std::int64_t ndocs, int C, int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
         attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
-                               att + docs[d].att_off, docs[d].n, C, H);
+                               stats + docs[d].row * 2 * C, docs[d].n, C, H);
 }
-void attention_backward(double* dqkv, const double* dout, const double* qkv, const double* att, const DocSpan* docs,
+void attention_backward(double* dqkv, const double* dout, const double* qkv, const double* stats, const DocSpan* docs,
                         std::int64_t ndocs, int C, int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
         attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
-                               att + docs[d].att_off, docs[d].n, C, H);
+                               stats + docs[d].row * 2 * C, docs[d].n, C, H);
 }
 double softmax_xent(float* probs, const float* logits, const std::int32_t* target, const float* weight,
                     std::int64_t N, int V) {

@@ -2,6 +2,7 @@
 // one this CPU runs). The gemm among them is reached through Gemm (gemm.hpp); the others are called directly.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace blasgpt {
@@ -35,15 +36,17 @@ struct DocSpan {
 };
 
 // Fused causal attention over whole documents (all heads per call, no gemm): the same math as attention_forward /
-// attention_backward in model.cpp, for documents of at most kFusedMaxPositions positions.
+// attention_backward in model.cpp. Instead of the probabilities it keeps, per row, each head's max score and
+// 1/Σexp (2C values) in `stats`, and backward recomputes P from them. Applies when attention_kernel_supports().
 constexpr int kFusedMaxPositions = 128;
-void attention_kernel_forward(float* out, float* att, const float* qkv, const DocSpan* docs, std::int64_t ndocs,
+bool attention_kernel_supports(int C, int H, int max_positions, std::size_t elem_size);
+void attention_kernel_forward(float* out, float* stats, const float* qkv, const DocSpan* docs, std::int64_t ndocs,
                               int C, int H);
-void attention_kernel_forward(double* out, double* att, const double* qkv, const DocSpan* docs, std::int64_t ndocs,
-                              int C, int H);
-void attention_kernel_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
+void attention_kernel_forward(double* out, double* stats, const double* qkv, const DocSpan* docs,
+                              std::int64_t ndocs, int C, int H);
+void attention_kernel_backward(float* dqkv, const float* dout, const float* qkv, const float* stats,
                                const DocSpan* docs, std::int64_t ndocs, int C, int H);
-void attention_kernel_backward(double* dqkv, const double* dout, const double* qkv, const double* att,
+void attention_kernel_backward(double* dqkv, const double* dout, const double* qkv, const double* stats,
                                const DocSpan* docs, std::int64_t ndocs, int C, int H);
 
 }  // namespace blasgpt

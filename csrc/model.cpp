@@ -287,7 +287,7 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
         c.a.resize(rows * C);
         c.ra.resize(rows);
         c.qkv.resize(rows * 3 * C);
-        c.att.resize(H * Tb * rows);  // Σ_doc H n² <= H · block_size · N
+        c.att.resize(std::max(H * Tb, 2 * C) * rows);  // Σ_doc H n² <= H · block_size · N; fused: 2C per row
         c.o.resize(rows * C);
         c.xmid.resize(rows * C);
         c.b.resize(rows * C);
@@ -304,11 +304,11 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
     capacity = rows;
 }
 
-// The native backend runs attention as one fused kernel per document (kernels.cpp); the BLAS backend, and documents
-// too long for the fused kernel's register rows, use the gemm-based functions above.
+// The native backend runs attention as one fused kernel per document (kernels.cpp) when the shapes suit its vectors;
+// the BLAS backend, and shapes the kernel does not take, use the gemm-based functions above.
 template <class T>
-bool fused_attention(const Gemm& mm, const Workspace<T>& ws) {
-    return mm.backend == Backend::Native && ws.max_n <= kFusedMaxPositions;
+bool fused_attention(const Gemm& mm, const Config& cfg, const Workspace<T>& ws) {
+    return mm.backend == Backend::Native && attention_kernel_supports(cfg.n_embd, cfg.n_head, ws.max_n, sizeof(T));
 }
 
 template <class T>
@@ -327,7 +327,7 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
         // x = x + Wo · attention(rmsnorm(x))
         rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
         linear_forward(mm, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
-        if (fused_attention(mm, ws))
+        if (fused_attention(mm, cfg, ws))
             attention_kernel_forward(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
                                      C, H);
         else
@@ -372,7 +372,7 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
         // attention branch
         linear_backward(mm, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
-        if (fused_attention(mm, ws))
+        if (fused_attention(mm, cfg, ws))
             attention_kernel_backward(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
                                       int64_t(ws.docs.size()), C, H);
         else

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,8 @@ CONFIGS = [
     (3, 8, 4, 3, 7),
     (4, 5, 1, 2, 3),
     (5, 12, 4, 1, 8),
+    (6, 16, 4, 1, 6),   # head width 4: the fused attention kernel's in-vector head sums
+    (7, 32, 2, 2, 5),   # head width 16: heads spanning several vectors
 ]
 
 
@@ -106,3 +110,33 @@ def test_forward_logits_match_training_loss():
     logp = logits - m - np.log(np.exp(logits - m).sum(1, keepdims=True))
     expected = -logp[np.arange(n), ids[1:n + 1]].mean()
     assert model.loss(tok.batch([doc])) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+def test_portable_kernels_match(isa):
+    """The kernels built for older CPUs (chosen at run time) compute the same gradients; run in a child process
+    with BLASGPT_ISA capping the instruction set."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, blasgpt, sys
+sys.path.insert(0, %r)
+from conftest import make_setup
+assert blasgpt._core.native_isa() == %r, blasgpt._core.native_isa()
+for cfg in [(1, 6, 2, 1, 5), (6, 16, 4, 1, 6), (7, 32, 2, 2, 5)]:
+    model, tok, docs = make_setup(*cfg, backend="native")
+    batch = tok.batch(docs)
+    ln = model.forward_backward(batch); gn = model.flat_grads.copy()
+    model.backend = "blas"
+    lb = model.forward_backward(batch); gb = model.flat_grads.copy()
+    assert abs(ln - lb) <= 1e-12 * abs(lb), (ln, lb)
+    np.testing.assert_allclose(gn, gb, rtol=1e-10, atol=1e-13)
+print("ok")
+""" % (str(Path(__file__).parent), isa)
+    env = dict(os.environ, BLASGPT_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if "native_isa" in r.stderr and isa == "avx2":
+        pytest.skip("this CPU has no AVX2")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
