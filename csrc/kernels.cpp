@@ -71,23 +71,41 @@ inline Vec<T> splat(T x) {
     return Vec<T>{} + x;
 }
 
-// Sum of the lanes: log2(L) butterfly steps (lane l adds lane l ^ step), so no lane-by-lane extraction.
+// Butterfly step: lane l gets x[l] + x[l ^ STEP]. The shuffle mask is a compile-time constant.
+template <class T, int STEP>
+inline Vec<T> butterfly(Vec<T> x) {
+    if constexpr (STEP >= lanes<T>()) {
+        return x;
+    } else {
+#if defined(__GNUC__) && !defined(__clang__)
+        using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+        typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+        Mask m{};
+        for (int l = 0; l < lanes<T>(); ++l) m[l] = I(l ^ STEP);
+        return x + __builtin_shuffle(x, m);
+#else
+        Vec<T> y = x;
+        for (int l = 0; l < lanes<T>(); ++l) y[l] = x[l] + x[l ^ STEP];
+        return y;
+#endif
+    }
+}
+
+// Sums within aligned groups of `width` lanes (a power of two <= L), the result replicated across each group.
+template <class T>
+inline Vec<T> group_sum(Vec<T> x, int width) {
+    if (width > 1) x = butterfly<T, 1>(x);
+    if (width > 2) x = butterfly<T, 2>(x);
+    if (width > 4) x = butterfly<T, 4>(x);
+    if (width > 8) x = butterfly<T, 8>(x);
+    if (width > 16) x = butterfly<T, 16>(x);
+    if (width > 32) x = butterfly<T, 32>(x);
+    return x;
+}
+
 template <class T>
 inline T hsum(Vec<T> v) {
-#if defined(__GNUC__) && !defined(__clang__)
-    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
-    typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
-    for (int step = lanes<T>() / 2; step >= 1; step /= 2) {
-        Mask m;
-        for (int l = 0; l < lanes<T>(); ++l) m[l] = I(l ^ step);
-        v += __builtin_shuffle(v, m);
-    }
-    return v[0];
-#else
-    T s = 0;
-    for (int l = 0; l < lanes<T>(); ++l) s += v[l];
-    return s;
-#endif
+    return group_sum<T>(v, lanes<T>())[0];
 }
 
 // exp on a vector: x = k·ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series (to r^7 in float, r^13 in double:
@@ -108,10 +126,12 @@ inline Vec<T> vexp(Vec<T> x) {
     const Vec<T> t = x * log2e + magic;
     const Vec<T> k = t - magic;
     const Vec<T> r = (x - k * ln2_hi) - k * ln2_lo;
-    T coef[terms + 1];
-    coef[0] = 1;
-    for (int i = 1; i <= terms; ++i) coef[i] = coef[i - 1] / T(i);
+    // 1/k!, k = 0..13 (float uses the first 8)
+    constexpr T coef[14] = {T(1.0), T(1.0), T(1.0 / 2), T(1.0 / 6), T(1.0 / 24), T(1.0 / 120), T(1.0 / 720),
+                            T(1.0 / 5040), T(1.0 / 40320), T(1.0 / 362880), T(1.0 / 3628800), T(1.0 / 39916800),
+                            T(1.0 / 479001600), T(1.0 / 6227020800)};
     Vec<T> p = splat(coef[terms]);
+#pragma GCC unroll 16
     for (int i = terms - 1; i >= 0; --i) p = p * r + coef[i];
     const VecI ki = (VecI)t - (VecI)splat(magic);
     const VecI bits = (ki + I(f32 ? 127 : 1023)) << I(f32 ? 23 : 52);
@@ -244,27 +264,12 @@ inline void segment_sum(Vec<T>* x, int CV, int hd) {
         for (int h0 = 0; h0 < CV; h0 += per) {
             Vec<T> t = x[h0];
             for (int k = 1; k < per; ++k) t += x[h0 + k];
-            const T total = hsum<T>(t);
-            for (int k = 0; k < per; ++k) x[h0 + k] = splat(total);
+            t = group_sum<T>(t, L);  // every lane holds the head's total
+            for (int k = 0; k < per; ++k) x[h0 + k] = t;
         }
         return;
     }
-#if defined(__GNUC__) && !defined(__clang__)
-    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
-    typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
-    for (int step = 1; step < hd; step *= 2) {
-        Mask m;
-        for (int l = 0; l < L; ++l) m[l] = I(l ^ step);
-        for (int v = 0; v < CV; ++v) x[v] += __builtin_shuffle(x[v], m);
-    }
-#else
-    for (int v = 0; v < CV; ++v)
-        for (int g = 0; g < L; g += hd) {
-            T t = 0;
-            for (int l = 0; l < hd; ++l) t += x[v][g + l];
-            for (int l = 0; l < hd; ++l) x[v][g + l] = t;
-        }
-#endif
+    for (int v = 0; v < CV; ++v) x[v] = group_sum<T>(x[v], hd);
 }
 
 constexpr int kFusedMaxVectors = 64;  // C <= 64 vectors: per-row accumulators stay on the stack
