@@ -410,14 +410,15 @@ template <class T>
 void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
                const AdamStep& s) {
     const T b1 = T(s.beta1), b2 = T(s.beta2), c1 = T(1 - s.beta1), c2 = T(1 - s.beta2);
-    const T bc1 = T(s.bias1), bc2 = T(s.bias2), eps = T(s.eps), lr = T(s.lr);
+    // the bias corrections as multiplications by 1/(1 − β^t): one division per element instead of three
+    const T inv1 = T(1 / s.bias1), inv2 = T(1 / s.bias2), eps = T(s.eps), lr = T(s.lr);
     for (std::int64_t i = 0; i < n; ++i) {
         const T gi = g[i];
         const T mi = b1 * m[i] + c1 * gi;
         const T vi = b2 * v[i] + c2 * (gi * gi);
         m[i] = mi;
         v[i] = vi;
-        p[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
+        p[i] -= lr * (mi * inv1) / (std::sqrt(vi * inv2) + eps);
     }
 }
 
