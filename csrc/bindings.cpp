@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -190,6 +191,24 @@ void bind_model(py::module_& m, const char* name) {
             py::arg("tokens"));
 }
 
+template <class T>
+void adam_arrays(const py::array& p, const py::array& m, const py::array& v, const py::array& g, double lr,
+                 int64_t t, const AdamConfig& a) {
+    auto P = vector_arg<T>(p, "params"), M = vector_arg<T>(m, "m"), Vv = vector_arg<T>(v, "v");
+    const auto G = vector_arg<T>(g, "grads");
+    const int64_t n = P.size();
+    if (M.size() != n || Vv.size() != n || G.size() != n) fail("params, m, v and grads must have the same length");
+    if (!P.writeable() || !M.writeable() || !Vv.writeable()) fail("params, m and v must be writeable");
+    if (t < 1) fail("step must be >= 1 (Adam's bias correction counts from 1)");
+    if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0");
+    T* pp = P.mutable_data();
+    T* mp = M.mutable_data();
+    T* vp = Vv.mutable_data();
+    const T* gp = G.data();
+    py::gil_scoped_release nogil;
+    adam_update(pp, mp, vp, gp, n, lr, a, t);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -209,6 +228,20 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("dtype"), py::arg("seconds") = 0.2,
         "Measured FMA peak of one core (GFLOP/s) with the native kernels' vectors.");
+    m.def(
+        "adam_update",
+        [](const py::array& p, const py::array& mo, const py::array& v, const py::array& g, double lr, int64_t step,
+           double beta1, double beta2, double eps) {
+            const AdamConfig a{beta1, beta2, eps};
+            if (p.dtype().is(py::dtype::of<float>())) {
+                adam_arrays<float>(p, mo, v, g, lr, step, a);
+            } else {
+                adam_arrays<double>(p, mo, v, g, lr, step, a);
+            }
+        },
+        py::arg("params"), py::arg("m"), py::arg("v"), py::arg("grads"), py::arg("lr"), py::arg("step"),
+        py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
+        "The model's Adam update (vectorized kernel) on any float32/float64 buffers, in place.");
     m.def(
         "num_params",
         [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {

@@ -161,3 +161,21 @@ def test_non_finite_loss_stops_training(setup):
     model.params["wte"][0, 0] = np.nan
     with pytest.raises(blasgpt.TrainingError, match="loss became nan at step 1"):
         blasgpt.train(model, tok, docs, steps=3)
+
+
+def test_adam_kernel_checks_and_matches_formula():
+    rng = np.random.default_rng(3)
+    p, m, g = (rng.standard_normal(1001) for _ in range(3))
+    v = np.abs(rng.standard_normal(1001))
+    want_m = 0.85 * m + (1 - 0.85) * g
+    want_v = 0.99 * v + (1 - 0.99) * g * g
+    want_p = p - 0.01 * (want_m / (1 - 0.85**4)) / (np.sqrt(want_v / (1 - 0.99**4)) + 1e-8)
+    _core.adam_update(p, m, v, g, 0.01, 4)
+    np.testing.assert_allclose(p, want_p, rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(m, want_m, rtol=1e-14)
+    with pytest.raises(ValueError, match="same length"):
+        _core.adam_update(p, m, v, g[:10], 0.01, 4)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        _core.adam_update(p, m, v, g, 0.01, 0)
+    with pytest.raises(ValueError, match="grads must have dtype float64, got float32"):
+        _core.adam_update(p, m, v, g.astype(np.float32), 0.01, 1)

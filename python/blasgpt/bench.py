@@ -354,6 +354,43 @@ def bench_baseline(kind: str, w: Workload, dtype: str, batch: int, repeats: int,
     return times, clock, f"float64 loss Δ {abs(loss - w.ref_loss):.0e}, grad rel {err:.0e}"
 
 
+def bench_adam(quick: bool) -> list[dict[str, Any]]:
+    """Adam over one big buffer against a memory-bandwidth bound: the update streams 7 arrays' worth of bytes
+    (reads p, m, v, g; writes p, m, v); the bound is that traffic at the bandwidth of a same-size NumPy add."""
+    out = []
+    n = 1 << (20 if quick else 22)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        p, m, g = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+        v = np.abs(rng.standard_normal(n)).astype(dtype)
+        ref = [a.copy() for a in (p, m, v)]
+        _core.adam_update(p, m, v, g, 1e-3, 3)
+        b1, b2 = ADAM["beta1"], ADAM["beta2"]
+        m_ref = b1 * ref[1] + (1 - b1) * g
+        v_ref = b2 * ref[2] + (1 - b2) * g * g
+        p_ref = ref[0] - 1e-3 * (m_ref / (1 - b1**3)) / (np.sqrt(v_ref / (1 - b2**3)) + ADAM["eps"])
+        f32 = dtype == np.float32
+        if not np.allclose(p, p_ref, rtol=1e-6 if f32 else 1e-13, atol=1e-9 if f32 else 1e-16):
+            raise AssertionError("Adam kernel disagrees with the NumPy formula")
+
+        def best_of(fn: Callable[[], None], k: int = 7) -> float:
+            times = []
+            for _ in range(k):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        t_adam = best_of(lambda: _core.adam_update(p, m, v, g, 1e-3, 3))
+        x, y, z = np.empty(n, dtype), np.ones(n, dtype), np.ones(n, dtype)
+        t_add = best_of(lambda: np.add(y, z, out=x))
+        bandwidth = 3 * n * x.itemsize / t_add
+        bound = 7 * n * x.itemsize / bandwidth
+        out.append({"dtype": np.dtype(dtype).name, "params": n, "adam_ms": t_adam * 1e3, "bound_ms": bound * 1e3,
+                    "bandwidth_gbs": bandwidth / 1e9, "ratio": t_adam / bound})
+    return out
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -415,6 +452,7 @@ def run(quick: bool = False, only: Optional[str] = None) -> tuple[dict[str, Any]
             gflops = w.mean_flops / best / 1e3
             rows.append(Row(w.name, impl, dtype, batch, threads, gemm, statistics.median(times), best, gflops,
                             100 * gflops / peak, CPYTHON_US_PER_DOC[n_embd] / best, clock, checked))
+    info["adam"] = bench_adam(quick)
     return info, rows, notes
 
 
@@ -441,6 +479,10 @@ def format_table(info: dict[str, Any], rows: list[Row], notes: list[str], comman
     lines += [fmt(row) for row in table[1:]]
     lines += ["", "Every row was checked before timing (loss and gradients vs blasgpt float64):"]
     lines += [f"  {r.workload} {r.impl} {r.dtype} b{r.batch} t{r.threads} {r.gemm}: {r.checked}" for r in rows]
+    for a in info.get("adam", []):
+        lines.append(f"Adam, {a['params']:,} {a['dtype']} params: {a['adam_ms']:.2f} ms; memory-bound estimate "
+                     f"{a['bound_ms']:.2f} ms (7 streams at {a['bandwidth_gbs']:.0f} GB/s, a NumPy add's bandwidth): "
+                     f"{a['ratio']:.2f}x the bound")
     lines += [f"note: {n}" for n in notes]
     lines.append("vs CPython: microgpt's own script, 243,083 µs/doc (d16) and 5,050,299 µs/doc (d64), measured "
                  "elsewhere on this machine kind.")
