@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from ._core import blas_info
+from ._core import blas_info, native_isa
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
 from .data import DataError, load_docs
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--samples", type=_nonneg_int, default=20, help="names to print after training (default 20)")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
     t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or native)")
+    t.add_argument("--threads", type=_positive_int, default=1,
+                   help="split each batch across N threads (default 1; useful with --batch-size >= 8)")
 
     s = sub.add_parser("sample", help="generate documents from a checkpoint",
                        description="Sample from a trained model: start at BOS (plus --prompt), draw each next "
@@ -152,11 +154,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     assert tok is not None
     if args.gemm:
         model.backend = args.gemm
+    if args.threads > 256:
+        raise UsageError(f"--threads must be at most 256, got {args.threads}")
+    model.threads = args.threads
     source = args.data or "names.txt (bundled)"
     cfg = model.config
     print(f"blasgpt {__version__} | data {source}: {len(docs):,} docs, vocab {tok.vocab_size} | "
           f"d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: {model.num_params:,} params | "
-          f"{model.dtype.name} | batch {batch_size} | gemm {model.backend} ({blas_info().split(' | ')[-1]})")
+          f"{model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | gemm {model.backend} "
+          f"({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
     if resume is not None:
         print(f"resuming {args.resume} at step {model.step} of {total}")
 
