@@ -1,4 +1,4 @@
-"""Command line: ``python -m blasgpt train | sample | bench`` (also installed as the ``blasgpt`` command).
+"""Command line: ``python -m blasgpt train | sample | bench | plot`` (also installed as the ``blasgpt`` command).
 
 Exit codes: 0 success, 1 data / file / model error, 2 usage error, 130 interrupted (after saving a checkpoint).
 A user error prints one line to stderr, never a traceback.
@@ -7,6 +7,11 @@ A user error prints one line to stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,17 +21,20 @@ from . import __version__
 from ._core import blas_info, native_isa
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
-from .data import DataError, load_docs
-from .model import BACKENDS, sample
-from .train import TrainingError, microgpt_start, shuffle_docs, train
+from .data import DataError, Tokenizer, load_docs
+from .model import BACKENDS, Model, sample
+from .train import LATEST_CHECKPOINT, METRICS_FILE, TrainingError, save_rotating, shuffle_docs, split_validation, train
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-CHECKPOINT_NAME = "ckpt.safetensors"
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
 
 
 class UsageError(Exception):
     """Bad flag values: reported with exit code 2."""
+
+
+class MissingDependency(Exception):
+    """An optional dependency a command needs is not installed: reported with exit code 1."""
 
 
 def _positive_int(text: str) -> int:
@@ -79,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"model size (default {default})")
     t.add_argument("--seed", type=int, default=None, help="shuffle and initialisation seed (default 42)")
     t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly")
+    t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
+                                                    "(default --out: the checkpoint's directory)")
+    t.add_argument("--val-fraction", type=float, default=None,
+                   help="hold out this tail fraction of the shuffled documents for validation (default 0.1)")
+    t.add_argument("--eval-every", type=_nonneg_int, default=None,
+                   help="validation loss every N steps (default: with each progress line) and at the end")
+    t.add_argument("--checkpoint-every", type=_nonneg_int, default=0,
+                   help="also save ckpt-<step>.safetensors every N steps (default 0: only at the end)")
+    t.add_argument("--keep-checkpoints", type=_positive_int, default=3,
+                   help="numbered checkpoints to keep (default 3; ckpt.safetensors is always the latest)")
     t.add_argument("--log-every", type=_nonneg_int, default=100, help="print progress every N steps (0: never)")
     t.add_argument("--samples", type=_nonneg_int, default=20, help="names to print after training (default 20)")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
@@ -102,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="a smoke run (about 20 s)")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     b.add_argument("--only", choices=("d16", "d64"), help="one workload only")
+    pl = sub.add_parser("plot", help="draw a run's train and validation loss to RUN_DIR/loss.png",
+                        description="Read RUN_DIR/metrics.jsonl (written by 'train') and draw loss.png beside it. "
+                                    "Needs matplotlib: pip install 'blasgpt[plot]'.")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a directory given to 'train --out'")
     return parser
 
 
@@ -113,22 +134,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(argv)
 
 
+def _data_fingerprint(docs: list[str]) -> str:
+    return hashlib.sha256("\n".join(docs).encode("utf-8")).hexdigest()
+
+
+def _rng_state(rng: random.Random) -> list:
+    version, state, gauss_next = rng.getstate()
+    return [version, list(state), gauss_next]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
-        changed = [f"--{k.replace('_', '-')}" for k in (*SIZE_DEFAULTS, "dtype", "seed", "batch_size")
-                   if getattr(args, k) is not None]
+        changed = [f"--{k.replace('_', '-')}" for k in (*SIZE_DEFAULTS, "dtype", "seed", "batch_size",
+                                                         "val_fraction") if getattr(args, k) is not None]
         if changed:
             raise UsageError(f"{', '.join(changed)} cannot change when resuming; they come from the checkpoint")
         if resume.tokenizer is None:
             raise CheckpointError(f"{args.resume}: has no vocabulary, so training cannot resume from it")
         extra = resume.extra
         seed, batch_size = int(extra.get("seed", 42)), int(extra.get("batch_size", 1))
+        val_fraction = float(extra.get("val_fraction", 0.0))
         lr = args.lr if args.lr is not None else float(extra.get("lr", 0.01))
         total = args.steps if args.steps is not None else int(extra.get("total_steps", resume.step))
     else:
         seed = 42 if args.seed is None else args.seed
         batch_size = args.batch_size or 1
+        val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
         lr = 0.01 if args.lr is None else args.lr
         total = 1000 if args.steps is None else args.steps
     try:
@@ -138,56 +170,128 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if not (lr >= 0 and lr < float("inf")):
         raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
+    if not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if not args.temperature > 0:
         raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    if args.threads > 256:
+        raise UsageError(f"--threads must be at most 256, got {args.threads}")
 
-    docs = load_docs(args.data)
-    out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
+    all_docs = load_docs(args.data)
+    fingerprint = _data_fingerprint(all_docs)
     if resume is not None:
+        out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
-        docs, _ = shuffle_docs(docs, seed)
+        shuffled, rng = shuffle_docs(all_docs, seed)
+        state = _rng_state(rng)
+        if resume.extra.get("data_sha256", fingerprint) != fingerprint or resume.extra.get("rng_state", state) != state:
+            raise DataError(f"{args.resume}: the data differs from the run being resumed (its documents or their "
+                            f"number changed), so the resumed run could not continue the same sequence")
         if total < model.step:
             raise UsageError(f"--steps {total} is before the checkpoint's step {model.step}")
     else:
-        docs, tok, model = microgpt_start(docs, seed=seed, dtype=args.dtype or "float64", **sizes)
+        out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        # microgpt_start, spelled out to keep the random stream's state after the shuffle (it fixes the data order)
+        shuffled, rng = shuffle_docs(all_docs, seed)
+        state = _rng_state(rng)
+        tok = Tokenizer.from_docs(shuffled)
+        model = Model(Config(vocab_size=tok.vocab_size, **sizes), dtype=args.dtype or "float64", init_rng=rng)
     assert tok is not None
+    train_docs, val_docs = split_validation(shuffled, val_fraction)
+    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
     if args.gemm:
         model.backend = args.gemm
-    if args.threads > 256:
-        raise UsageError(f"--threads must be at most 256, got {args.threads}")
     model.threads = args.threads
     source = args.data or "names.txt (bundled)"
     cfg = model.config
-    print(f"blasgpt {__version__} | data {source}: {len(docs):,} docs, vocab {tok.vocab_size} | "
-          f"d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: {model.num_params:,} params | "
-          f"{model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | gemm {model.backend} "
-          f"({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
+    print(f"blasgpt {__version__} | data {source}: {len(train_docs):,} train + {len(val_docs):,} val docs, "
+          f"vocab {tok.vocab_size} | d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: "
+          f"{model.num_params:,} params | {model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | "
+          f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
     if resume is not None:
         print(f"resuming {args.resume} at step {model.step} of {total}")
 
-    ckpt = out_dir / CHECKPOINT_NAME
     run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
-                 "data": str(args.data) if args.data else None}
+                 "val_fraction": val_fraction, "data": str(args.data) if args.data else None,
+                 "data_sha256": fingerprint, "rng_state": state}
     steps = total - model.step
+    eval_every = args.log_every if args.eval_every is None else args.eval_every
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        hist = train(model, tok, docs, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
-                     log_every=args.log_every)
+        hist = train(model, tok, train_docs, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
+                     log_every=args.log_every, val_docs=val_docs or None, eval_every=eval_every, out_dir=out_dir,
+                     checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                     checkpoint_extra=run_state, progress_bar=sys.stderr.isatty() and args.log_every > 0)
     except KeyboardInterrupt:
-        model.save(ckpt, tok, **run_state)
+        ckpt = save_rotating(model, tok, out_dir, args.keep_checkpoints, run_state)
         print(f"\ninterrupted at step {model.step}; saved {ckpt} (continue with --resume {ckpt})", file=sys.stderr)
         return EXIT_INTERRUPTED
-    model.save(ckpt, tok, **run_state)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ckpt = out_dir / LATEST_CHECKPOINT
+    if not (args.checkpoint_every and steps):
+        ckpt = save_rotating(model, tok, out_dir, args.keep_checkpoints, run_state)
     if steps:
         tail = hist.losses[-min(100, len(hist.losses)):]
+        val = f" | val loss {hist.val_losses[-1][1]:.4f}" if hist.val_losses else ""
         print(f"trained {steps} steps in {hist.seconds:.2f} s ({hist.docs_per_second:,.0f} docs/s, "
               f"{hist.seconds / steps * 1e6:.1f} µs/step) | final loss {hist.losses[-1]:.4f} | "
-              f"mean of last {len(tail)} {sum(tail) / len(tail):.4f}")
-    print(f"saved {ckpt}")
+              f"mean of last {len(tail)} {sum(tail) / len(tail):.4f}{val}")
+    print(f"saved {ckpt}; metrics in {out_dir / METRICS_FILE}")
     if args.samples:
         print(f"--- {args.samples} samples (temperature {args.temperature}) ---")
         for text in sample(model, tok, num=args.samples, temperature=args.temperature, seed=seed):
             print(text)
+    return EXIT_OK
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: leave like Ctrl-C, saving a checkpoint first
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    metrics = run_dir / METRICS_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir} (train with --out {run_dir} first)")
+    rows = []
+    for n, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{metrics}:{n}: not a JSON line") from None
+    if not rows:
+        raise DataError(f"{metrics} holds no measurements yet")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependency("plotting needs matplotlib: pip install 'blasgpt[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["train_loss"] for r in rows], label="train (mean since previous point)")
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), marker="o", markersize=3, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"blasgpt run {run_dir.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / "loss.png"
+    tmp = run_dir / ".loss.png.tmp"
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -204,14 +308,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench}[args.command]
+    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "plot": _cmd_plot}[args.command]
     try:
         return command(args)
     except UsageError as e:
         parser.print_usage(sys.stderr)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (DataError, CheckpointError, TrainingError, OSError) as e:
+    except (DataError, CheckpointError, TrainingError, MissingDependency, OSError) as e:
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)

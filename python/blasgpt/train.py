@@ -4,18 +4,23 @@ learning-rate decay to zero), over batches of any size."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import random
 import time
-from typing import Any, Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from .config import Config
-from .data import Tokenizer
+from .data import Batch, Tokenizer
 from .model import Model
 
 
+METRICS_FILE = "metrics.jsonl"
+LATEST_CHECKPOINT = "ckpt.safetensors"
 CHUNK_STEPS = 256  # steps per C++ call in train(): Python overhead vanishes, Ctrl-C still answers quickly
 
 
@@ -25,11 +30,13 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass
 class History:
-    """What one ``train`` call did: the loss of every step (before its update), wall time and documents seen."""
+    """What one ``train`` call did: the loss of every step (before its update), wall time spent training (held-out
+    evaluation excluded), documents seen and the held-out losses it measured."""
 
     losses: list[float]
     seconds: float
     docs: int
+    val_losses: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, held-out loss)
 
     @property
     def docs_per_second(self) -> float:
@@ -50,6 +57,17 @@ def shuffle_docs(docs: Sequence[str], seed: int = 42) -> tuple[list[str], random
     return shuffled, rng
 
 
+def split_validation(docs: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(train, validation): the validation set is the *tail* ``fraction`` of ``docs`` (already shuffled), so no
+    random numbers are drawn and the training documents keep microgpt's order."""
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
+    n_val = int(len(docs) * fraction)
+    if len(docs) - n_val < 1:
+        raise ValueError(f"no training documents left after holding out {n_val} of {len(docs)} for validation")
+    return list(docs[:len(docs) - n_val]), list(docs[len(docs) - n_val:])
+
+
 def microgpt_start(docs: Sequence[str], seed: int = 42, dtype: Any = "float64",
                    **config: int) -> tuple[list[str], Tokenizer, Model]:
     """microgpt's exact beginning: ``random.seed(seed)``, shuffle the documents, build the vocabulary, then draw the
@@ -60,17 +78,111 @@ def microgpt_start(docs: Sequence[str], seed: int = 42, dtype: Any = "float64",
     return shuffled, tokenizer, Model(cfg, dtype=dtype, init_rng=rng)
 
 
+EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
+
+
+def evaluate(model: Model, batch: Batch) -> float:
+    """Mean over documents of each document's loss, in chunks; gradients and Adam state are untouched."""
+    n = batch.num_docs
+    total = 0.0
+    for lo in range(0, n, EVAL_CHUNK_DOCS):
+        ids = np.arange(lo, min(n, lo + EVAL_CHUNK_DOCS), dtype=np.int64)
+        total += model.loss(batch.select(ids)) * ids.size
+    return total / n
+
+
+class _Reporter:
+    """Progress for people (a tqdm bar on a terminal, else plain lines) and for files (metrics.jsonl)."""
+
+    def __init__(self, start: int, total: int, steps: int, batch_size: int, log: Callable[[str], None],
+                 bar: bool, metrics: Optional[Path]):
+        self.total, self.batch_size, self.log, self.metrics = total, batch_size, log, metrics
+        self.t0 = self.last_t = time.perf_counter()
+        self.last_s = start
+        self.losses_since: list[float] = []
+        self.bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, unit="step", dynamic_ncols=True, leave=True)
+
+    def steps_done(self, losses: list[float]) -> None:
+        self.losses_since.extend(losses)
+        if self.bar is not None:
+            self.bar.update(len(losses))
+
+    def record(self, step: int, lr: float, val: Optional[float], line: bool, eval_seconds: float) -> None:
+        now = time.perf_counter()
+        rate = (step - self.last_s) * self.batch_size / max(now - self.last_t - eval_seconds, 1e-12)
+        train_loss = float(np.mean(self.losses_since)) if self.losses_since else float("nan")
+        if self.metrics is not None:
+            row = {"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr, "docs_per_s": rate,
+                   "elapsed": now - self.t0}
+            with open(self.metrics, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        val_text = "" if val is None else f" | val {val:.4f}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {train_loss:.4f}{val_text} | lr {lr:.2e} | {rate:,.0f} docs/s")
+        elif line:
+            self.log(f"step {step:5d} / {self.total} | loss {train_loss:.4f}{val_text} | lr {lr:.2e} | "
+                     f"{rate:,.0f} docs/s")
+        self.losses_since.clear()
+        self.last_t, self.last_s = now, step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
+    """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones."""
+    numbered = out_dir / f"ckpt-{model.step}.safetensors"
+    model.save(numbered, tokenizer, **extra)
+    latest = out_dir / LATEST_CHECKPOINT
+    tmp = out_dir / f".{LATEST_CHECKPOINT}.{os.getpid()}.tmp"
+    try:
+        os.link(numbered, tmp)  # same bytes, no second write; the rename below is atomic
+        os.replace(tmp, latest)
+    except OSError:
+        if tmp.exists():
+            tmp.unlink()
+        model.save(latest, tokenizer, **extra)
+    old = sorted(out_dir.glob("ckpt-*.safetensors"), key=lambda q: _ckpt_step(q))
+    for q in old[:-keep] if keep > 0 else old:
+        q.unlink()
+    return latest
+
+
+def _ckpt_step(path: Path) -> int:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
 def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 1000, batch_size: int = 1,
           lr: float = 0.01, *, schedule_steps: Optional[int] = None, log_every: int = 0,
-          log: Callable[[str], None] = print) -> History:
+          log: Callable[[str], None] = print, val_docs: Optional[Sequence[str]] = None, eval_every: int = 0,
+          out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
+          keep_checkpoints: int = 3, checkpoint_extra: Optional[dict[str, Any]] = None,
+          progress_bar: bool = False) -> History:
     """Run ``steps`` Adam steps on ``docs`` (in the given order, cycling) and return the losses.
 
     Global step s (``model.step`` before the update) trains on documents ``(s*B + i) % len(docs)``, i < B, with
     learning rate ``lr * (1 - s / schedule_steps)``; ``schedule_steps`` defaults to ``model.step + steps``, so a
     fresh model reproduces microgpt and a resumed run passes its original total to continue the same schedule.
-    Logs a line every ``log_every`` steps (0: never). Raises TrainingError if the loss stops being finite.
+
+    Optional, each only when asked: a progress line every ``log_every`` steps (``progress_bar`` shows a tqdm bar
+    instead); the loss on ``val_docs`` every ``eval_every`` steps and at the end (never touching gradients or
+    Adam state); with ``out_dir``, ``metrics.jsonl`` there (one JSON object per report: step, train_loss — the
+    mean since the previous report —, val_loss, lr, docs_per_s, elapsed) and, every ``checkpoint_every`` steps,
+    ``ckpt-<step>.safetensors`` plus ``ckpt.safetensors`` (the latest), keeping ``keep_checkpoints`` numbered
+    ones; ``checkpoint_extra`` is stored in them. Raises TrainingError if the loss stops being finite (that step is
+    not applied, so the model and every checkpoint stay valid).
     """
-    for name, value, lo in (("steps", steps, 0), ("batch_size", batch_size, 1), ("log_every", log_every, 0)):
+    for name, value, lo in (("steps", steps, 0), ("batch_size", batch_size, 1), ("log_every", log_every, 0),
+                            ("eval_every", eval_every, 0), ("checkpoint_every", checkpoint_every, 0),
+                            ("keep_checkpoints", keep_checkpoints, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
@@ -80,39 +192,64 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} symbols but the model expects "
                          f"{model.config.vocab_size}")
+    if checkpoint_every and out_dir is None:
+        raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
         raise ValueError(f"schedule_steps ({total}) must cover this run (model at step {start}, {steps} more)")
 
-    corpus = tokenizer.batch(docs, block_size=model.config.block_size)  # tokenized once
+    block = model.config.block_size
+    corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
+    val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs else None
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    extra = dict(checkpoint_extra or {})
     n_docs = len(docs)
     lane = np.arange(batch_size, dtype=np.int64)
     losses: list[float] = []
-    t0 = time.perf_counter()
-    last_t, last_s = t0, start
-    s = start
-    while s < start + steps:
-        # a chunk of steps runs in one C++ call; chunks end at log lines and stay short enough for Ctrl-C
-        end = min(start + steps, s + CHUNK_STEPS)
-        if log_every:
-            end = min(end, start + ((s - start) // log_every + 1) * log_every)
-        idx = np.arange(s, end, dtype=np.int64)
-        doc_ids = (idx[:, None] * batch_size + lane) % n_docs
-        lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
-        chunk = model.train_steps(corpus, doc_ids, lrs)
-        losses.extend(chunk.tolist())
-        if chunk.size < end - s or not math.isfinite(losses[-1]):
-            bad = s + chunk.size
-            raise TrainingError(f"loss became {losses[-1]} at step {bad}; stopping before applying it "
-                                f"(the model keeps step {model.step}; try a lower learning rate)")
-        s = end
-        if log_every and ((s - start) % log_every == 0 or s == start + steps):
-            now = time.perf_counter()
-            rate = (s - last_s) * batch_size / max(now - last_t, 1e-12)
-            log(f"step {s:5d} / {total} | loss {losses[-1]:.4f} | lr {lrs[-1]:.2e} | {rate:,.0f} docs/s")
-            last_t, last_s = now, s
-    return History(losses, time.perf_counter() - t0, steps * batch_size)
+    val_losses: list[tuple[int, float]] = []
+    report = _Reporter(start, total, steps, batch_size, log, progress_bar, out / METRICS_FILE if out else None)
+    end_all = start + steps
+    eval_seconds = 0.0
+
+    def due(every: int, s: int) -> bool:
+        return every > 0 and (s - start) % every == 0
+
+    try:
+        s = start
+        while s < end_all:
+            # a chunk of steps runs in one C++ call; chunks end where something is due and stay short for Ctrl-C
+            end = min(end_all, s + CHUNK_STEPS)
+            for every in (log_every, eval_every, checkpoint_every):
+                if every:
+                    end = min(end, start + ((s - start) // every + 1) * every)
+            idx = np.arange(s, end, dtype=np.int64)
+            doc_ids = (idx[:, None] * batch_size + lane) % n_docs
+            lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
+            chunk = model.train_steps(corpus, doc_ids, lrs).tolist()
+            losses.extend(chunk)
+            report.steps_done(chunk)
+            if len(chunk) < end - s or not math.isfinite(chunk[-1]):
+                raise TrainingError(f"loss became {losses[-1]} at step {s + len(chunk)}; stopping before applying "
+                                    f"it (the model keeps step {model.step}; try a lower learning rate)")
+            s = end
+            last = s == end_all
+            val, t_eval = None, time.perf_counter()
+            if val_batch is not None and (due(eval_every, s) or last):
+                val = evaluate(model, val_batch)
+                val_losses.append((s, val))
+            t_eval = time.perf_counter() - t_eval
+            eval_seconds += t_eval
+            if due(log_every, s) or val is not None or (last and (log_every or out)):
+                report.record(s, float(lrs[-1]), val, line=bool(log_every), eval_seconds=t_eval)
+            if checkpoint_every and (due(checkpoint_every, s) or last):
+                save_rotating(model, tokenizer, out, keep_checkpoints, extra)  # type: ignore[arg-type]
+    finally:
+        report.close()
+    return History(losses, time.perf_counter() - report.t0 - eval_seconds, steps * batch_size, val_losses)
 
 
-__all__ = ["History", "TrainingError", "lr_at", "microgpt_start", "shuffle_docs", "train"]
+__all__ = ["History", "TrainingError", "evaluate", "lr_at", "microgpt_start", "save_rotating", "shuffle_docs",
+           "train", "split_validation"]
