@@ -205,6 +205,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".ckpt*.tmp"):  # left by a process killed mid-save; never a complete checkpoint
+            stale.unlink()
     extra = dict(checkpoint_extra or {})
     n_docs = len(docs)
     lane = np.arange(batch_size, dtype=np.int64)
