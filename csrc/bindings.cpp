@@ -166,6 +166,16 @@ void bind_model(py::module_& m, const char* name) {
             "Many train steps in one call: row s of doc_ids (steps, batch) is step s's documents, lrs[s] its "
             "learning rate. Returns the losses; stops after the first non-finite one (which is not applied).")
         .def(
+            "apply_adam",
+            [](M& self, double lr, double beta1, double beta2, double eps) {
+                const AdamConfig adam{beta1, beta2, eps};
+                py::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.apply_adam(lr, adam);
+            },
+            py::arg("lr"), py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
+            "One Adam step (step count + 1) from the gradients currently in the grads buffer.")
+        .def(
             "loss",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids) {
                 const BatchArgs args(tokens, offsets, doc_ids);

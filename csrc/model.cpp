@@ -518,9 +518,15 @@ double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr) {
     for (int g = 1; g < groups; ++g) loss += group_loss_[g];
     if (!with_grads) return loss;
     const bool update = adam != nullptr && std::isfinite(loss);  // a non-finite loss is reported, never applied
-    if (update) ++step_;
-    // Sum the partial gradients (in group order, so the result does not depend on scheduling) and apply Adam,
-    // each thread on its own slice of the buffer.
+    reduce_and_update(groups, update ? adam : nullptr, lr);
+    return loss;
+}
+
+// Sum the partial gradients (in group order, so the result does not depend on scheduling) and, with adam, take one
+// Adam step; each thread works on its own slice of the buffer.
+template <class T>
+void Model<T>::reduce_and_update(int groups, const AdamConfig* adam, double lr) {
+    if (adam) ++step_;
     const int64_t n = size();
     const int slices = n >= kParallelMinParams ? threads() : 1;
     pool_->run(slices, [&](int t) {
@@ -530,11 +536,16 @@ double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr) {
             const T* part = ws_[g].grads.data();
             for (int64_t i = lo; i < hi; ++i) dst[i] += part[i];
         }
-        if (update)
+        if (adam)
             adam_update(params_.data() + lo, m_.data() + lo, v_.data() + lo, grads_.data() + lo, hi - lo, lr, *adam,
                         step_);
     });
-    return loss;
+}
+
+template <class T>
+void Model<T>::apply_adam(double lr, const AdamConfig& adam) {
+    if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
+    reduce_and_update(1, &adam, lr);
 }
 
 template <class T>

@@ -178,6 +178,8 @@ class Model {
     // losses[s] receives its loss. Stops after the first non-finite loss (not applied). Returns steps recorded.
     int64_t train_steps(const BatchView& corpus, const int64_t* doc_ids, int64_t steps, int64_t batch_size,
                         const double* lrs, double* losses, const AdamConfig& adam);
+    // One Adam step from the gradients now in grads() (e.g. after summing them across processes).
+    void apply_adam(double lr, const AdamConfig& adam);
     // Loss only: no gradients, no Adam (held-out evaluation).
     double loss(const BatchView& batch);
     // Logits (n, V) for one sequence of n <= block_size tokens at positions 0..n-1.
@@ -190,6 +192,7 @@ class Model {
     int split(int64_t rows);                   // assigns refs_ to workspaces; returns the groups used
     // forward (+ backward, + Adam when adam is given) over the split batch; returns the loss
     double run(bool with_grads, const AdamConfig* adam, double lr);
+    void reduce_and_update(int groups, const AdamConfig* adam, double lr);
 
     Config cfg_;
     std::vector<ParamInfo> table_;

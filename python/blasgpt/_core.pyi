@@ -57,6 +57,7 @@ class _ModelBase:
         beta2: float = 0.99,
         eps: float = 1e-8,
     ) -> npt.NDArray[np.float64]: ...
+    def apply_adam(self, lr: float, beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8) -> None: ...
     def loss(
         self,
         tokens: npt.NDArray[np.int32],

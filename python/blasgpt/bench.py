@@ -491,6 +491,25 @@ def format_table(info: dict[str, Any], rows: list[Row], notes: list[str], comman
     return "\n".join(lines)
 
 
+def _mpi_main(command: str, args: argparse.Namespace) -> int:
+    from .parallel import scaling_table
+
+    rows = scaling_table(steps=50 if args.quick else 200, repeats=3 if args.quick else 5)
+    print(f"command: {command}\ndata-parallel training, d64 float32, batch 32, names.txt; wall clock, best of repeats")
+    print("| ranks | µs/doc | speedup | efficiency | allreduce µs/step (grad buffer alone) |")
+    print("|------:|-------:|--------:|-----------:|--------------------------------------:|")
+    for r in rows:
+        print(f"| {r['ranks']:5d} | {r['us_per_doc']:6.2f} | {r['speedup']:6.2f}x | {100 * r['efficiency']:9.0f}% | "
+              f"{r['allreduce_us']:37.1f} |")
+    print(f"({rows[0]['params']:,} float32 parameters per Allreduce)")
+    if args.json:
+        from .data import atomic_write_bytes
+
+        atomic_write_bytes(args.json, json.dumps({"command": command, "rows": rows}, indent=1).encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _reexec_single_threaded(argv: Sequence[str]) -> Optional[int]:
     """BLAS and OpenMP pools must be one thread each (their idle threads would spin into the CPU clock); they
     read that at load time, so rerun this benchmark in a child process with the variables set."""
@@ -506,11 +525,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (about 20 s): fewer, shorter repeats")
     parser.add_argument("--json", metavar="FILE", help="also write the table and machine facts as JSON")
     parser.add_argument("--only", choices=("d16", "d64"), help="one workload only")
+    parser.add_argument("--mpi", action="store_true",
+                        help="instead: data-parallel scaling over 1 and 2 MPI ranks at d64, batch 32 (needs [mpi])")
     args = parser.parse_args(argv)
     code = _reexec_single_threaded(argv)
     if code is not None:
         return code
     command = "python -m blasgpt bench " + " ".join(argv)
+    if args.mpi:
+        return _mpi_main(command.strip(), args)
     info, rows, notes = run(quick=args.quick, only=args.only)
     print(format_table(info, rows, notes, command.strip()))
     if args.json:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m blasgpt train | sample | bench | plot`` (also installed as the ``blasgpt`` command).
+"""Command line: ``python -m blasgpt train | sample | bench | plot | sweep`` (also the ``blasgpt`` command).
 
 Exit codes: 0 success, 1 data / file / model error, 2 usage error, 130 interrupted (after saving a checkpoint).
 A user error prints one line to stderr, never a traceback.
@@ -12,10 +12,11 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import __version__
 from ._core import blas_info, native_isa
@@ -23,6 +24,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
 from .data import DataError, Tokenizer, load_docs
 from .model import BACKENDS, Model, sample
+from .parallel import MPIUnavailable, abort_on_error, world
 from .train import LATEST_CHECKPOINT, METRICS_FILE, TrainingError, save_rotating, shuffle_docs, split_validation, train
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -119,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="a smoke run (about 20 s)")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     b.add_argument("--only", choices=("d16", "d64"), help="one workload only")
+    b.add_argument("--mpi", action="store_true", help="data-parallel scaling over 1 and 2 MPI ranks instead")
+    sw = sub.add_parser("sweep", help="train a grid of settings in parallel processes and compare them",
+                        description="Train one run per combination of --lr and --n-embd values (each in its own "
+                                    "process and run directory, --jobs at a time) and print their final validation "
+                                    "losses. Any other option is passed to every 'train' run, e.g. --steps 2000 "
+                                    "--batch-size 16 --dtype float32 --data my.txt.")
+    sw.add_argument("--lr", default="0.003,0.01,0.03", help="comma-separated learning rates (default 0.003,0.01,0.03)")
+    sw.add_argument("--n-embd", default="16,32", help="comma-separated embedding widths (default 16,32)")
+    sw.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1,
+                    help="runs at the same time (default: one per core)")
+    sw.add_argument("--out", metavar="SWEEP_DIR", help="parent of the run directories (default sweeps/<timestamp>)")
     pl = sub.add_parser("plot", help="draw a run's train and validation loss to RUN_DIR/loss.png",
                         description="Read RUN_DIR/metrics.jsonl (written by 'train') and draw loss.png beside it. "
                                     "Needs matplotlib: pip install 'blasgpt[plot]'.")
@@ -130,7 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
     argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []) + \
-        (["--only", args.only] if args.only else [])
+        (["--only", args.only] if args.only else []) + (["--mpi"] if args.mpi else [])
     return bench_main(argv)
 
 
@@ -210,6 +223,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
     if resume is not None:
         print(f"resuming {args.resume} at step {model.step} of {total}")
+    root = args.comm is None or args.comm.Get_rank() == 0
+    if args.comm is not None:
+        print(f"data-parallel over {args.comm.Get_size()} MPI ranks: each step's {batch_size} documents are split "
+              f"between them")
 
     run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
                  "val_fraction": val_fraction, "data": str(args.data) if args.data else None,
@@ -221,13 +238,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hist = train(model, tok, train_docs, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
                      log_every=args.log_every, val_docs=val_docs or None, eval_every=eval_every, out_dir=out_dir,
                      checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                     checkpoint_extra=run_state, progress_bar=sys.stderr.isatty() and args.log_every > 0)
+                     checkpoint_extra=run_state, progress_bar=sys.stderr.isatty() and args.log_every > 0,
+                     comm=args.comm)
     except KeyboardInterrupt:
+        if not root:
+            return EXIT_INTERRUPTED
         ckpt = save_rotating(model, tok, out_dir, args.keep_checkpoints, run_state)
         print(f"\ninterrupted at step {model.step}; saved {ckpt} (continue with --resume {ckpt})", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not root:
+        return EXIT_OK
     ckpt = out_dir / LATEST_CHECKPOINT
     if not (args.checkpoint_every and steps):
         ckpt = save_rotating(model, tok, out_dir, args.keep_checkpoints, run_state)
@@ -247,6 +269,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM: leave like Ctrl-C, saving a checkpoint first
+
+
+def _parse_list(flag: str, text: str, kind: type) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} must be a comma-separated list of numbers, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag} needs at least one value")
+    return values
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    lrs = _parse_list("--lr", args.lr, float)
+    widths = _parse_list("--n-embd", args.n_embd, int)
+    passthrough = list(args.extra)
+    for flag in ("--lr", "--n-embd", "--out", "--resume"):
+        if flag in passthrough:
+            raise UsageError(f"{flag} is set by the sweep itself")
+    heads = int(passthrough[passthrough.index("--n-head") + 1]) if "--n-head" in passthrough else 4
+    for lr in lrs:
+        if not (lr >= 0 and lr < float("inf")):
+            raise UsageError(f"--lr values must be finite numbers >= 0, got {lr}")
+    for d in widths:
+        try:
+            Config(n_embd=d, n_head=heads)
+        except ValueError as e:
+            raise UsageError(f"--n-embd {d}: {e}") from None
+    sweep_dir = Path(args.out) if args.out else Path("sweeps") / time.strftime("%Y%m%d-%H%M%S")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    grid = [(lr, d) for d in widths for lr in lrs]
+    print(f"sweep of {len(grid)} runs in {sweep_dir}, {args.jobs} at a time")
+
+    def one(point: tuple[float, int]) -> dict:
+        lr, d = point
+        run_dir = sweep_dir / f"lr{lr:g}-d{d}"
+        cmd = [sys.executable, "-m", "blasgpt", "train", *passthrough, "--lr", repr(lr), "--n-embd", str(d),
+               "--out", str(run_dir), "--samples", "0", "--log-every", "0"]
+        t0 = time.perf_counter()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        row = {"lr": lr, "n_embd": d, "run_dir": str(run_dir), "exit_code": code,
+               "seconds": time.perf_counter() - t0, "train_loss": None, "val_loss": None}
+        metrics = run_dir / METRICS_FILE
+        if code == 0 and metrics.is_file():
+            last = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            if last:
+                row["train_loss"], row["val_loss"] = last[-1]["train_loss"], last[-1]["val_loss"]
+        else:
+            tail = (run_dir / "train.log").read_text(errors="replace").strip().splitlines()
+            row["error"] = tail[-1] if tail else f"exit code {code}"
+        return row
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each worker waits on its own train process
+        rows = list(pool.map(one, grid))
+    ok = sorted((r for r in rows if r["exit_code"] == 0), key=lambda r: (r["val_loss"] is None, r["val_loss"] or 0))
+    print(f"{'lr':>8} {'n_embd':>6} {'val loss':>9} {'train loss':>10} {'seconds':>8}  run")
+    for r in ok:
+        val = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
+        train_loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
+        print(f"{r['lr']:>8g} {r['n_embd']:>6} {val:>9} {train_loss:>10} {r['seconds']:>8.1f}  {r['run_dir']}")
+    for r in rows:
+        if r["exit_code"] != 0:
+            print(f"{r['lr']:>8g} {r['n_embd']:>6}  failed ({r['error']}); see {r['run_dir']}/train.log")
+    from .data import atomic_write_bytes
+
+    atomic_write_bytes(sweep_dir / "results.json", json.dumps(rows, indent=1).encode())
+    return EXIT_OK if len(ok) == len(rows) else EXIT_ERROR
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -307,12 +400,40 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "plot": _cmd_plot}[args.command]
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "sweep":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "plot": _cmd_plot,
+               "sweep": _cmd_sweep}[args.command]
+    try:
+        args.comm = world() if args.command == "train" else None
+    except MPIUnavailable as e:
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.comm is not None:
+        return _main_mpi(command, args)
+    return _run(command, args)
+
+
+def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Under mpiexec: rank 0 alone talks to the user; any rank that fails ends the whole job (no hang)."""
+    comm = args.comm
+    if comm.Get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this process)
+    with abort_on_error(comm):
+        code = _run(command, args)
+        if code not in (EXIT_OK, EXIT_INTERRUPTED):
+            raise SystemExit(code)  # abort_on_error ends the other ranks too
+        return code
+
+
+def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    parser = build_parser()
     try:
         return command(args)
     except UsageError as e:
-        parser.print_usage(sys.stderr)
+        parser.print_usage(sys.stderr)  # (the top-level usage: the subcommand's own is one --help away)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError, TrainingError, MissingDependency, OSError) as e:

@@ -157,6 +157,11 @@ class Model:
         _check_batch(corpus)
         return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs)
 
+    def apply_adam(self, lr: float) -> None:
+        """One Adam update (step + 1) from the gradients now in ``grads`` — after ``forward_backward`` and, in
+        data-parallel training, after the gradients were summed across processes."""
+        self._core.apply_adam(_check_lr(lr))
+
     def loss(self, batch: Batch) -> float:
         """Loss only: gradients and Adam state are left alone (for held-out evaluation)."""
         _check_batch(batch)

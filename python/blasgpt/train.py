@@ -165,7 +165,7 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
           log: Callable[[str], None] = print, val_docs: Optional[Sequence[str]] = None, eval_every: int = 0,
           out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
           keep_checkpoints: int = 3, checkpoint_extra: Optional[dict[str, Any]] = None,
-          progress_bar: bool = False) -> History:
+          progress_bar: bool = False, comm: Optional[Any] = None) -> History:
     """Run ``steps`` Adam steps on ``docs`` (in the given order, cycling) and return the losses.
 
     Global step s (``model.step`` before the update) trains on documents ``(s*B + i) % len(docs)``, i < B, with
@@ -179,6 +179,10 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     ``ckpt-<step>.safetensors`` plus ``ckpt.safetensors`` (the latest), keeping ``keep_checkpoints`` numbered
     ones; ``checkpoint_extra`` is stored in them. Raises TrainingError if the loss stops being finite (that step is
     not applied, so the model and every checkpoint stay valid).
+
+    With ``comm`` (an mpi4py communicator of several processes, each calling train with the same arguments), each
+    step's batch is split across the ranks and their gradients summed (blasgpt.parallel): the same updates as one
+    process on the whole batch. Only rank 0 logs, evaluates and writes files.
     """
     for name, value, lo in (("steps", steps, 0), ("batch_size", batch_size, 1), ("log_every", log_every, 0),
                             ("eval_every", eval_every, 0), ("checkpoint_every", checkpoint_every, 0),
@@ -192,17 +196,19 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} symbols but the model expects "
                          f"{model.config.vocab_size}")
-    if checkpoint_every and out_dir is None:
+    if checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
         raise ValueError(f"schedule_steps ({total}) must cover this run (model at step {start}, {steps} more)")
 
+    distributed = comm is not None and comm.Get_size() > 1
+    root = not distributed or comm.Get_rank() == 0
     block = model.config.block_size
     corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
-    val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs else None
-    out = Path(out_dir) if out_dir is not None else None
+    val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs and root else None
+    out = Path(out_dir) if out_dir is not None and root else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".ckpt*.tmp"):  # left by a process killed mid-save; never a complete checkpoint
@@ -212,7 +218,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     lane = np.arange(batch_size, dtype=np.int64)
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
-    report = _Reporter(start, total, steps, batch_size, log, progress_bar, out / METRICS_FILE if out else None)
+    report = _Reporter(start, total, steps, batch_size, log if root else (lambda _: None), progress_bar and root,
+                       out / METRICS_FILE if out else None)
     end_all = start + steps
     eval_seconds = 0.0
 
@@ -230,7 +237,16 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
             idx = np.arange(s, end, dtype=np.int64)
             doc_ids = (idx[:, None] * batch_size + lane) % n_docs
             lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
-            chunk = model.train_steps(corpus, doc_ids, lrs).tolist()
+            if distributed:
+                from .parallel import data_parallel_step
+
+                chunk = []
+                for k in range(end - s):
+                    chunk.append(data_parallel_step(model, corpus, doc_ids[k], float(lrs[k]), comm))
+                    if not math.isfinite(chunk[-1]):
+                        break
+            else:
+                chunk = model.train_steps(corpus, doc_ids, lrs).tolist()
             losses.extend(chunk)
             report.steps_done(chunk)
             if len(chunk) < end - s or not math.isfinite(chunk[-1]):
@@ -244,9 +260,9 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
                 val_losses.append((s, val))
             t_eval = time.perf_counter() - t_eval
             eval_seconds += t_eval
-            if due(log_every, s) or val is not None or (last and (log_every or out)):
+            if root and (due(log_every, s) or val is not None or (last and (log_every or out))):
                 report.record(s, float(lrs[-1]), val, line=bool(log_every), eval_seconds=t_eval)
-            if checkpoint_every and (due(checkpoint_every, s) or last):
+            if out is not None and checkpoint_every and (due(checkpoint_every, s) or last):
                 save_rotating(model, tokenizer, out, keep_checkpoints, extra)  # type: ignore[arg-type]
     finally:
         report.close()

@@ -1,0 +1,183 @@
+"""Data-parallel training across processes with MPI (mpi4py): one core's worth of work per process.
+
+Every process (rank) holds the whole model. For each step, the global batch of B documents is cut into
+contiguous shares, one per rank; each rank runs forward_backward on its share, its gradient is weighted by
+share / B, one ``Allreduce`` sums the contiguous gradient buffer (and the loss) across ranks, and every rank takes
+the same Adam step. The update therefore equals the single-process update on the whole batch, up to the order of
+floating-point additions. Rank 0 alone prints, writes metrics and checkpoints.
+
+    mpiexec -n 2 python -m blasgpt train --batch-size 32 --n-embd 64     # needs: pip install ".[mpi]"
+
+From Python: ``blasgpt.train(model, tok, docs, ..., comm=MPI.COMM_WORLD)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from .data import Batch
+from .model import Model
+
+# Variables a launcher sets in every process it starts (MPICH/Hydra, Open MPI, PMIx, MVAPICH).
+_LAUNCHER_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+
+
+class MPIUnavailable(RuntimeError):
+    """Started under an MPI launcher, but mpi4py cannot be imported."""
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher (mpiexec, srun with PMI) started this process."""
+    return any(k in os.environ for k in _LAUNCHER_ENV)
+
+
+def world() -> Optional[Any]:
+    """``MPI.COMM_WORLD`` when this process is one of several started by mpiexec, else None (without importing
+    mpi4py, so single-process runs never initialise MPI)."""
+    if not launched_under_mpi():
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise MPIUnavailable("started under mpiexec, but mpi4py is not installed: pip install 'blasgpt[mpi]'") \
+            from None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+@contextlib.contextmanager
+def abort_on_error(comm: Optional[Any]) -> Iterator[None]:
+    """If the body raises on any rank, say so on stderr and abort every rank: the others would otherwise wait
+    forever in their next collective call."""
+    try:
+        yield
+    except SystemExit as e:
+        if comm is not None and e.code not in (None, 0):
+            _abort(comm, f"exited with status {e.code}", int(e.code) if isinstance(e.code, int) else 1)
+        raise
+    except BaseException as e:  # noqa: BLE001 (any failure must end the whole job)
+        if comm is None:
+            raise
+        _abort(comm, f"{type(e).__name__}: {e}", 1)
+
+
+def _abort(comm: Any, what: str, code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"blasgpt: rank {comm.Get_rank()} of {comm.Get_size()} failed ({what}); "
+                     f"aborting all ranks\n")
+    sys.stderr.flush()
+    comm.Abort(code)
+
+
+def share(ids: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Rank ``rank``'s contiguous share of a batch's document ids (shares differ in size by at most one)."""
+    n = ids.size
+    lo = rank * (n // size) + min(rank, n % size)
+    hi = lo + n // size + (1 if rank < n % size else 0)
+    return ids[lo:hi]
+
+
+def data_parallel_step(model: Model, corpus: Batch, ids: np.ndarray, lr: float, comm: Any) -> float:
+    """One training step on documents ``ids`` of ``corpus``, split across the ranks of ``comm``. Returns the
+    batch loss (the same on every rank); a non-finite loss is returned without updating the model."""
+    from mpi4py import MPI
+
+    mine = share(ids, comm.Get_rank(), comm.Get_size())
+    grads = model.flat_grads
+    if mine.size:
+        loss = model.forward_backward(corpus.select(mine))
+        weight = mine.size / ids.size  # this rank's share of the batch mean
+        if weight != 1.0:
+            grads *= weight
+    else:  # fewer documents than ranks: this rank contributes nothing
+        loss, weight = 0.0, 0.0
+        grads[...] = 0
+    total = np.array([loss * weight])
+    comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+    comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+    loss = float(total[0])
+    if np.isfinite(loss):
+        model.apply_adam(lr)
+    return loss
+
+
+def _bench_worker(n_embd: int, batch: int, steps: int, repeats: int) -> None:
+    """Run under mpiexec by ``scaling_table``: time data-parallel steps and the gradient Allreduce alone; rank 0
+    prints one JSON line."""
+    import json
+    import time
+
+    from mpi4py import MPI
+
+    from .data import load_docs
+    from .train import microgpt_start
+
+    comm = MPI.COMM_WORLD
+    docs, tok, model = microgpt_start(load_docs(), seed=42, dtype="float32", n_embd=n_embd)
+    corpus = tok.batch(docs, block_size=model.config.block_size)
+    lane = np.arange(batch, dtype=np.int64)
+    ids = lambda k: (k * batch + lane) % len(docs)  # noqa: E731
+    for k in range(5):  # warm up (workspaces, MPI buffers)
+        data_parallel_step(model, corpus, ids(k), 1e-3, comm)
+    best_step = best_reduce = float("inf")
+    for r in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for k in range(steps):
+            data_parallel_step(model, corpus, ids(r * steps + k), 1e-3, comm)
+        comm.Barrier()
+        best_step = min(best_step, (time.perf_counter() - t0) / steps)
+        buf = model.flat_grads
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        comm.Barrier()
+        best_reduce = min(best_reduce, (time.perf_counter() - t0) / steps)
+    if comm.Get_rank() == 0:
+        print(json.dumps({"ranks": comm.Get_size(), "us_per_doc": best_step / batch * 1e6,
+                          "allreduce_us": best_reduce * 1e6 if comm.Get_size() > 1 else 0.0,
+                          "params": model.num_params, "n_embd": n_embd, "batch": batch}), flush=True)
+
+
+def scaling_table(n_embd: int = 64, batch: int = 32, ranks: tuple[int, ...] = (1, 2), steps: int = 200,
+                  repeats: int = 5) -> list[dict[str, Any]]:
+    """µs per document of data-parallel training at each rank count (each its own mpiexec), wall clock, best of
+    ``repeats``; with the Allreduce of the gradient buffer timed on its own."""
+    import json
+    import shutil
+    import subprocess
+
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    if mpiexec is None:
+        raise MPIUnavailable("mpiexec not found: pip install 'blasgpt[mpi]' (or load your cluster's MPI)")
+    rows = []
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    for n in ranks:
+        out = subprocess.run([mpiexec, "-n", str(n), sys.executable, "-m", "blasgpt.parallel", "--bench-worker",
+                              str(n_embd), str(batch), str(steps), str(repeats)], capture_output=True, text=True,
+                             env=env, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"mpiexec -n {n} failed: {out.stderr.strip().splitlines()[-1:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]["us_per_doc"] * rows[0]["ranks"]
+    for r in rows:
+        r["speedup"] = base / r["us_per_doc"] / rows[0]["ranks"] * 1.0
+        r["efficiency"] = r["speedup"] / r["ranks"]
+    return rows
+
+
+__all__ = ["MPIUnavailable", "abort_on_error", "data_parallel_step", "launched_under_mpi", "scaling_table", "share",
+           "world"]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "--bench-worker":
+        _bench_worker(*(int(a) for a in sys.argv[2:]))
+    else:
+        sys.exit("usage: python -m blasgpt.parallel --bench-worker N_EMBD BATCH STEPS REPEATS (run by mpiexec)")

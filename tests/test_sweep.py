@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_sweep_runs_a_grid_and_ranks_it(tmp_path: Path):
+    data = tmp_path / "w.txt"
+    data.write_text("\n".join(f"{a}{b}{c}" for a in "abcd" for b in "aeiou" for c in "lmnrs") + "\n")
+    r = subprocess.run([sys.executable, "-m", "blasgpt", "sweep", "--lr", "0.003,0.03", "--n-embd", "8,16",
+                        "--n-head", "2", "--jobs", "2", "--out", "sw", "--data", str(data), "--steps", "30",
+                        "--batch-size", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert sorted((row["lr"], row["n_embd"]) for row in rows) == [(0.003, 8), (0.003, 16), (0.03, 8), (0.03, 16)]
+    assert all(row["exit_code"] == 0 and row["val_loss"] > 0 for row in rows)
+    for row in rows:
+        ck = tmp_path / row["run_dir"] / "ckpt.safetensors"
+        assert ck.is_file() and (tmp_path / row["run_dir"] / "metrics.jsonl").is_file()
+    table = r.stdout.splitlines()
+    vals = [float(line.split()[2]) for line in table if line.strip().startswith(("0.003", "0.03"))]
+    assert vals == sorted(vals) and len(vals) == 4  # best first
+
+
+def test_sweep_rejects_bad_grids(tmp_path: Path):
+    r = subprocess.run([sys.executable, "-m", "blasgpt", "sweep", "--n-embd", "10", "--n-head", "4"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--n-embd 10: n_head (4) must divide n_embd (10)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "blasgpt", "sweep", "--lr", "fast"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "comma-separated list" in r.stderr
+    assert not (tmp_path / "sweeps").exists()
