@@ -1,0 +1,456 @@
+"""Bad input of every kind, from the command line (real ``python -m blasgpt`` subprocesses) and the Python API.
+
+Every command-line case asserts the exact exit code (2: usage error, a bad flag value or combination; 1: a data,
+file, IO or model error), that stderr is one ``error:`` line (after argparse's usage block, for usage errors)
+holding a phrase that says what is wrong, that there is no traceback, and that nothing was left behind: no new
+file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
+Every API case asserts the exception type and its message.
+
+81 cases, 58 command line and 23 API (test_cli_bad_input unless named):
+  data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
+               (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
+               limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
+               (test_cli_refuses_a_character_device); one single character (test_single_character_corpus: it
+               trains, and samples only that character)
+  sizes        --n-embd 0, 1.5 and 100000; --n-head -1 and 32 (> n_embd); --n-layer 0; --block-size 0;
+               --batch-size 0; --steps -5; --n-head 4 with --n-embd 10 (does not divide)
+  train flags  --lr nan, -0.1, inf, abc; --lr 1e300 (training diverges: exit 1, no checkpoint);
+               --val-fraction 1.0, -0.5; --temperature 0, -2; unknown subcommand; no subcommand
+  output       --out under a regular file; --out under /proc/version; --out that is a regular file; disk full
+               while writing the checkpoint (test_cli_disk_full_*: RLIMIT_FSIZE, EFBIG)
+  --resume     missing file; a directory; random bytes; truncated checkpoint; foreign safetensors file; checkpoint
+               without a vocabulary; changed --n-embd; different --data; --steps before the checkpoint's step
+  sample       prompt outside the vocabulary; --temperature 0, -1; --top-k vocab + 1, 0; prompt as long as
+               block_size; --checkpoint that is a directory; checkpoint without a vocabulary
+  plot         directory without metrics.jsonl; metrics.jsonl with a truncated line, with a JSON array line, with
+               a row missing train_loss, with bytes that are not UTF-8
+  Python API   (test_api_bad_input) Model.forward with float tokens, id == vocab, id 2**32 + 1; train_step with a
+               tuple; Batch with non-contiguous / int32 / 2-D offsets, 2-D doc_ids, uint8 tokens; loss with a
+               token id >= vocab; load_docs of a directory, a missing file, a NUL file; Tokenizer.encode of an
+               unseen character; sample with a prompt of block_size characters, top_k 0, temperature nan;
+               train() with batch_size 0, steps True, an unseen character; Config with a bool and a float field;
+               load_checkpoint of a directory
+
+Cases that expose a defect of the package are marked ``xfail(strict=True)`` with the defect as the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pytest
+
+import blasgpt
+
+DOCS = ["anna", "bob", "clara", "dave", "eve", "frank"]  # 12 characters + BOS: vocabulary 13, no 'z'
+QUICK = ["--steps", "2", "--samples", "0", "--log-every", "0"]
+TRAIN = ["train", "--data", "small.txt", *QUICK, "--out", "run"]
+RESUME = ["train", "--data", "small.txt", "--samples", "0", "--log-every", "0", "--out", "resumed", "--resume"]
+GiB = 1 << 30
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def run_cli(args: Sequence[str], cwd: Path, preexec_fn: Optional[Callable[[], None]] = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # a small, machine-independent address space at start-up
+    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec_fn, env=env)
+
+
+def tree(root: Path) -> set[str]:
+    """Every file and directory under root (hidden ones included), relative, '/'-separated."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(Path(dirpath, name).relative_to(root).as_posix())
+    return out
+
+
+def error_line(r: subprocess.CompletedProcess, code: int) -> str:
+    """The one error line of a failed command, after checking the exit code and the shape of stderr."""
+    assert r.returncode == code, f"exit {r.returncode}, expected {code}; stderr:\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    if code == 2 and lines and lines[0].startswith("usage: "):  # argparse's usage block: first line + indented rest
+        i = 1
+        while i < len(lines) and lines[i][:1].isspace():
+            i += 1
+        lines = lines[i:]
+    assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{r.stderr}"
+    assert lines[0].startswith("blasgpt") and ": error: " in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_left_behind(root: Path, before: set[str], expected: Sequence[str] = ()) -> None:
+    after = tree(root)
+    assert after - before == set(expected), f"new paths {sorted(after - before)}, expected {sorted(expected)}"
+    assert before <= after, f"paths vanished: {sorted(before - after)}"
+    assert not [p for p in after if p.endswith(".tmp")], sorted(after)
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    path.touch()
+    os.truncate(path, size)
+    if path.stat().st_blocks * 512 > 1 << 20:
+        path.unlink()
+        pytest.skip("this filesystem does not keep sparse files sparse")
+    return path
+
+
+def limit_address_space(limit: int = GiB) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+# -- fixture files -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small input files of every kind, built once and copied into each test's working directory."""
+    lib = tmp_path_factory.mktemp("library")
+    (lib / "small.txt").write_text("\n".join(DOCS) + "\n", encoding="utf-8")
+    (lib / "other.txt").write_text("\n".join(DOCS[:-1] + ["frankie"]) + "\n", encoding="utf-8")
+    (lib / "one.txt").write_text("a", encoding="utf-8")
+    (lib / "empty.txt").write_bytes(b"")
+    (lib / "blank.txt").write_bytes(b" \n\t\n  \r\n\n")
+    (lib / "nul.bin").write_bytes(b"ab\x00cd\n")
+    (lib / "latin1.txt").write_bytes("café\nbob\n".encode("latin-1"))
+    (lib / "adir").mkdir()
+    r = run_cli(TRAIN, cwd=lib)  # a real checkpoint of a 2-step run on small.txt, made the way a user makes one
+    assert r.returncode == 0, r.stderr
+    shutil.move(lib / "run" / "ckpt.safetensors", lib / "ckpt.safetensors")
+    shutil.rmtree(lib / "run")
+    raw = (lib / "ckpt.safetensors").read_bytes()
+    (lib / "trunc.safetensors").write_bytes(raw[:-100])
+    (lib / "rand.safetensors").write_bytes(np.random.default_rng(0).bytes(5000))
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones((3, 4), dtype=np.float32)}, str(lib / "foreign.safetensors"))
+    blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1)).save(lib / "novocab.safetensors")
+    (lib / "plot_empty").mkdir()
+    for name, content in [
+        ("plot_truncated", b'{"step": 1, "train_loss": 2.5, "val_loss": null}\n{"step": 2, "train_lo\n'),
+        ("plot_array", b"[1, 2]\n"),
+        ("plot_nokey", b'{"step": 1, "val_loss": null}\n'),
+        ("plot_latin1", '{"step": 1, "train_loss": 2.5, "note": "café"}\n'.encode("latin-1")),
+    ]:
+        (lib / name).mkdir()
+        (lib / name / "metrics.jsonl").write_bytes(content)
+    return lib
+
+
+@pytest.fixture
+def cwd(tmp_path: Path, library: Path) -> Path:
+    shutil.copytree(library, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+def defect(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+CLI_CASES = [
+    # data files: exit 1, nothing created (the run directory is made only after the data has loaded)
+    pytest.param(["train", "--data", "missing.txt", *QUICK, "--out", "run"], 1,
+                 "data file not found: missing.txt", id="data-missing"),
+    pytest.param(["train", "--data", "empty.txt", *QUICK, "--out", "run"], 1,
+                 "empty.txt holds no documents (it is empty or only whitespace)", id="data-empty"),
+    pytest.param(["train", "--data", "blank.txt", *QUICK, "--out", "run"], 1,
+                 "blank.txt holds no documents (it is empty or only whitespace)", id="data-whitespace-only"),
+    pytest.param(["train", "--data", "nul.bin", *QUICK, "--out", "run"], 1,
+                 "nul.bin looks like a binary file (it contains NUL bytes)", id="data-nul-bytes"),
+    pytest.param(["train", "--data", "latin1.txt", *QUICK, "--out", "run"], 1,
+                 "latin1.txt is not valid UTF-8 (byte 0xe9 at offset 3)", id="data-not-utf8"),
+    pytest.param(["train", "--data", "adir", *QUICK, "--out", "run"], 1,
+                 "adir is a directory, not a text file", id="data-directory"),
+    # sizes: exit 2
+    pytest.param([*TRAIN, "--n-embd", "0"], 2, "argument --n-embd: must be >= 1, got 0", id="n-embd-0"),
+    pytest.param([*TRAIN, "--n-embd", "1.5"], 2, "argument --n-embd: expected a whole number, got '1.5'",
+                 id="n-embd-1.5"),
+    pytest.param([*TRAIN, "--n-embd", "100000"], 2, "n_embd must be between 1 and 65536, got 100000",
+                 id="n-embd-100000"),
+    pytest.param([*TRAIN, "--n-head", "-1"], 2, "argument --n-head: must be >= 1, got -1", id="n-head-negative"),
+    pytest.param([*TRAIN, "--n-head", "32"], 2, "n_head must be between 1 and 16, got 32", id="n-head-over-n-embd"),
+    pytest.param([*TRAIN, "--n-embd", "10", "--n-head", "4"], 2, "n_head (4) must divide n_embd (10)",
+                 id="n-head-not-dividing"),
+    pytest.param([*TRAIN, "--n-layer", "0"], 2, "argument --n-layer: must be >= 1, got 0", id="n-layer-0"),
+    pytest.param([*TRAIN, "--block-size", "0"], 2, "argument --block-size: must be >= 1, got 0", id="block-size-0"),
+    pytest.param([*TRAIN, "--batch-size", "0"], 2, "argument --batch-size: must be >= 1, got 0", id="batch-size-0"),
+    pytest.param([*TRAIN, "--steps", "-5"], 2, "argument --steps: must be >= 0, got -5", id="steps-negative"),
+    # other training flags: exit 2
+    pytest.param([*TRAIN, "--lr", "nan"], 2, "--lr must be a finite number >= 0, got nan", id="lr-nan"),
+    pytest.param([*TRAIN, "--lr", "-0.1"], 2, "--lr must be a finite number >= 0, got -0.1", id="lr-negative"),
+    pytest.param([*TRAIN, "--lr", "inf"], 2, "--lr must be a finite number >= 0, got inf", id="lr-inf"),
+    pytest.param([*TRAIN, "--lr", "abc"], 2, "argument --lr: invalid float value: 'abc'", id="lr-abc"),
+    pytest.param([*TRAIN, "--val-fraction", "1.0"], 2, "--val-fraction must be in [0, 1), got 1.0",
+                 id="val-fraction-1"),
+    pytest.param([*TRAIN, "--val-fraction", "-0.5"], 2, "--val-fraction must be in [0, 1), got -0.5",
+                 id="val-fraction-negative"),
+    pytest.param([*TRAIN, "--temperature", "0"], 2, "--temperature must be > 0, got 0.0", id="train-temperature-0"),
+    pytest.param([*TRAIN, "--temperature", "-2"], 2, "--temperature must be > 0, got -2.0",
+                 id="train-temperature-negative"),
+    pytest.param(["frobnicate"], 2, "invalid choice: 'frobnicate'", id="unknown-subcommand"),
+    pytest.param([], 2, "the following arguments are required: COMMAND", id="no-subcommand"),
+    # the output directory: exit 1, before any training
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "small.txt/run"], 1,
+                 "Not a directory: 'small.txt/run'", id="out-under-a-file"),
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "/proc/version/run"], 1,
+                 "Not a directory: '/proc/version/run'", id="out-under-proc"),
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "small.txt"], 1,
+                 "small.txt is not a directory", id="out-is-a-file",
+                 marks=defect("train --out small.txt (an existing regular file) exits 1 with "
+                              "\"[Errno 17] File exists: 'small.txt'\": the error does not say the output "
+                              "directory is a file, and existing is not the problem (Path.mkdir(exist_ok=True) "
+                              "raises FileExistsError for a non-directory)")),
+    # --resume: bad checkpoints exit 1, bad flag combinations exit 2; nothing created
+    pytest.param([*RESUME, "nothere.safetensors"], 1, "checkpoint not found: nothere.safetensors",
+                 id="resume-missing"),
+    pytest.param([*RESUME, "adir"], 1, "adir is a directory", id="resume-directory",
+                 marks=defect("train --resume adir (an existing directory) exits 1 with 'checkpoint not found: "
+                              "adir': load_checkpoint tests path.is_file() and calls a directory missing")),
+    pytest.param([*RESUME, "rand.safetensors"], 1, "rand.safetensors: not a readable safetensors file",
+                 id="resume-random-bytes"),
+    pytest.param([*RESUME, "trunc.safetensors"], 1, "trunc.safetensors: not a readable safetensors file",
+                 id="resume-truncated"),
+    pytest.param([*RESUME, "foreign.safetensors"], 1,
+                 "foreign.safetensors: a safetensors file, but not a blasgpt checkpoint", id="resume-foreign"),
+    pytest.param([*RESUME, "novocab.safetensors"], 1,
+                 "novocab.safetensors: has no vocabulary, so training cannot resume from it", id="resume-no-vocab"),
+    pytest.param([*RESUME, "ckpt.safetensors", "--n-embd", "32"], 2,
+                 "--n-embd cannot change when resuming; they come from the checkpoint", id="resume-changed-n-embd"),
+    pytest.param(["train", "--data", "other.txt", "--samples", "0", "--log-every", "0", "--out", "resumed",
+                  "--resume", "ckpt.safetensors"], 1,
+                 "ckpt.safetensors: the data differs from the run being resumed", id="resume-different-data"),
+    pytest.param([*RESUME, "ckpt.safetensors", "--steps", "1"], 2, "--steps 1 is before the checkpoint's step 2",
+                 id="resume-steps-before-checkpoint"),
+    # sample: options that do not fit the model exit 2, unusable checkpoints exit 1
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--prompt", "bz"], 2,
+                 "1 character(s) not in the vocabulary: 'z'", id="sample-prompt-outside-vocab"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--temperature", "0"], 2,
+                 "temperature must be a finite number > 0, got 0.0", id="sample-temperature-0"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--temperature", "-1"], 2,
+                 "temperature must be a finite number > 0, got -1.0", id="sample-temperature-negative"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--top-k", "14"], 2,
+                 "top_k must be an integer between 1 and the vocabulary size 13, got 14", id="sample-top-k-over-vocab"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--top-k", "0"], 2,
+                 "argument --top-k: must be >= 1, got 0", id="sample-top-k-0"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--prompt", "a" * 16], 2,
+                 "prompt has 16 characters; it must be shorter than block_size (16)", id="sample-prompt-too-long"),
+    pytest.param(["sample", "--checkpoint", "adir"], 1, "adir is a directory", id="sample-checkpoint-directory",
+                 marks=defect("sample --checkpoint adir (an existing directory) exits 1 with 'checkpoint not "
+                              "found: adir': the directory exists, the message should say it is a directory")),
+    pytest.param(["sample", "--checkpoint", "novocab.safetensors"], 1,
+                 "novocab.safetensors: has no vocabulary, so its tokens cannot be turned into text",
+                 id="sample-no-vocab"),
+    # plot: exit 1, no loss.png and no temp file
+    pytest.param(["plot", "plot_empty"], 1, "no metrics.jsonl in plot_empty", id="plot-no-metrics"),
+    pytest.param(["plot", "plot_truncated"], 1, "plot_truncated/metrics.jsonl:2: not a JSON line",
+                 id="plot-truncated-line"),
+    pytest.param(["plot", "plot_array"], 1, "plot_array/metrics.jsonl:1", id="plot-json-array-line",
+                 marks=defect("plot on a metrics.jsonl whose line is valid JSON but not an object ('[1, 2]') "
+                              "exits 1 with a traceback ending 'TypeError: list indices must be integers or "
+                              "slices, not str' (cli._cmd_plot indexes r['step'] unchecked)")),
+    pytest.param(["plot", "plot_nokey"], 1, "plot_nokey/metrics.jsonl:1", id="plot-row-without-train-loss",
+                 marks=defect("plot on a metrics.jsonl row without 'train_loss' exits 1 with a traceback ending "
+                              "\"KeyError: 'train_loss'\" (cli._cmd_plot indexes r['train_loss'] unchecked)")),
+    pytest.param(["plot", "plot_latin1"], 1, "plot_latin1/metrics.jsonl", id="plot-metrics-not-utf8",
+                 marks=defect("plot on a metrics.jsonl that is not UTF-8 exits 2 (usage error) instead of 1, "
+                              "with \"'utf-8' codec can't decode byte 0xe9 in position 43: invalid continuation "
+                              "byte\", which names no file: the UnicodeDecodeError of read_text is caught by "
+                              "main()'s ValueError clause")),
+]
+
+
+@pytest.mark.parametrize("args, code, phrase", CLI_CASES)
+def test_cli_bad_input(cwd: Path, args: list[str], code: int, phrase: str) -> None:
+    before = tree(cwd)
+    r = run_cli(args, cwd)
+    assert phrase in error_line(r, code)
+    assert_left_behind(cwd, before)
+
+
+def test_cli_refuses_a_file_over_1_gib_without_reading_it(cwd: Path) -> None:
+    """A sparse 1 GiB + 1 byte file (no disk used): refused from its size, at once, in a process that could not
+    even hold the file in memory."""
+    sparse_file(cwd / "big.txt", GiB + 1)
+    before = tree(cwd)
+    t0 = time.monotonic()
+    r = run_cli(["train", "--data", "big.txt", *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
+    assert time.monotonic() - t0 < 30
+    assert "big.txt is 1.0 GiB; corpora are read into memory and must be under 1 GiB" in error_line(r, 1)
+    assert_left_behind(cwd, before)
+
+
+@defect("train --data big.txt where big.txt is exactly 1 GiB (1073741824 bytes) is not refused although the "
+        "message for larger files says corpora 'must be under 1 GiB' (read_docs tests size > MAX_FILE_BYTES): it "
+        "reads the whole file into memory, and under a 1 GiB address-space limit dies with a MemoryError "
+        "traceback (exit 1) instead of the one-line size error")
+def test_cli_refuses_exactly_1_gib(cwd: Path) -> None:
+    sparse_file(cwd / "big.txt", GiB)
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "big.txt", *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
+    assert "must be under 1 GiB" in error_line(r, 1)
+    assert_left_behind(cwd, before)
+
+
+@defect("train --data /dev/zero (a character device: st_size 0, endless) passes the size check and "
+        "Path.read_bytes() reads until memory runs out: under a 1 GiB address-space limit it dies with a "
+        "MemoryError traceback (exit 1); without a limit it exhausts the machine's memory. Expected: refuse "
+        "anything that is not a regular file with a one-line error")
+def test_cli_refuses_a_character_device(cwd: Path) -> None:
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "/dev/zero", *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
+    assert "/dev/zero is not a regular file" in error_line(r, 1)
+    assert_left_behind(cwd, before)
+
+
+def test_cli_diverging_training_fails_without_writing_a_checkpoint(cwd: Path) -> None:
+    """--lr 1e300 is a valid flag, but the loss becomes NaN: exit 1, one line, and no checkpoint (the run
+    directory, made before training on purpose, stays empty)."""
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "small.txt", "--steps", "5", "--samples", "0", "--log-every", "0",
+                 "--out", "run", "--lr", "1e300"], cwd)
+    assert "loss became nan at step" in error_line(r, 1)
+    assert_left_behind(cwd, before, ["run"])
+
+
+def _disk_full() -> None:  # in the child: files may grow to 16 KiB; writing past that fails with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+
+def test_cli_disk_full_while_saving_leaves_no_partial_checkpoint(cwd: Path) -> None:
+    """The checkpoint (about 100 kB) cannot be written: exit 1, one line, and only the complete metrics.jsonl."""
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "run"], cwd, preexec_fn=_disk_full)
+    assert "File too large" in error_line(r, 1)
+    assert_left_behind(cwd, before, ["run", "run/metrics.jsonl"])
+    rows = [json.loads(line) for line in (cwd / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2]
+
+
+@defect("train whose checkpoint write fails (disk full / EFBIG) prints 'blasgpt train: error: [Errno 27] File "
+        "too large': the OSError raised by write() carries no file name, so the message does not say that "
+        "run/ckpt-2.safetensors (the checkpoint) could not be saved")
+def test_cli_disk_full_error_names_the_checkpoint(cwd: Path) -> None:
+    r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "run"], cwd, preexec_fn=_disk_full)
+    assert re.search(r"run/ckpt(-2)?\.safetensors", error_line(r, 1))
+
+
+def test_single_character_corpus(cwd: Path) -> None:
+    """A file holding the one character 'a' is a valid corpus (vocabulary 'a' + BOS): it trains, saves, and samples
+    nothing but a's; a prompt with another character is then refused."""
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "one.txt", "--steps", "2", "--samples", "3", "--log-every", "0", "--out", "run"],
+                cwd)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "1 train + 0 val docs, vocab 2" in r.stdout
+    samples = r.stdout.split("--- 3 samples (temperature 0.5) ---\n")[1].splitlines()
+    assert len(samples) == 3 and all(re.fullmatch("a*", s) for s in samples), samples
+    assert_left_behind(cwd, before, ["run", "run/ckpt.safetensors", "run/ckpt-2.safetensors", "run/metrics.jsonl"])
+    r = run_cli(["sample", "--checkpoint", "run/ckpt.safetensors", "--num", "3", "--top-k", "2"], cwd)
+    assert r.returncode == 0 and all(re.fullmatch("a*", s) for s in r.stdout.splitlines()), r.stderr
+    r = run_cli(["sample", "--checkpoint", "run/ckpt.safetensors", "--prompt", "b"], cwd)
+    assert "1 character(s) not in the vocabulary: 'b'" in error_line(r, 2)
+
+
+# -- the Python API ------------------------------------------------------------------------------------------------
+VOCAB = "abc"  # ids 0..2, BOS = 3, vocab_size 4
+BLOCK = 6
+
+
+@pytest.fixture(scope="module")
+def api():
+    tok = blasgpt.Tokenizer(list(VOCAB))
+    model = blasgpt.Model(blasgpt.Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, n_layer=1,
+                                         block_size=BLOCK))
+    return model, tok
+
+
+def i32(*v: int) -> np.ndarray:
+    return np.array(v, dtype=np.int32)
+
+
+def i64(*v: int) -> np.ndarray:
+    return np.array(v, dtype=np.int64)
+
+
+API_CASES = [
+    pytest.param(lambda m, t, d: m.forward([3.0, 1.0]), ValueError, "tokens must be integer ids, got dtype float64",
+                 id="forward-float-tokens"),
+    pytest.param(lambda m, t, d: m.forward([3, 4]), ValueError, r"token id 4 is out of range \[0, 4\)",
+                 id="forward-id-equal-to-vocab"),
+    pytest.param(lambda m, t, d: m.forward([3, 2**32 + 1]), ValueError, "4294967297 is out of range",
+                 id="forward-id-beyond-int32",
+                 marks=defect("Model.forward([3, 2**32 + 1]) returns logits: model._token_array casts the int64 ids "
+                              "to int32 with np.ascontiguousarray(dtype=int32), which wraps 4294967297 to 1, so an "
+                              "out-of-range id is silently read as token 1 (2**31 is reported as -2147483648)")),
+    pytest.param(lambda m, t, d: m.train_step((i32(3, 0, 3), i64(0, 3)), 0.01), ValueError,
+                 r"batch must be a blasgpt.Batch \(e.g. tokenizer.batch\(docs\)\), got tuple", id="train-step-tuple"),
+    pytest.param(lambda m, t, d: blasgpt.Batch(i32(3, 0, 3), i64(0, 9, 3, 9)[::2]), ValueError,
+                 r"offsets must be C-contiguous", id="batch-offsets-non-contiguous"),
+    pytest.param(lambda m, t, d: blasgpt.Batch(i32(3, 0, 3), np.array([0, 3], dtype=np.int32)), ValueError,
+                 "offsets must have dtype int64, got int32", id="batch-offsets-int32"),
+    pytest.param(lambda m, t, d: blasgpt.Batch(i32(3, 0, 3), np.array([[0, 3]], dtype=np.int64)), ValueError,
+                 r"offsets must be 1-D, got shape \(1, 2\)", id="batch-offsets-2d"),
+    pytest.param(lambda m, t, d: blasgpt.Batch(i32(3, 0, 3), i64(0, 3), np.zeros((1, 1), dtype=np.int64)),
+                 ValueError, r"doc_ids must be 1-D, got shape \(1, 1\)", id="batch-doc-ids-2d"),
+    pytest.param(lambda m, t, d: blasgpt.Batch(np.array([3, 0, 3], dtype=np.uint8), i64(0, 3)), ValueError,
+                 "tokens must have dtype int32, got uint8", id="batch-tokens-uint8"),
+    pytest.param(lambda m, t, d: m.loss(blasgpt.Batch(i32(3, 4, 3), i64(0, 3))), ValueError,
+                 r"token id 4 at position 1 is out of range \[0, 4\)", id="loss-id-equal-to-vocab"),
+    pytest.param(lambda m, t, d: blasgpt.load_docs(d / "adir"), blasgpt.DataError,
+                 "adir is a directory, not a text file", id="load-docs-directory"),
+    pytest.param(lambda m, t, d: blasgpt.load_docs(d / "missing.txt"), FileNotFoundError,
+                 "data file not found: .*missing.txt", id="load-docs-missing"),
+    pytest.param(lambda m, t, d: blasgpt.load_docs(d / "nul.bin"), blasgpt.DataError,
+                 r"looks like a binary file \(it contains NUL bytes\)", id="load-docs-nul-bytes"),
+    pytest.param(lambda m, t, d: t.encode("abé"), ValueError, r"1 character\(s\) not in the vocabulary: 'é'",
+                 id="encode-unseen-character"),
+    pytest.param(lambda m, t, d: blasgpt.sample(m, t, num=1, prompt="a" * BLOCK), ValueError,
+                 r"prompt has 6 characters; it must be shorter than block_size \(6\)", id="sample-prompt-too-long"),
+    pytest.param(lambda m, t, d: blasgpt.sample(m, t, num=1, top_k=0), ValueError,
+                 "top_k must be an integer between 1 and the vocabulary size 4, got 0", id="sample-top-k-0"),
+    pytest.param(lambda m, t, d: blasgpt.sample(m, t, num=1, temperature=float("nan")), ValueError,
+                 "temperature must be a finite number > 0, got nan", id="sample-temperature-nan"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab"], steps=1, batch_size=0), ValueError,
+                 "batch_size must be an integer >= 1, got 0", id="train-batch-size-0"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab"], steps=True), ValueError,
+                 "steps must be an integer >= 0, got True", id="train-steps-bool"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab", "abz"], steps=1), ValueError,
+                 r"1 character\(s\) not in the vocabulary: 'z'", id="train-unseen-character"),
+    pytest.param(lambda m, t, d: blasgpt.Config(n_embd=True), ValueError, "Config.n_embd must be an integer, got True",
+                 id="config-bool"),
+    pytest.param(lambda m, t, d: blasgpt.Config(n_layer=1.0),  # type: ignore[arg-type]
+                 ValueError, r"Config.n_layer must be an integer, got 1\.0", id="config-float"),
+    pytest.param(lambda m, t, d: blasgpt.load_checkpoint(d / "adir"), blasgpt.CheckpointError, "adir is a directory",
+                 id="load-checkpoint-directory",
+                 marks=defect("blasgpt.load_checkpoint(<existing directory>) raises FileNotFoundError('checkpoint "
+                              "not found: ...') for a path that exists (is_file() check); expected CheckpointError "
+                              "saying it is a directory, as load_docs does with DataError")),
+]
+
+
+@pytest.mark.parametrize("call, exc, match", API_CASES)
+def test_api_bad_input(api, library: Path, call, exc: type, match: str) -> None:
+    model, tok = api
+    step, params = model.step, model.flat_params.copy()
+    with pytest.raises(exc, match=match) as info:
+        call(model, tok, library)
+    if exc is not ValueError:  # DataError, CheckpointError, FileNotFoundError: that class exactly
+        assert type(info.value) is exc, type(info.value)
+    assert model.step == step and np.array_equal(model.flat_params, params)  # a refused call changes nothing
