@@ -36,6 +36,7 @@ class _ModelBase:
         tokens: npt.NDArray[np.int32],
         offsets: npt.NDArray[np.int64],
         doc_ids: Optional[npt.NDArray[np.int64]] = None,
+        mean_over: int = 0,
     ) -> float: ...
     def train_step(
         self,

@@ -82,6 +82,8 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (try {path / 'ckpt.safetensors'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
 

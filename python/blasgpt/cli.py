@@ -211,6 +211,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = Model(Config(vocab_size=tok.vocab_size, **sizes), dtype=args.dtype or "float64", init_rng=rng)
     assert tok is not None
     train_docs, val_docs = split_validation(shuffled, val_fraction)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is not a directory (it is an existing file)")
     out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
     if args.gemm:
         model.backend = args.gemm
@@ -347,13 +349,24 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir} (train with --out {run_dir} first)")
+    try:
+        text = metrics.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{metrics} is not valid UTF-8 (byte offset {e.start}); was it written by blasgpt?") from None
     rows = []
-    for n, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DataError(f"{metrics}:{n}: not a JSON line") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{metrics}:{n}: not a JSON line") from None
+        ok = isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) for k in ("step", "train_loss")) \
+            and isinstance(row.get("val_loss"), (int, float, type(None)))
+        if not ok:
+            raise DataError(f"{metrics}:{n}: not a metrics row (needs numeric step and train_loss, and val_loss a "
+                            f"number or null)")
+        rows.append(row)
     if not rows:
         raise DataError(f"{metrics} holds no measurements yet")
     try:

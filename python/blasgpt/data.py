@@ -43,10 +43,18 @@ def read_docs(path: PathLike) -> list[str]:
         raise FileNotFoundError(f"data file not found: {p}")
     if p.is_dir():
         raise DataError(f"{p} is a directory, not a text file")
+    if not p.is_file():
+        raise DataError(f"{p} is not a regular file (a device, pipe or socket cannot be a corpus)")
     size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"{p} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB")
-    raw = p.read_bytes()
+    too_big = f"{p} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
+    if size >= MAX_FILE_BYTES:
+        raise DataError(too_big)
+    with open(p, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES)  # capped: a file that grows while being read cannot blow up memory
+    if len(raw) >= MAX_FILE_BYTES:
+        raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark is an encoding marker, not a character of the first document
     if b"\x00" in raw:
         raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not one document per line")
     try:
@@ -90,11 +98,13 @@ def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:  # say which file could not be written (disk full, ...)
+            raise OSError(e.errno, f"cannot write {dest}: {e.strerror or e}") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(dest.parent, os.O_RDONLY)

@@ -139,11 +139,12 @@ class Model:
                 f"block_size={c.block_size}, dtype={self.dtype.name}, params={self.num_params}, step={self.step})")
 
     # -- compute ---------------------------------------------------------------------------------------------
-    def forward_backward(self, batch: Batch) -> float:
+    def forward_backward(self, batch: Batch, mean_over: Optional[int] = None) -> float:
         """Loss of ``batch`` (mean over documents of each document's mean token loss); fills ``grads``.
-        Adam's state and the step count are untouched."""
+        Adam's state and the step count are untouched. ``mean_over`` (>= the batch's documents) divides by that
+        many documents instead: the batch is one share of a larger one, and the shares' results add up."""
         _check_batch(batch)
-        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids)
+        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0)
 
     def train_step(self, batch: Batch, lr: float = 0.01) -> float:
         """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
@@ -213,6 +214,10 @@ def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         raise ValueError(f"tokens must be 1-D, got shape {a.shape}")
     if a.size and a.dtype.kind not in "iu":
         raise ValueError(f"tokens must be integer ids, got dtype {a.dtype}")
+    if a.size and a.dtype.itemsize >= 4 and a.dtype != np.int32:  # would wrap in the cast to int32
+        bad = a[(a < 0) | (a > np.iinfo(np.int32).max)] if a.dtype.kind == "i" else a[a > np.iinfo(np.int32).max]
+        if bad.size:
+            raise ValueError(f"token id {int(bad[0])} is out of range")
     return np.ascontiguousarray(a, dtype=np.int32)
 
 

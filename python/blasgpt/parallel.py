@@ -1,10 +1,10 @@
 """Data-parallel training across processes with MPI (mpi4py): one core's worth of work per process.
 
 Every process (rank) holds the whole model. For each step, the global batch of B documents is cut into
-contiguous shares, one per rank; each rank runs forward_backward on its share, its gradient is weighted by
-share / B, one ``Allreduce`` sums the contiguous gradient buffer (and the loss) across ranks, and every rank takes
+contiguous shares, one per rank; each rank runs forward_backward on its share with the loss averaged over all
+B documents (``mean_over=B``), one ``Allreduce`` sums the contiguous gradient buffer (and the loss) across ranks, and every rank takes
 the same Adam step. The update therefore equals the single-process update on the whole batch, up to the order of
-floating-point additions. Rank 0 alone prints, writes metrics and checkpoints.
+floating-point additions (each document's loss weight, 1 / (B · n_doc), is the same as in one process). Rank 0 alone prints, writes metrics and checkpoints.
 
     mpiexec -n 2 python -m blasgpt train --batch-size 32 --n-embd 64     # needs: pip install ".[mpi]"
 
@@ -89,15 +89,12 @@ def data_parallel_step(model: Model, corpus: Batch, ids: np.ndarray, lr: float, 
 
     mine = share(ids, comm.Get_rank(), comm.Get_size())
     grads = model.flat_grads
-    if mine.size:
-        loss = model.forward_backward(corpus.select(mine))
-        weight = mine.size / ids.size  # this rank's share of the batch mean
-        if weight != 1.0:
-            grads *= weight
+    if mine.size:  # this rank's part of the batch mean: its documents' losses divided by the whole batch's count
+        loss = model.forward_backward(corpus.select(mine), mean_over=ids.size)
     else:  # fewer documents than ranks: this rank contributes nothing
-        loss, weight = 0.0, 0.0
+        loss = 0.0
         grads[...] = 0
-    total = np.array([loss * weight])
+    total = np.array([loss])
     comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
     comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
     loss = float(total[0])
