@@ -117,13 +117,18 @@ void bind_model(py::module_& m, const char* name) {
         .def("adam_v", [](py::object self) { M& s = self.cast<M&>(); return buffer_view(self, s.adam_v(), s.size()); })
         .def(
             "forward_backward",
-            [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids) {
+            [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
+               int64_t mean_over) {
                 const BatchArgs args(tokens, offsets, doc_ids);
+                BatchView view = args.view();
+                view.mean_over = mean_over;
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
-                return self.forward_backward(args.view());
+                return self.forward_backward(view);
             },
-            py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none())
+            py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("mean_over") = 0,
+            "Loss and gradients of the batch; mean_over > 0 averages over that many documents instead of the "
+            "batch's own count (a share of a larger batch).")
         .def(
             "train_step",
             [](M& self, const py::handle& tokens, const py::handle& offsets, double lr, const py::handle& doc_ids,

@@ -458,8 +458,9 @@ int64_t Model<T>::validate(const BatchView& b) {
         rows += n;
     }
     require(rows <= (int64_t(1) << 30), "batch too large: more than 2^30 token positions");
+    require(b.mean_over == 0 || b.mean_over >= b.batch_size, "mean_over must be 0 or at least the batch size");
     tokens_ = b.tokens;
-    inv_batch_ = T(1) / T(b.batch_size);
+    inv_batch_ = T(1) / T(b.mean_over ? b.mean_over : b.batch_size);
     return rows;
 }
 

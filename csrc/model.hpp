@@ -48,6 +48,8 @@ struct BatchView {
     int64_t num_offsets = 0;  // number of documents in the corpus + 1
     const int64_t* doc_ids = nullptr;  // optional gather indices (nullptr: documents 0..B-1)
     int64_t batch_size = 0;
+    int64_t mean_over = 0;  // documents the loss is averaged over (0: batch_size; more when this is a share of a
+                            // larger batch split across processes, so the partial sums add up to the whole mean)
 };
 
 struct AdamConfig {
