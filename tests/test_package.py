@@ -42,3 +42,13 @@ def test_public_api():
     for name in blasgpt.__all__:
         assert hasattr(blasgpt, name), name
     assert blasgpt.__version__.count(".") == 2
+
+
+def test_python_sources_are_lint_clean():
+    pytest.importorskip("ruff", reason="ruff not installed (pip install .[test])")
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "python" / "blasgpt").is_dir():
+        pytest.skip("not running from a source checkout")
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "python", "tests", "bench"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

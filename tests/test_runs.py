@@ -4,7 +4,6 @@ bit-exact resume from periodic checkpoints."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -149,7 +148,7 @@ def test_kill_9_mid_save_leaves_a_readable_checkpoint(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
     rng = np.random.default_rng(0)
-    for trial in range(4):
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip(), "the saver died before its first save"

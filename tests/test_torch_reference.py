@@ -27,7 +27,7 @@ def torch_loss(params: dict, tokens: np.ndarray, offsets: np.ndarray, cfg) -> "t
         x = rmsnorm(params["wte"][toks[:n]] + params["wpe"][:n])
         mask = torch.ones(n, n, dtype=torch.bool).tril()
         for layer in range(cfg.n_layer):
-            p = lambda k: params[f"layer{layer}.{k}"]  # noqa: E731
+            p = lambda k, layer=layer: params[f"layer{layer}.{k}"]  # noqa: E731
             a = rmsnorm(x)
             q, k, v = (a @ p(w).T for w in ("attn_wq", "attn_wk", "attn_wv"))
             heads = []

@@ -383,9 +383,9 @@ def bench_adam(quick: bool) -> list[dict[str, Any]]:
                 times.append(time.perf_counter() - t0)
             return min(times)
 
-        t_adam = best_of(lambda: _core.adam_update(p, m, v, g, 1e-3, 3))
+        t_adam = best_of(lambda p=p, m=m, v=v, g=g: _core.adam_update(p, m, v, g, 1e-3, 3))
         x, y, z = np.empty(n, dtype), np.ones(n, dtype), np.ones(n, dtype)
-        t_add = best_of(lambda: np.add(y, z, out=x))
+        t_add = best_of(lambda x=x, y=y, z=z: np.add(y, z, out=x))
         bandwidth = 3 * n * x.itemsize / t_add
         bound = 7 * n * x.itemsize / bandwidth
         out.append({"dtype": np.dtype(dtype).name, "params": n, "adam_ms": t_adam * 1e3, "bound_ms": bound * 1e3,

@@ -2,9 +2,10 @@
 
 Every process (rank) holds the whole model. For each step, the global batch of B documents is cut into
 contiguous shares, one per rank; each rank runs forward_backward on its share with the loss averaged over all
-B documents (``mean_over=B``), one ``Allreduce`` sums the contiguous gradient buffer (and the loss) across ranks, and every rank takes
-the same Adam step. The update therefore equals the single-process update on the whole batch, up to the order of
-floating-point additions (each document's loss weight, 1 / (B · n_doc), is the same as in one process). Rank 0 alone prints, writes metrics and checkpoints.
+B documents (``mean_over=B``), one ``Allreduce`` sums the contiguous gradient buffer (and the loss) across ranks,
+and every rank takes the same Adam step. The update therefore equals the single-process update on the whole batch,
+up to the order of floating-point additions (each document's loss weight, 1 / (B · n_doc), is the same as in one
+process). Rank 0 alone prints, writes metrics and checkpoints.
 
     mpiexec -n 2 python -m blasgpt train --batch-size 32 --n-embd 64     # needs: pip install ".[mpi]"
 
