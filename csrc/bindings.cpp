@@ -31,8 +31,11 @@ py::array_t<E> array_arg(const py::handle& obj, const char* name, int ndim) {
         fail(std::string(name) + " must be a numpy array of dtype " + want + ", got " +
              py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
     auto a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<E>()))
+    // equivalent, not identical: numpy.longlong is int64 on this platform, as numpy itself says
+    if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<E>().ptr()))
         fail(std::string(name) + " must have dtype " + want + ", got " + py::str(a.dtype()).cast<std::string>());
+    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        fail(std::string(name) + " must be aligned to its element size (copy it: numpy.array(x))");
     if (a.ndim() != ndim)
         fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
              " dimensions");
@@ -43,6 +46,16 @@ py::array_t<E> array_arg(const py::handle& obj, const char* name, int ndim) {
 template <class E>
 py::array_t<E> vector_arg(const py::handle& obj, const char* name) {
     return array_arg<E>(obj, name, 1);
+}
+
+// A Python int that fits int64, or a ValueError (pybind11 would say "incompatible function arguments").
+int64_t int64_arg(const py::object& obj, const char* name) {
+    if (!py::isinstance<py::int_>(obj) || py::isinstance<py::bool_>(obj))
+        fail(std::string(name) + " must be an integer");
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+    if (overflow != 0) fail(std::string(name) + " is out of range for a 64-bit integer");
+    return int64_t(v);
 }
 
 struct BatchArgs {
@@ -118,10 +131,10 @@ void bind_model(py::module_& m, const char* name) {
         .def(
             "forward_backward",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
-               int64_t mean_over) {
+               const py::object& mean_over) {
                 const BatchArgs args(tokens, offsets, doc_ids);
                 BatchView view = args.view();
-                view.mean_over = mean_over;
+                view.mean_over = int64_arg(mean_over, "mean_over");
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.forward_backward(view);
@@ -257,6 +270,16 @@ PYBIND11_MODULE(_core, m) {
         py::arg("params"), py::arg("m"), py::arg("v"), py::arg("grads"), py::arg("lr"), py::arg("step"),
         py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
         "The model's Adam update (vectorized kernel) on any float32/float64 buffers, in place.");
+    m.def(
+        "param_table",
+        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {
+            py::list out;
+            for (const auto& p : param_table(Config{vocab_size, n_embd, n_head, n_layer, block_size}))
+                out.append(py::make_tuple(p.name, py::make_tuple(p.rows, p.cols), p.offset));
+            return out;
+        },
+        py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
+        "The parameter table (name, (rows, cols), offset) of a config, without allocating a model.");
     m.def(
         "num_params",
         [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {

@@ -573,6 +573,10 @@ int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, i
                  ")");
     BatchView b = corpus;
     b.batch_size = batch_size;
+    for (int64_t s = 0; s < steps; ++s) {  // check every step's documents first: a bad one applies nothing
+        b.doc_ids = doc_ids + s * batch_size;
+        validate(b);
+    }
     for (int64_t s = 0; s < steps; ++s) {
         b.doc_ids = doc_ids + s * batch_size;
         losses[s] = train_step(b, lrs[s], adam);

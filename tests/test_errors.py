@@ -179,3 +179,58 @@ def test_adam_kernel_checks_and_matches_formula():
         _core.adam_update(p, m, v, g, 0.01, 0)
     with pytest.raises(ValueError, match="grads must have dtype float64, got float32"):
         _core.adam_update(p, m, v, g.astype(np.float32), 0.01, 1)
+
+
+def test_misaligned_and_equivalent_dtypes(setup):
+    model, tok, docs = setup
+    buf = np.zeros(64, np.uint8)
+    misaligned = np.frombuffer(buf.data, np.int32, count=3, offset=1)
+    with pytest.raises(ValueError, match="tokens must be aligned"):
+        raw(model).loss(misaligned, np.array([0, 3], dtype=np.int64))
+    with pytest.raises(ValueError, match="tokens must be aligned"):
+        blasgpt.Batch(misaligned, np.array([0, 3], dtype=np.int64))
+    b = tok.batch(docs[:2])
+    same = blasgpt.Batch(b.tokens, b.offsets.astype(np.longlong))  # int64 under another name: accepted by both
+    assert model.loss(same) == model.loss(b)
+
+
+def test_out_of_range_integers_are_value_errors(setup):
+    model, tok, docs = setup
+    b = tok.batch(docs[:2])
+    with pytest.raises(ValueError, match="mean_over is out of range for a 64-bit integer"):
+        raw(model).forward_backward(b.tokens, b.offsets, None, 2**63)
+    with pytest.raises(ValueError, match="mean_over must be an integer between the batch size"):
+        model.forward_backward(b, mean_over=2**63)
+    with pytest.raises(ValueError, match="block_size must be an integer between 1 and 2\\*\\*30"):
+        tok.batch(docs, block_size=2**63)
+
+
+def test_train_steps_checks_every_step_before_applying_any(setup):
+    model, tok, docs = setup
+    corpus = tok.batch(docs)
+    before = model.flat_params.copy()
+    ids = np.array([[0, 1], [1, 2], [2, 99]], dtype=np.int64)  # the last step names a document that is not there
+    with pytest.raises(ValueError, match="document index 99 is out of range"):
+        model.train_steps(corpus, ids, np.full(3, 0.01))
+    assert model.step == 0
+    np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_checkpoint_metadata_cannot_make_the_loader_allocate(tmp_path, setup):
+    """A checkpoint whose config claims an enormous model (the checksum covers tensors, not metadata) is refused by
+    comparing the tensors with the config before any model is allocated; absurdly nested JSON is refused too."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    model, tok, _ = setup
+    path = tmp_path / "c.safetensors"
+    model.save(path, tok)
+    with safe_open(str(path), framework="numpy") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for key, value in [("config", json.dumps({**json.loads(meta["config"]), "vocab_size": 1 << 24})),
+                       ("extra", "[" * 5000), ("dtype", "float16"), ("step", "-5")]:
+        save_file(tensors, str(path), metadata={**meta, key: value})
+        with pytest.raises(blasgpt.CheckpointError, match=str(path.name)):
+            blasgpt.load_checkpoint(path)

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from . import _core
 from .config import Config
 from .data import Tokenizer, atomic_write_bytes
 from .model import Model
@@ -104,22 +105,27 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         raise bad("checksum mismatch: the file is corrupted")
     try:
         config = Config.from_dict(json.loads(meta["config"]))
-        dtype = meta["dtype"]
+        dtype = np.dtype(meta["dtype"])
         step = int(meta["step"])
         extra = json.loads(meta.get("extra", "{}"))
         tokenizer = Tokenizer(json.loads(meta["vocab"])) if "vocab" in meta else None
-    except (KeyError, ValueError, TypeError) as e:
-        raise bad(f"invalid metadata ({e})") from None
-    model = Model(config, dtype=dtype, backend=backend, init=False)
-    expected = {name: (rows, cols) for name, (rows, cols), _ in model.param_table}
-    expected["adam.m"] = expected["adam.v"] = (model.num_params,)  # type: ignore[assignment]
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise bad(f"invalid metadata ({type(e).__name__}: {e})") from None
+    if dtype not in (np.float32, np.float64) or step < 0 or not isinstance(extra, dict):
+        raise bad(f"invalid metadata (dtype {meta['dtype']!r}, step {step}, extra of type {type(extra).__name__})")
+    # compare the file's tensors with the config *before* allocating anything: the config is only metadata
+    table = _core.param_table(**config.to_dict())
+    expected = {name: (rows, cols) for name, (rows, cols), _ in table}
+    total = sum(rows * cols for rows, cols in expected.values())
+    expected["adam.m"] = expected["adam.v"] = (total,)  # type: ignore[assignment]
     if set(tensors) != set(expected):
         missing, unknown = set(expected) - set(tensors), set(tensors) - set(expected)
         raise bad(f"tensors do not match the config (missing: {sorted(missing)}, unexpected: {sorted(unknown)})")
     for name, shape in expected.items():
         t = tensors[name]
-        if tuple(t.shape) != tuple(shape) or t.dtype != model.dtype:
-            raise bad(f"tensor {name} is {t.dtype}{list(t.shape)}, expected {model.dtype.name}{list(shape)}")
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            raise bad(f"tensor {name} is {t.dtype}{list(t.shape)}, expected {dtype.name}{list(shape)}")
+    model = Model(config, dtype=dtype, backend=backend, init=False)
     for name in model.params:
         model.params[name][...] = tensors[name]
     model.adam_m[...] = tensors["adam.m"]

@@ -182,6 +182,8 @@ def _check_array(name: str, a: object, dtype: type) -> None:
         raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its element size (copy it: numpy.array(x))")
 
 
 class Tokenizer:
@@ -257,8 +259,8 @@ class Tokenizer:
             raise ValueError("batch expects a sequence of documents, not a single str")
         if len(docs) == 0:
             raise ValueError("the batch is empty: it needs at least one document")
-        if block_size is not None and block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
+            raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
         lens = np.fromiter((len(d) + 2 for d in docs), dtype=np.int64, count=len(docs))
         ids = self.encode("".join(docs))
         tokens = np.full(int(lens.sum()), self.bos, dtype=np.int32)

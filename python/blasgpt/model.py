@@ -144,6 +144,10 @@ class Model:
         Adam's state and the step count are untouched. ``mean_over`` (>= the batch's documents) divides by that
         many documents instead: the batch is one share of a larger one, and the shares' results add up."""
         _check_batch(batch)
+        if mean_over and (isinstance(mean_over, bool) or not isinstance(mean_over, int)
+                          or not batch.num_docs <= mean_over <= 1 << 62):
+            raise ValueError(f"mean_over must be an integer between the batch size ({batch.num_docs}) and 2**62, "
+                             f"got {mean_over!r}")
         return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0)
 
     def train_step(self, batch: Batch, lr: float = 0.01) -> float:

@@ -15,7 +15,6 @@ Run by .ci/fuzz. By hand, in the venv it builds and with its LD_PRELOAD and opti
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -24,14 +23,12 @@ import atheris
 
 with atheris.instrument_imports(include=["blasgpt"]):
     import blasgpt
-    from blasgpt import checkpoint as ckpt_module
 
 import numpy as np
 
-from fuzzlib import Finding, allowed_error, known
+from fuzzlib import Finding, allowed_error
 
 ALLOWED = (ValueError, FileNotFoundError)  # CheckpointError is a ValueError
-ALLOCATION_LIMIT = 1 << 29  # bytes: a config that claims more than this is the known over-allocation
 PATH = os.path.join(tempfile.mkdtemp(prefix="fuzz-checkpoint-"), "ckpt.safetensors")
 
 
@@ -45,37 +42,11 @@ def split_header(data: bytes) -> tuple[bytes, bytes] | None:
     return data[8:8 + n], data[8 + n:]
 
 
-def claimed_bytes(data: bytes) -> int:
-    """Bytes the loader would allocate for the model its config claims, if it gets that far (0 if it stops before).
-
-    Mirrors load_checkpoint up to its Model(...) call: a readable file, blasgpt's format and version, a matching
-    checksum and a valid config."""
-    try:
-        from safetensors.numpy import load
-
-        parts = split_header(data)
-        meta = (json.loads(parts[0]).get("__metadata__") or {}) if parts else {}
-        if (meta.get("format") != ckpt_module.FORMAT or meta.get("format_version") != str(ckpt_module.FORMAT_VERSION)
-                or meta.get("checksum") != ckpt_module._checksum(load(data))):
-            return 0
-        config = blasgpt.Config.from_dict(json.loads(meta["config"]))
-    except Exception:
-        return 0
-    return 4 * (4 if meta.get("dtype") == "float32" else 8) * config.num_params  # params, grads, Adam m and v
-
-
 def test_one_input(data: bytes) -> None:
-    claimed = claimed_bytes(data)
-    if claimed > ALLOCATION_LIMIT:
-        known("checkpoint-config-allocates", f"a {len(data)}-byte file claims a model of {claimed:,} bytes")
-        return
     with open(PATH, "wb") as f:
         f.write(data)
     try:
         ck = blasgpt.load_checkpoint(PATH)
-    except RecursionError as e:
-        known("checkpoint-json-recursion", str(e))
-        return
     except Exception as e:
         allowed_error(e, ALLOWED)
         return
