@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import string
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -42,3 +44,17 @@ def make_setup(seed: int, n_embd: int, n_head: int, n_layer: int, block_size: in
     for w in model.params.values():
         w[...] = nrng.normal(0.0, 0.3, size=w.shape)
     return model, tok, docs
+
+
+def interrupt_training(args: list, cwd, sig: int) -> subprocess.CompletedProcess:
+    """Start ``python -m blasgpt train *args`` (which must log progress lines), send ``sig`` once it has printed its
+    first "step" line, and return the finished process (stdout, stderr, returncode)."""
+    proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "train", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("step"):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import interrupt_training
+
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
@@ -45,16 +47,9 @@ def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path, corpus):
     import blasgpt
 
     common = ["--data", str(corpus), "--batch-size", "2", "--steps", "40000", "--samples", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "train", *common, "--out", "part",
-                             "--log-every", "2000"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("step"):
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    r = interrupt_training([*common, "--out", "part", "--log-every", "2000"], tmp_path, signal.SIGINT)
+    err = r.stderr
+    assert r.returncode == 130, err
     assert "continue with --resume" in err
     stopped = blasgpt.load_checkpoint(tmp_path / "part" / "ckpt.safetensors").model.step
     assert 0 < stopped < 40000

@@ -15,7 +15,7 @@ import pytest
 
 import blasgpt
 from blasgpt.train import evaluate, split_validation
-from conftest import make_setup
+from conftest import interrupt_training, make_setup
 
 
 def run(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -109,16 +109,9 @@ def test_resume_refuses_different_data(tmp_path, corpus):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path, corpus):
-    proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "train", "--data", str(corpus), "--steps", "200000",
-                             "--batch-size", "4", "--out", "run", "--samples", "0", "--log-every", "1000"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("step"):
-            break
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    r = interrupt_training(["--data", str(corpus), "--steps", "200000", "--batch-size", "4", "--out", "run",
+                            "--samples", "0", "--log-every", "1000"], tmp_path, signal.SIGTERM)
+    assert r.returncode == 130, r.stderr
     ck = blasgpt.load_checkpoint(tmp_path / "run" / "ckpt.safetensors")
     assert 0 < ck.step < 200000
 
