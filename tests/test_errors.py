@@ -189,6 +189,11 @@ def test_misaligned_and_equivalent_dtypes(setup):
         raw(model).loss(misaligned, np.array([0, 3], dtype=np.int64))
     with pytest.raises(ValueError, match="tokens must be aligned"):
         blasgpt.Batch(misaligned, np.array([0, 3], dtype=np.int64))
+    buf2 = np.zeros(13, np.uint8)
+    buf2[1:13] = np.frombuffer(np.array([6, 1, 2], dtype=np.int32).tobytes(), np.uint8)
+    odd = np.frombuffer(buf2.data, np.int32, count=3, offset=1)  # Model.forward copies a misaligned list of ids
+    assert not odd.flags.aligned
+    np.testing.assert_array_equal(model.forward(odd), model.forward([6, 1, 2]))
     b = tok.batch(docs[:2])
     same = blasgpt.Batch(b.tokens, b.offsets.astype(np.longlong))  # int64 under another name: accepted by both
     assert model.loss(same) == model.loss(b)

@@ -222,7 +222,7 @@ def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         bad = a[(a < 0) | (a > np.iinfo(np.int32).max)] if a.dtype.kind == "i" else a[a > np.iinfo(np.int32).max]
         if bad.size:
             raise ValueError(f"token id {int(bad[0])} is out of range")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return np.require(a, dtype=np.int32, requirements=["C", "A"])  # contiguous and aligned (copied if need be)
 
 
 def sample(model: Model, tokenizer: Tokenizer, num: int = 20, temperature: float = 0.5,
