@@ -423,24 +423,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     if args.comm is not None:
-        return _main_mpi(command, args)
-    return _run(command, args)
+        return _main_mpi(command, args, parser)
+    return _run(command, args, parser)
 
 
-def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+              parser: argparse.ArgumentParser) -> int:
     """Under mpiexec: rank 0 alone talks to the user; any rank that fails ends the whole job (no hang)."""
     comm = args.comm
     if comm.Get_rank() != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this process)
     with abort_on_error(comm):
-        code = _run(command, args)
+        code = _run(command, args, parser)
         if code not in (EXIT_OK, EXIT_INTERRUPTED):
             raise SystemExit(code)  # abort_on_error ends the other ranks too
         return code
 
 
-def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    parser = build_parser()
+def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+         parser: argparse.ArgumentParser) -> int:
     try:
         return command(args)
     except UsageError as e:

@@ -44,8 +44,10 @@ class Config:
 
     @property
     def num_params(self) -> int:
-        C, V = self.n_embd, self.vocab_size
-        return 2 * V * C + self.block_size * C + self.n_layer * 12 * C * C
+        """Parameters of this config, from the core's one parameter table (nothing is allocated)."""
+        from . import _core
+
+        return int(_core.num_params(**self.to_dict()))
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -167,11 +167,6 @@ class Batch:
             raise ValueError("doc_ids must be 1-D")
         return Batch(self.tokens, self.offsets, ids)
 
-    def lengths(self) -> np.ndarray:
-        """Token count of each document of the batch (BOS included)."""
-        lens = np.diff(self.offsets)
-        return lens[self.doc_ids] if self.doc_ids is not None else lens
-
 
 def _check_array(name: str, a: object, dtype: type) -> None:
     if not isinstance(a, np.ndarray):
