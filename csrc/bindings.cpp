@@ -60,25 +60,36 @@ int64_t int64_arg(const py::object& obj, const char* name) {
 
 struct BatchArgs {
     py::array_t<int32_t> tokens;
-    py::array_t<int64_t> offsets;
+    std::optional<py::array_t<int64_t>> offsets;
     std::optional<py::array_t<int64_t>> doc_ids;
+    bool windows;
 
-    BatchArgs(const py::handle& t, const py::handle& o, const py::handle& ids)
-        : tokens(vector_arg<int32_t>(t, "tokens")), offsets(vector_arg<int64_t>(o, "offsets")) {
-        if (!ids.is_none()) doc_ids = vector_arg<int64_t>(ids, "doc_ids");
+    // Documents: tokens + offsets (+ doc_ids). Windows: tokens + starts (offsets must be None).
+    BatchArgs(const py::handle& t, const py::handle& o, const py::handle& ids, bool windows = false)
+        : tokens(vector_arg<int32_t>(t, "tokens")), windows(windows) {
+        if (windows) {
+            if (!o.is_none()) fail("a batch of windows takes no offsets (pass offsets=None)");
+        } else {
+            offsets = vector_arg<int64_t>(o, "offsets");
+        }
+        if (!ids.is_none()) doc_ids = vector_arg<int64_t>(ids, windows ? "starts" : "doc_ids");
+        else if (windows) fail("a batch of windows needs their start offsets");
     }
 
     BatchView view() const {
         BatchView v;
         v.tokens = tokens.data();
         v.num_tokens = tokens.size();
-        v.offsets = offsets.data();
-        v.num_offsets = offsets.size();
+        v.windows = windows;
+        if (offsets) {
+            v.offsets = offsets->data();
+            v.num_offsets = offsets->size();
+        }
         if (doc_ids) {
             v.doc_ids = doc_ids->data();
             v.batch_size = doc_ids->size();
         } else {
-            v.batch_size = offsets.size() - 1;
+            v.batch_size = v.num_offsets - 1;
         }
         return v;
     }
@@ -131,8 +142,8 @@ void bind_model(py::module_& m, const char* name) {
         .def(
             "forward_backward",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
-               const py::object& mean_over) {
-                const BatchArgs args(tokens, offsets, doc_ids);
+               const py::object& mean_over, bool windows) {
+                const BatchArgs args(tokens, offsets, doc_ids, windows);
                 BatchView view = args.view();
                 view.mean_over = int64_arg(mean_over, "mean_over");
                 py::gil_scoped_release nogil;
@@ -140,26 +151,28 @@ void bind_model(py::module_& m, const char* name) {
                 return self.forward_backward(view);
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("mean_over") = 0,
+            py::arg("windows") = false,
             "Loss and gradients of the batch; mean_over > 0 averages over that many documents instead of the "
-            "batch's own count (a share of a larger batch).")
+            "batch's own count (a share of a larger batch). windows=True: doc_ids are window start offsets into "
+            "tokens (text mode) and offsets is None.")
         .def(
             "train_step",
             [](M& self, const py::handle& tokens, const py::handle& offsets, double lr, const py::handle& doc_ids,
-               double beta1, double beta2, double eps) {
-                const BatchArgs args(tokens, offsets, doc_ids);
+               double beta1, double beta2, double eps, bool windows) {
+                const BatchArgs args(tokens, offsets, doc_ids, windows);
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.train_step(args.view(), lr, adam);
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("lr"), py::arg("doc_ids") = py::none(),
-            py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8)
+            py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false)
         .def(
             "train_steps",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
-               const py::handle& lrs, double beta1, double beta2, double eps) {
-                const BatchArgs args(tokens, offsets, py::none());
-                const auto ids = array_arg<int64_t>(doc_ids, "doc_ids", 2);
+               const py::handle& lrs, double beta1, double beta2, double eps, bool windows) {
+                const auto ids = array_arg<int64_t>(doc_ids, windows ? "starts" : "doc_ids", 2);
+                const BatchArgs args(tokens, offsets, windows ? py::handle(ids.attr("ravel")()) : py::none(), windows);
                 const auto lr = vector_arg<double>(lrs, "lrs");
                 const int64_t steps = ids.shape(0), batch = ids.shape(1);
                 if (lr.size() != steps)
@@ -180,7 +193,7 @@ void bind_model(py::module_& m, const char* name) {
                 return head;
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids"), py::arg("lrs"), py::arg("beta1") = 0.85,
-            py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
+            py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false,
             "Many train steps in one call: row s of doc_ids (steps, batch) is step s's documents, lrs[s] its "
             "learning rate. Returns the losses; stops after the first non-finite one (which is not applied).")
         .def(
@@ -195,13 +208,14 @@ void bind_model(py::module_& m, const char* name) {
             "One Adam step (step count + 1) from the gradients currently in the grads buffer.")
         .def(
             "loss",
-            [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids) {
-                const BatchArgs args(tokens, offsets, doc_ids);
+            [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
+               bool windows) {
+                const BatchArgs args(tokens, offsets, doc_ids, windows);
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.loss(args.view());
             },
-            py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none())
+            py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("windows") = false)
         .def(
             "logits",
             [](M& self, const py::handle& tokens) {
@@ -216,7 +230,49 @@ void bind_model(py::module_& m, const char* name) {
                 }
                 return out;
             },
-            py::arg("tokens"));
+            py::arg("tokens"))
+        .def(
+            "generator",
+            [](M& self, const py::handle& prompt, int64_t num, uint64_t seed, double temperature, int top_k,
+               int stop_token, int ban_token, bool slide) {
+                const auto p = vector_arg<int32_t>(prompt, "prompt");
+                const SampleConfig sc{temperature, top_k, stop_token, ban_token, slide};
+                py::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                return std::make_unique<Generator<T>>(self, p.data(), p.size(), num, seed, sc);
+            },
+            py::keep_alive<0, 1>(), py::arg("prompt"), py::arg("num"), py::arg("seed"), py::arg("temperature"),
+            py::arg("top_k") = 0, py::arg("stop_token") = -1, py::arg("ban_token") = -1, py::arg("slide") = false,
+            "A KV-cached sampler of `num` continuations of `prompt` (token ids); see Generator.next.");
+}
+
+template <class T>
+void bind_generator(py::module_& m, const char* name) {
+    using G = Generator<T>;
+    py::class_<G>(m, name, "num samples of one prompt, advanced together (KV cache; sliding window past the block).")
+        .def_property_readonly("length", &G::length, "Tokens in each context so far, the prompt included.")
+        .def(
+            "next",
+            [](G& self, int64_t count) {
+                if (count < 0 || count > (int64_t(1) << 24)) fail("count must be between 0 and 2**24");
+                py::array_t<int32_t> out;
+                int64_t done;
+                {
+                    std::vector<int32_t> buf;  // (num, count), filled without the GIL
+                    buf.resize(size_t(self.num()) * count);
+                    {
+                        py::gil_scoped_release nogil;
+                        done = self.next(buf.data(), count);
+                    }
+                    out = py::array_t<int32_t>({self.num(), done});
+                    for (int64_t s = 0; s < self.num(); ++s)
+                        std::copy_n(buf.data() + s * count, done, out.mutable_data() + s * done);
+                }
+                return out;
+            },
+            py::arg("count"),
+            "The next `count` tokens of every sample as an int32 array (num, k), k <= count (fewer once every "
+            "sample has ended); -1 marks positions after a sample ended.");
 }
 
 template <class T>
@@ -242,6 +298,8 @@ void adam_arrays(const py::array& p, const py::array& m, const py::array& v, con
 PYBIND11_MODULE(_core, m) {
     m.doc() = "blasgpt's compiled core: explicit-backprop GPT over BLAS (private; use the blasgpt package).";
     blas_init();
+    bind_generator<float>(m, "GeneratorF32");
+    bind_generator<double>(m, "GeneratorF64");
     bind_model<float>(m, "ModelF32");
     bind_model<double>(m, "ModelF64");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
@@ -280,6 +338,18 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
         "The parameter table (name, (rows, cols), offset) of a config, without allocating a model.");
+    m.def(
+        "workspace_size",
+        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size, int64_t rows) {
+            const Config cfg{vocab_size, n_embd, n_head, n_layer, block_size};
+            cfg.validate();
+            if (rows < 0) fail("rows must be >= 0");
+            const WorkspaceSize w = workspace_size(cfg, rows);
+            return py::make_tuple(w.values, w.ints);
+        },
+        py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
+        py::arg("rows"),
+        "(float values, int32 values) one thread's activation workspace allocates for `rows` token positions.");
     m.def(
         "num_params",
         [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {

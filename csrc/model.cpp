@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -169,9 +171,43 @@ void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
 //   S = Q Kᵀ / sqrt(hd) with S_ij = −inf for j > i ;  P = softmax_rows(S) ;  O = P V        S, P (n, n)
 // backward:
 //   dV = Pᵀ dO ;  dP = dO Vᵀ ;  dS = P ⊙ (dP − rowsum(dP ⊙ P)) ;  dQ = dS K / sqrt(hd) ;  dK = dSᵀ Q / sqrt(hd)
+// Documents of n <= kCachedPositions keep P (H n² values). Longer ones run in tiles of kAttnTile query rows i0..i1
+// against keys 0..i1 (the causal part only) and keep, per row and head, m = max_j S_ij and r = 1/Σ_j exp(S_ij − m)
+// (2H values); backward recomputes each tile's P_ij = exp(S_ij − m_i)·r_i and uses rowsum(dP ⊙ P)_i = dO_i · O_i,
+// so memory is linear in n (flash attention's bookkeeping, with gemm tiles).
+
+namespace {
+
+// Attention cache a document of n positions needs: P, or the per-row statistics of the tiled path.
+int64_t attention_cache(int n, int H) { return n <= kCachedPositions ? int64_t(H) * n * n : int64_t(2) * H * n; }
+
+// Scratch of one thread's attention: an (n, n) matrix (cached) or two (tile, n) matrices (tiled).
+int64_t attention_scratch(int block) {
+    const int64_t c = std::min(block, kCachedPositions);
+    return std::max(c * c, block > kCachedPositions ? int64_t(2) * kAttnTile * block : 0);
+}
+
+// Causal softmax of row i (0-based within the document) of a score matrix: p_j for j <= i, zero after; returns the
+// max and 1/Σexp it used.
+template <class T>
+void causal_softmax_row(T* p, int i, int width, T& mx, T& inv) {
+    mx = p[0];
+    for (int j = 1; j <= i; ++j) mx = std::max(mx, p[j]);
+    T sum = 0;
+    for (int j = 0; j <= i; ++j) {
+        p[j] = std::exp(p[j] - mx);
+        sum += p[j];
+    }
+    inv = T(1) / sum;
+    for (int j = 0; j <= i; ++j) p[j] *= inv;
+    for (int j = i + 1; j < width; ++j) p[j] = T(0);
+}
+
+}  // namespace
 
 template <class T>
-void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::vector<DocSpan>& docs, int C, int H) {
+void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv, const std::vector<DocSpan>& docs,
+                       int C, int H) {
     const int hd = C / H, ld = 3 * C;
     const T scale = T(1) / std::sqrt(T(hd));
     for (const DocSpan& d : docs) {
@@ -180,28 +216,33 @@ void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::
             const T* q = qkv + d.row * ld + h * hd;
             const T* k = q + C;
             const T* v = q + 2 * C;
-            T* p = att + d.att_off + int64_t(h) * n * n;
-            mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
-            for (int i = 0; i < n; ++i) {  // causal softmax: row i sees positions 0..i
-                T* pi = p + int64_t(i) * n;
-                T mx = pi[0];
-                for (int j = 1; j <= i; ++j) mx = std::max(mx, pi[j]);
-                T sum = 0;
-                for (int j = 0; j <= i; ++j) {
-                    pi[j] = std::exp(pi[j] - mx);
-                    sum += pi[j];
-                }
-                const T inv = T(1) / sum;
-                for (int j = 0; j <= i; ++j) pi[j] *= inv;
-                for (int j = i + 1; j < n; ++j) pi[j] = T(0);
+            T* o = out + d.row * C + h * hd;
+            T mx, inv;
+            if (n <= kCachedPositions) {
+                T* p = att + d.att_off + int64_t(h) * n * n;
+                mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
+                for (int i = 0; i < n; ++i) causal_softmax_row(p + int64_t(i) * n, i, n, mx, inv);
+                mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), o, C);
+                continue;
             }
-            mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), out + d.row * C + h * hd, C);
+            T* stats = att + d.att_off;  // row i: [m_0 .. m_{H-1}, r_0 .. r_{H-1}]
+            for (int i0 = 0; i0 < n; i0 += kAttnTile) {
+                const int i1 = std::min(n, i0 + kAttnTile), rows = i1 - i0;
+                T* p = scratch;  // (rows, i1)
+                mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
+                for (int i = i0; i < i1; ++i) {
+                    causal_softmax_row(p + int64_t(i - i0) * i1, i, i1, mx, inv);
+                    stats[int64_t(i) * 2 * H + h] = mx;
+                    stats[int64_t(i) * 2 * H + H + h] = inv;
+                }
+                mm(Op::N, Op::N, rows, hd, i1, T(1), p, i1, v, ld, T(0), o + int64_t(i0) * C, C);
+            }
         }
     }
 }
 
 template <class T>
-void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
+void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* out, const T* qkv, const T* att,
                         const std::vector<DocSpan>& docs, int C, int H) {
     const int hd = C / H, ld = 3 * C;
     const T scale = T(1) / std::sqrt(T(hd));
@@ -214,20 +255,51 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
             T* dq = dqkv + d.row * ld + h * hd;
             T* dk = dq + C;
             T* dv = dq + 2 * C;
-            const T* p = att + d.att_off + int64_t(h) * n * n;
             const T* dO = dout + d.row * C + h * hd;
-            T* ds = scratch;  // dP, then dS in place
-            mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
-            mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
-            for (int i = 0; i < n; ++i) {
-                const T* pi = p + int64_t(i) * n;
-                T* si = ds + int64_t(i) * n;
-                T dot = 0;
-                for (int j = 0; j <= i; ++j) dot += si[j] * pi[j];
-                for (int j = 0; j < n; ++j) si[j] = pi[j] * (si[j] - dot);  // P = 0 above the diagonal
+            if (n <= kCachedPositions) {
+                const T* p = att + d.att_off + int64_t(h) * n * n;
+                T* ds = scratch;  // dP, then dS in place
+                mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
+                mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
+                for (int i = 0; i < n; ++i) {
+                    const T* pi = p + int64_t(i) * n;
+                    T* si = ds + int64_t(i) * n;
+                    T dot = 0;
+                    for (int j = 0; j <= i; ++j) dot += si[j] * pi[j];
+                    for (int j = 0; j < n; ++j) si[j] = pi[j] * (si[j] - dot);  // P = 0 above the diagonal
+                }
+                mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
+                mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
+                continue;
             }
-            mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
-            mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
+            const T* stats = att + d.att_off;
+            const T* o = out + d.row * C + h * hd;
+            for (int j = 0; j < n; ++j) {  // dK, dV accumulate over the tiles of rows that attend to j
+                std::fill_n(dk + int64_t(j) * ld, hd, T(0));
+                std::fill_n(dv + int64_t(j) * ld, hd, T(0));
+            }
+            for (int i0 = 0; i0 < n; i0 += kAttnTile) {
+                const int i1 = std::min(n, i0 + kAttnTile), rows = i1 - i0;
+                T* p = scratch;                               // (rows, i1): P recomputed
+                T* ds = scratch + int64_t(kAttnTile) * i1;    // (rows, i1): dP, then dS in place
+                mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
+                mm(Op::N, Op::T, rows, i1, hd, T(1), dO + int64_t(i0) * C, C, v, ld, T(0), ds, i1);
+                for (int i = i0; i < i1; ++i) {
+                    T* pi = p + int64_t(i - i0) * i1;
+                    T* si = ds + int64_t(i - i0) * i1;
+                    const T mx = stats[int64_t(i) * 2 * H + h], inv = stats[int64_t(i) * 2 * H + H + h];
+                    T dot = 0;  // rowsum(dP ⊙ P)_i = dO_i · O_i
+                    for (int c = 0; c < hd; ++c) dot += dO[int64_t(i) * C + c] * o[int64_t(i) * C + c];
+                    for (int j = 0; j <= i; ++j) {
+                        pi[j] = std::exp(pi[j] - mx) * inv;
+                        si[j] = pi[j] * (si[j] - dot);
+                    }
+                    for (int j = i + 1; j < i1; ++j) pi[j] = si[j] = T(0);
+                }
+                mm(Op::N, Op::N, rows, hd, i1, scale, ds, i1, k, ld, T(0), dq + int64_t(i0) * ld, ld);
+                mm(Op::T, Op::N, i1, hd, rows, scale, ds, i1, q + int64_t(i0) * ld, ld, T(1), dk, ld);
+                mm(Op::T, Op::N, i1, hd, rows, T(1), p, i1, dO + int64_t(i0) * C, C, T(1), dv, ld);
+            }
         }
     }
 }
@@ -270,10 +342,26 @@ template void adam_update<double>(double*, double*, double*, const double*, int6
 // ---------------------------------------------------------------------------------------------------------------
 // The model's forward and backward over a planned workspace: the functions above, composed.
 
+// Attention cache per row: cached probabilities (Σ_doc H n² <= H · min(block, kCachedPositions) · N), the tiled
+// path's 2H statistics, or the fused kernel's 2C.
+namespace {
+int64_t attention_cache_per_row(const Config& cfg) {
+    const int64_t C = cfg.n_embd, H = cfg.n_head;
+    return std::max({H * std::min(cfg.block_size, kCachedPositions), 2 * C, 2 * H});
+}
+}  // namespace
+
+WorkspaceSize workspace_size(const Config& cfg, int64_t rows) {
+    const int64_t C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, L = cfg.n_layer;
+    const int64_t per_layer = 8 * C + 2 * F + 2 + attention_cache_per_row(cfg);  // a ra qkv att o xmid b rb u h
+    const int64_t per_row = 1 + C + 1 + (L + 1) * C + L * per_layer + V + 5 * C + F;  // weight e r0 x .. dx dtmp dqkv dh
+    return {per_row * rows + attention_scratch(cfg.block_size), 3 * rows};
+}
+
 template <class T>
-void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
+void Workspace<T>::reserve(const Config& cfg, int64_t rows) {  // the buffers workspace_size() counts
     if (rows <= capacity) return;
-    const int64_t C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head, Tb = cfg.block_size;
+    const int64_t C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size;
     tok_in.resize(rows);
     tok_tgt.resize(rows);
     pos.resize(rows);
@@ -287,7 +375,7 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
         c.a.resize(rows * C);
         c.ra.resize(rows);
         c.qkv.resize(rows * 3 * C);
-        c.att.resize(std::max(H * Tb, 2 * C) * rows);  // Σ_doc H n² <= H · block_size · N; fused: 2C per row
+        c.att.resize(attention_cache_per_row(cfg) * rows);
         c.o.resize(rows * C);
         c.xmid.resize(rows * C);
         c.b.resize(rows * C);
@@ -300,8 +388,27 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {
     dtmp.resize(rows * C);
     dqkv.resize(rows * 3 * C);
     dh.resize(rows * F);
-    datt.resize(Tb * Tb);
+    datt.resize(attention_scratch(cfg.block_size));
     capacity = rows;
+}
+
+// Lay out documents of the given lengths one after another in a workspace (rows, attention cache offsets) and
+// reserve room for them; returns the rows used.
+template <class T, class Lengths>
+int64_t plan_docs(Workspace<T>& ws, const Config& cfg, size_t count, Lengths n_of) {
+    int64_t r = 0, att = 0;
+    ws.docs.clear();
+    ws.max_n = 0;
+    for (size_t i = 0; i < count; ++i) {
+        const int n = n_of(i);
+        ws.max_n = std::max(ws.max_n, n);
+        ws.docs.push_back({r, n, att});
+        r += n;
+        att += attention_cache(n, cfg.n_head);
+    }
+    ws.reserve(cfg, r);
+    ws.N = r;
+    return r;
 }
 
 // The native backend runs attention as one fused kernel per document (kernels.cpp) when the shapes suit its vectors;
@@ -311,10 +418,12 @@ bool fused_attention(const Gemm& mm, const Config& cfg, const Workspace<T>& ws) 
     return mm.backend == Backend::Native && attention_kernel_supports(cfg.n_embd, cfg.n_head, ws.max_n, sizeof(T));
 }
 
-template <class T>
-void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
-                   Workspace<T>& ws) {
-    const int C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head;
+// The forward pass over ws.N planned rows, with attend(layer, cache) filling cache.o from cache.qkv: whole
+// documents in training and evaluation, one cached row per sample in generation.
+template <class T, class Attend>
+void forward_with(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                  Workspace<T>& ws, Attend attend) {
+    const int C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size;
     const int64_t N = ws.N;
     auto w = [&](int idx) { return params + table[idx].offset; };
 
@@ -327,11 +436,7 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
         // x = x + Wo · attention(rmsnorm(x))
         rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
         linear_forward(mm, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
-        if (fused_attention(mm, cfg, ws))
-            attention_kernel_forward(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
-                                     C, H);
-        else
-            attention_forward(mm, c.o.data(), c.att.data(), c.qkv.data(), ws.docs, C, H);
+        attend(l, c);
         std::copy_n(x, N * C, c.xmid.data());
         linear_forward(mm, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
         // x = x + W2 · relu(W1 · rmsnorm(x))
@@ -342,6 +447,20 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
         linear_forward(mm, ws.x[l + 1].data(), c.h.data(), w(base + kFc2), N, F, C, T(1));
     }
     linear_forward(mm, ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
+}
+
+template <class T>
+void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
+                   Workspace<T>& ws) {
+    const int C = cfg.n_embd, H = cfg.n_head;
+    const bool fused = fused_attention(mm, cfg, ws);
+    forward_with(mm, cfg, table, params, ws, [&](int, typename Workspace<T>::Layer& c) {
+        if (fused)
+            attention_kernel_forward(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
+                                     C, H);
+        else
+            attention_forward(mm, c.o.data(), c.att.data(), ws.datt.data(), c.qkv.data(), ws.docs, C, H);
+    });
 }
 
 template <class T>
@@ -376,7 +495,8 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
             attention_kernel_backward(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
                                       int64_t(ws.docs.size()), C, H);
         else
-            attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.qkv.data(), c.att.data(), ws.docs, C, H);
+            attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.o.data(), c.qkv.data(), c.att.data(), ws.docs,
+                               C, H);
         linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
         rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
     }
@@ -429,25 +549,41 @@ void Model<T>::set_step(int64_t s) {
 template <class T>
 int64_t Model<T>::validate(const BatchView& b) {
     require(b.batch_size >= 1, "the batch is empty: it needs at least one document");
-    require(b.num_offsets >= 2, "offsets must hold at least 2 entries (documents + 1)");
-    require(b.tokens != nullptr && b.offsets != nullptr, "tokens and offsets are required");
+    require(b.tokens != nullptr, "tokens are required");
+    if (b.windows) {
+        require(b.doc_ids != nullptr, "a batch of windows needs their start offsets");
+    } else {
+        require(b.num_offsets >= 2, "offsets must hold at least 2 entries (documents + 1)");
+        require(b.offsets != nullptr, "offsets are required");
+    }
     const int64_t num_docs = b.num_offsets - 1;
     const int V = cfg_.vocab_size;
     refs_.resize(b.batch_size);
     int64_t rows = 0;
     // hot loop: the messages are built only on failure
     for (int64_t i = 0; i < b.batch_size; ++i) {
-        const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
-        if (d < 0 || d >= num_docs)
-            fail("document index " + std::to_string(d) + " is out of range [0, " + std::to_string(num_docs) + ")");
-        const int64_t lo = b.offsets[d], hi = b.offsets[d + 1];
-        if (lo < 0 || lo > hi || hi > b.num_tokens)
-            fail("offsets must be non-decreasing and within the tokens array (document " + std::to_string(d) +
-                 " spans [" + std::to_string(lo) + ", " + std::to_string(hi) + "), tokens has " +
-                 std::to_string(b.num_tokens) + ")");
-        if (hi - lo < 2)
-            fail("document " + std::to_string(d) + " has " + std::to_string(hi - lo) +
-                 " tokens; each needs at least 2 ([BOS] + text + [BOS])");
+        int64_t lo, hi;
+        if (b.windows) {
+            lo = b.doc_ids[i];
+            if (lo < 0 || lo > b.num_tokens - 2)
+                fail("window start " + std::to_string(lo) + " is out of range [0, " +
+                     std::to_string(b.num_tokens - 1) + "): a window needs at least 2 tokens");
+            hi = std::min(b.num_tokens, lo + cfg_.block_size + 1);
+        } else {
+            const int64_t d = b.doc_ids ? b.doc_ids[i] : i;
+            if (d < 0 || d >= num_docs)
+                fail("document index " + std::to_string(d) + " is out of range [0, " + std::to_string(num_docs) +
+                     ")");
+            lo = b.offsets[d];
+            hi = b.offsets[d + 1];
+            if (lo < 0 || lo > hi || hi > b.num_tokens)
+                fail("offsets must be non-decreasing and within the tokens array (document " + std::to_string(d) +
+                     " spans [" + std::to_string(lo) + ", " + std::to_string(hi) + "), tokens has " +
+                     std::to_string(b.num_tokens) + ")");
+            if (hi - lo < 2)
+                fail("document " + std::to_string(d) + " has " + std::to_string(hi - lo) +
+                     " tokens; each needs at least 2 ([BOS] + text + [BOS])");
+        }
         const int n = int(std::min<int64_t>(cfg_.block_size, hi - lo - 1));
         for (int64_t j = lo; j <= lo + n; ++j) {
             if (b.tokens[j] < 0 || b.tokens[j] >= V)
@@ -480,17 +616,8 @@ int Model<T>::split(int64_t rows) {
     group_begin_[groups] = refs_.size();
     for (g = 0; g < groups; ++g) {
         Workspace<T>& ws = ws_[g];
-        int64_t r = 0, att = 0;
-        ws.docs.clear();
-        ws.max_n = 0;
-        for (size_t i = group_begin_[g]; i < group_begin_[g + 1]; ++i) {
-            ws.max_n = std::max(ws.max_n, refs_[i].n);
-            ws.docs.push_back({r, refs_[i].n, att});
-            r += refs_[i].n;
-            att += int64_t(cfg_.n_head) * refs_[i].n * refs_[i].n;
-        }
-        ws.reserve(cfg_, r);
-        ws.N = r;
+        const size_t first = group_begin_[g];
+        plan_docs(ws, cfg_, group_begin_[g + 1] - first, [&](size_t i) { return refs_[first + i].n; });
         for (size_t i = group_begin_[g], k = 0; i < group_begin_[g + 1]; ++i, ++k) {
             const int32_t* tok = tokens_ + refs_[i].start;
             const DocSpan& s = ws.docs[k];
@@ -601,10 +728,7 @@ void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
             fail("token id " + std::to_string(tokens[i]) + " is out of range [0, " + std::to_string(cfg_.vocab_size) +
                  ")");
     Workspace<T>& ws = ws_[0];
-    ws.reserve(cfg_, n);
-    ws.N = n;
-    ws.docs.assign(1, DocSpan{0, int(n), 0});
-    ws.max_n = int(n);
+    plan_docs(ws, cfg_, 1, [&](size_t) { return int(n); });
     for (int64_t i = 0; i < n; ++i) {
         ws.tok_in[i] = tokens[i];
         ws.pos[i] = int32_t(i);
@@ -612,6 +736,222 @@ void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
     model_forward(mm_, cfg_, table_, params_.data(), ws);
     std::copy_n(ws.logits.data(), n * cfg_.vocab_size, out);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Generation (see model.hpp). Per token, a cached step for sample s at position p = len − 1 runs the model on the
+// one row of its newest token and, in every layer, writes k_p, v_p to the cache and attends with
+//   s_j = q·k_j / sqrt(hd) (j <= p) ;  o = Σ_j softmax(s)_j v_j          (per head)
+// which is row p of the full causal attention: the same numbers the whole-window forward computes.
+
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double uniform01(uint64_t& state) { return double(splitmix64(state) >> 11) * 0x1.0p-53; }  // [0, 1)
+
+}  // namespace
+
+template <class T>
+Generator<T>::Generator(Model<T>& model, const int32_t* prompt, int64_t prompt_len, int64_t num, uint64_t seed,
+                        const SampleConfig& sc)
+    : model_(model), cfg_(model.config()), sc_(sc), num_(num), len_(prompt_len) {
+    const int V = cfg_.vocab_size, block = cfg_.block_size;
+    require(num >= 1 && num <= (1 << 16), "num must be between 1 and 65536 (got " + std::to_string(num) + ")");
+    require(prompt_len >= 1, "generation needs a context of at least one token");
+    require(sc.slide || prompt_len <= block, "a context of " + std::to_string(prompt_len) +
+                                                 " tokens does not fit block_size (" + std::to_string(block) + ")");
+    require(std::isfinite(sc.temperature) && sc.temperature > 0,
+            "temperature must be a finite number > 0 (got " + std::to_string(sc.temperature) + ")");
+    require(sc.top_k >= 0 && sc.top_k <= V, "top_k must be between 0 (all) and the vocabulary size " +
+                                                std::to_string(V) + " (got " + std::to_string(sc.top_k) + ")");
+    require(sc.stop_token >= -1 && sc.stop_token < V && sc.ban_token >= -1 && sc.ban_token < V,
+            "stop_token and ban_token must be -1 or token ids");
+    require(!(sc.ban_token >= 0 && V == 1), "cannot ban the only token");
+    for (int64_t i = 0; i < prompt_len; ++i)
+        if (prompt[i] < 0 || prompt[i] >= V)
+            fail("token id " + std::to_string(prompt[i]) + " is out of range [0, " + std::to_string(V) + ")");
+    ctx_.assign(num, std::vector<int32_t>(prompt, prompt + prompt_len));
+    rng_.resize(num);
+    for (int64_t i = 0; i < num; ++i) {
+        uint64_t st = seed;
+        rng_[i] = splitmix64(st) ^ (0xD1B54A32D192ED03ull * uint64_t(i + 1));
+    }
+    live_.assign(num, 1);
+    kcache_.assign(cfg_.n_layer, std::vector<T>(size_t(num) * block * cfg_.n_embd));
+    vcache_.assign(cfg_.n_layer, std::vector<T>(size_t(num) * block * cfg_.n_embd));
+    logits_.assign(size_t(num) * V, T(0));
+    scores_.resize(block);
+    prefill();
+}
+
+template <class T>
+void Generator<T>::prefill() {  // the prompt is the same for every sample: one forward, its caches copied
+    if (len_ > cfg_.block_size) {
+        rows_.assign(1, 0);
+        recompute();
+        for (int64_t s = 1; s < num_; ++s)
+            std::copy_n(logits_.data(), cfg_.vocab_size, logits_.data() + s * cfg_.vocab_size);
+        return;
+    }
+    const int n = int(len_), C = cfg_.n_embd, V = cfg_.vocab_size;
+    plan_docs(ws_, cfg_, 1, [&](size_t) { return n; });
+    for (int i = 0; i < n; ++i) {
+        ws_.tok_in[i] = ctx_[0][i];
+        ws_.pos[i] = i;
+    }
+    model_forward(model_.gemm(), cfg_, model_.table(), model_.params(), ws_);
+    const int64_t per_sample = int64_t(cfg_.block_size) * C;
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+        const T* qkv = ws_.layers[l].qkv.data();
+        for (int i = 0; i < n; ++i) {
+            std::copy_n(qkv + int64_t(i) * 3 * C + C, C, kcache_[l].data() + int64_t(i) * C);
+            std::copy_n(qkv + int64_t(i) * 3 * C + 2 * C, C, vcache_[l].data() + int64_t(i) * C);
+        }
+        for (int64_t s = 1; s < num_; ++s) {
+            std::copy_n(kcache_[l].data(), int64_t(n) * C, kcache_[l].data() + s * per_sample);
+            std::copy_n(vcache_[l].data(), int64_t(n) * C, vcache_[l].data() + s * per_sample);
+        }
+    }
+    for (int64_t s = 0; s < num_; ++s) std::copy_n(ws_.logits.data() + int64_t(n - 1) * V, V, logits_.data() + s * V);
+}
+
+template <class T>
+void Generator<T>::decode() {
+    const int C = cfg_.n_embd, H = cfg_.n_head, hd = C / H, V = cfg_.vocab_size;
+    const int64_t m = int64_t(rows_.size()), p = len_ - 1, per_sample = int64_t(cfg_.block_size) * C;
+    const T scale = T(1) / std::sqrt(T(hd));
+    plan_docs(ws_, cfg_, size_t(m), [](size_t) { return 1; });
+    for (int64_t r = 0; r < m; ++r) {
+        ws_.tok_in[r] = ctx_[rows_[r]].back();
+        ws_.pos[r] = int32_t(p);
+    }
+    Gemm rows_gemm;  // OpenBLAS: products of a few rows are matrix-vector work, where it is ~10x the native kernels
+    rows_gemm.backend = Backend::Blas;
+    forward_with(rows_gemm, cfg_, model_.table(), model_.params(), ws_,
+                 [&](int l, typename Workspace<T>::Layer& c) {
+                     for (int64_t r = 0; r < m; ++r) {
+                         const T* q = c.qkv.data() + r * 3 * C;
+                         T* kc = kcache_[l].data() + rows_[r] * per_sample;
+                         T* vc = vcache_[l].data() + rows_[r] * per_sample;
+                         std::copy_n(q + C, C, kc + p * C);
+                         std::copy_n(q + 2 * C, C, vc + p * C);
+                         T* o = c.o.data() + r * C;
+                         for (int h = 0; h < H; ++h) {
+                             const int off = h * hd;
+                             T mx = T(-1e30);
+                             for (int64_t j = 0; j <= p; ++j) {
+                                 T dot = 0;
+                                 for (int e = 0; e < hd; ++e) dot += q[off + e] * kc[j * C + off + e];
+                                 scores_[j] = dot * scale;
+                                 mx = std::max(mx, scores_[j]);
+                             }
+                             T sum = 0;
+                             for (int64_t j = 0; j <= p; ++j) sum += (scores_[j] = std::exp(scores_[j] - mx));
+                             const T inv = T(1) / sum;
+                             std::fill_n(o + off, hd, T(0));
+                             for (int64_t j = 0; j <= p; ++j) {
+                                 const T w = scores_[j] * inv;
+                                 for (int e = 0; e < hd; ++e) o[off + e] += w * vc[j * C + off + e];
+                             }
+                         }
+                     }
+                 });
+    for (int64_t r = 0; r < m; ++r) std::copy_n(ws_.logits.data() + r * V, V, logits_.data() + rows_[r] * V);
+}
+
+template <class T>
+void Generator<T>::recompute() {
+    const int block = cfg_.block_size, V = cfg_.vocab_size;
+    const int n = int(std::min<int64_t>(len_, block));
+    plan_docs(ws_, cfg_, rows_.size(), [&](size_t) { return n; });
+    for (size_t r = 0; r < rows_.size(); ++r) {
+        const int32_t* last = ctx_[rows_[r]].data() + (len_ - n);
+        for (int i = 0; i < n; ++i) {
+            ws_.tok_in[r * n + i] = last[i];
+            ws_.pos[r * n + i] = i;
+        }
+    }
+    model_forward(model_.gemm(), cfg_, model_.table(), model_.params(), ws_);
+    for (size_t r = 0; r < rows_.size(); ++r)
+        std::copy_n(ws_.logits.data() + (int64_t(r) * n + n - 1) * V, V, logits_.data() + rows_[r] * V);
+}
+
+template <class T>
+int32_t Generator<T>::draw(const T* logits, int64_t sample) {
+    const int V = cfg_.vocab_size;
+    const int ban = sc_.ban_token;
+    if (sc_.top_k == 1) {  // greedy: the first maximal logit (numpy.argmax), temperature irrelevant
+        int best = ban == 0 ? 1 : 0;
+        for (int j = best + 1; j < V; ++j)
+            if (j != ban && logits[j] > logits[best]) best = j;
+        return best;
+    }
+    thread_local std::vector<double> z;
+    z.resize(V);
+    const double ninf = -std::numeric_limits<double>::infinity();
+    for (int j = 0; j < V; ++j) z[j] = j == ban ? ninf : double(logits[j]) / sc_.temperature;
+    const int allowed = V - (ban >= 0 ? 1 : 0);
+    if (sc_.top_k > 1 && sc_.top_k < allowed) {  // keep the top_k likeliest (and any tied with the k-th)
+        thread_local std::vector<double> sorted;
+        sorted.assign(z.begin(), z.end());
+        std::nth_element(sorted.begin(), sorted.begin() + (sc_.top_k - 1), sorted.end(), std::greater<double>());
+        const double cut = sorted[sc_.top_k - 1];
+        for (int j = 0; j < V; ++j)
+            if (z[j] < cut) z[j] = ninf;
+    }
+    const double mx = *std::max_element(z.begin(), z.end());
+    double sum = 0;
+    for (int j = 0; j < V; ++j) sum += (z[j] = z[j] == ninf ? 0.0 : std::exp(z[j] - mx));
+    const double u = uniform01(rng_[sample]) * sum;
+    double acc = 0;
+    int last = 0;
+    for (int j = 0; j < V; ++j) {
+        if (z[j] == 0) continue;
+        acc += z[j];
+        last = j;
+        if (u < acc) return j;
+    }
+    return last;  // rounding left u at the very top: the last token with weight
+}
+
+template <class T>
+int64_t Generator<T>::next(int32_t* out, int64_t count) {
+    require(count >= 0, "count must be >= 0");
+    std::lock_guard<std::mutex> lock(model_.mutex());
+    const int V = cfg_.vocab_size, block = cfg_.block_size;
+    std::fill_n(out, num_ * count, -1);
+    for (int64_t c = 0; c < count; ++c) {
+        rows_.clear();
+        for (int64_t s = 0; s < num_; ++s)
+            if (live_[s]) rows_.push_back(s);
+        if (rows_.empty()) return c;
+        if (stale_) {  // the logits of the tokens drawn last
+            if (len_ <= block)
+                decode();
+            else
+                recompute();
+            stale_ = false;
+        }
+        for (int64_t s : rows_) {
+            const int32_t tok = draw(logits_.data() + s * V, s);
+            out[s * count + c] = tok;
+            ctx_[s].push_back(tok);
+            if (tok == sc_.stop_token) live_[s] = 0;
+        }
+        ++len_;
+        stale_ = true;
+        if (!sc_.slide && len_ > block) std::fill(live_.begin(), live_.end(), 0);  // lines mode: the block is full
+    }
+    return count;
+}
+
+template class Generator<float>;
+template class Generator<double>;
 
 template struct Workspace<float>;
 template struct Workspace<double>;

@@ -38,15 +38,20 @@ struct ParamInfo {
 std::vector<ParamInfo> param_table(const Config& cfg);
 int64_t num_params(const Config& cfg);
 
-// A batch of whole documents, borrowed from the caller: document b is
-// tokens[offsets[d] : offsets[d+1]] with d = doc_ids ? doc_ids[b] : b. Each document is [BOS, c1, ..., BOS]
-// (at least 2 tokens) and trains on its first n = min(block_size, len - 1) positions.
+// A batch borrowed from the caller, in one of two layouts over one token array:
+// - documents (lines mode): document b is tokens[offsets[d] : offsets[d+1]] with d = doc_ids ? doc_ids[b] : b;
+//   each is [BOS, c1, ..., BOS] (at least 2 tokens);
+// - windows (text mode, `windows` set): window b is tokens[s : min(s + block_size + 1, num_tokens)] with
+//   s = doc_ids[b] a start offset into the token stream (offsets unused), so a batch of windows of one long text
+//   needs no copy of it.
+// Either way a sequence of len tokens trains on its first n = min(block_size, len - 1) positions.
 struct BatchView {
     const int32_t* tokens = nullptr;
     int64_t num_tokens = 0;
     const int64_t* offsets = nullptr;
     int64_t num_offsets = 0;  // number of documents in the corpus + 1
-    const int64_t* doc_ids = nullptr;  // optional gather indices (nullptr: documents 0..B-1)
+    const int64_t* doc_ids = nullptr;  // gather indices, or window starts (nullptr: documents 0..B-1)
+    bool windows = false;              // doc_ids are start offsets of block_size + 1 token windows
     int64_t batch_size = 0;
     int64_t mean_over = 0;  // documents the loss is averaged over (0: batch_size; more when this is a share of a
                             // larger batch split across processes, so the partial sums add up to the whole mean)
@@ -83,10 +88,16 @@ void relu_forward(T* h, const T* u, int64_t n);
 template <class T>  // in place allowed (du == dh)
 void relu_backward(T* du, const T* dh, const T* u, int64_t n);
 
-template <class T>  // qkv (N, 3C) rows [q | k | v]; out (N, C); att caches softmax probabilities
-void attention_forward(const Gemm& mm, T* out, T* att, const T* qkv, const std::vector<DocSpan>& docs, int C, int H);
-template <class T>  // dqkv overwritten; scratch holds one (T, T) matrix
-void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* qkv, const T* att,
+// Documents of up to kCachedPositions positions cache their probabilities (H n² values); longer ones are done in
+// tiles of kAttnTile query rows that keep only each row's max score and 1/Σexp per head (2H values), and backward
+// recomputes P tile by tile, so attention memory stays linear in positions at any block_size.
+constexpr int kCachedPositions = 128;
+constexpr int kAttnTile = 64;
+template <class T>  // qkv (N, 3C) rows [q | k | v]; out (N, C); att: probabilities or per-row stats (see above)
+void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv, const std::vector<DocSpan>& docs,
+                       int C, int H);
+template <class T>  // dqkv overwritten; out is the forward's output; scratch as attention_scratch() says
+void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, const T* out, const T* qkv, const T* att,
                         const std::vector<DocSpan>& docs, int C, int H);
 
 template <class T>  // probs (N, V) from logits (may alias); returns sum_r weight_r * -log p_r[target_r]
@@ -129,6 +140,14 @@ struct Workspace {
     void reserve(const Config& cfg, int64_t rows);
 };
 
+// Elements of T a workspace of `rows` positions allocates (activations and scratch), and its int32 entries; what
+// Workspace::reserve allocates, for estimating a model's memory before building it.
+struct WorkspaceSize {
+    int64_t values = 0;
+    int64_t ints = 0;
+};
+WorkspaceSize workspace_size(const Config& cfg, int64_t rows);
+
 // Where one document of a validated batch starts in the token array, and how many positions it trains on.
 struct DocRef {
     int64_t start;
@@ -145,6 +164,54 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
                     T* grads, Workspace<T>& ws);
 
 class ThreadPool;
+template <class T>
+class Model;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Generation: `num` samples of one prompt advance together, one batched forward of a single row each per token,
+// with every layer's keys and values cached, while the context fits in block_size. Past it (when `slide` is set)
+// the context is the last block_size tokens, recomputed in one batched forward per token (learned absolute
+// positions shift under a sliding window, so cached keys cannot be reused). Each sample draws from its own
+// splitmix64 stream seeded by (seed, sample index), so sample i does not depend on how many are drawn.
+struct SampleConfig {
+    double temperature = 1.0;
+    int top_k = 0;        // 0: all tokens; 1: greedy (the first maximal logit, as numpy.argmax)
+    int stop_token = -1;  // a sample ends after drawing it (lines mode: BOS); -1: never
+    int ban_token = -1;   // never drawn (text mode: BOS, which no window contains); -1: none
+    bool slide = false;   // past block_size: slide the window (text mode) instead of ending (lines mode)
+};
+
+template <class T>
+class Generator {
+   public:
+    Generator(Model<T>& model, const int32_t* prompt, int64_t prompt_len, int64_t num, uint64_t seed,
+              const SampleConfig& sc);
+    // Up to `count` more tokens of every sample into out (num, count), -1 where a sample has ended. Returns how
+    // many columns hold a token of some sample (< count once every sample has ended).
+    int64_t next(int32_t* out, int64_t count);
+    int64_t length() const { return len_; }  // tokens in each context so far (prompt included)
+    int64_t num() const { return num_; }
+
+   private:
+    void prefill();                 // forward of the prompt, filling the caches; logits of its last row
+    void decode();                  // one cached row per live sample at position len_ - 1
+    void recompute();               // the last block_size tokens of each live sample, no cache
+    int32_t draw(const T* logits, int64_t sample);
+
+    Model<T>& model_;
+    const Config cfg_;
+    SampleConfig sc_;
+    int64_t num_, len_;
+    std::vector<std::vector<int32_t>> ctx_;  // every token of each sample
+    std::vector<uint64_t> rng_;
+    std::vector<char> live_;
+    std::vector<int64_t> rows_;              // live samples, in order: the rows of the batched step
+    std::vector<std::vector<T>> kcache_, vcache_;  // per layer (num, block_size, C)
+    Workspace<T> ws_;
+    std::vector<T> logits_;                  // (num, V) of the latest step
+    std::vector<T> scores_;                  // one row of attention scores
+    bool stale_ = false;                     // logits_ predate the newest tokens
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // The whole model: owns params, grads, Adam state, one workspace per thread and the thread team. With threads > 1
@@ -186,6 +253,7 @@ class Model {
     double loss(const BatchView& batch);
     // Logits (n, V) for one sequence of n <= block_size tokens at positions 0..n-1.
     void logits(T* out, const int32_t* tokens, int64_t n);
+    const Gemm& gemm() const { return mm_; }
 
     std::mutex& mutex() { return mutex_; }
 

@@ -37,6 +37,7 @@ class _ModelBase:
         offsets: npt.NDArray[np.int64],
         doc_ids: Optional[npt.NDArray[np.int64]] = None,
         mean_over: int = 0,
+        windows: bool = False,
     ) -> float: ...
     def train_step(
         self,
@@ -47,6 +48,7 @@ class _ModelBase:
         beta1: float = 0.85,
         beta2: float = 0.99,
         eps: float = 1e-8,
+        windows: bool = False,
     ) -> float: ...
     def train_steps(
         self,
@@ -57,14 +59,36 @@ class _ModelBase:
         beta1: float = 0.85,
         beta2: float = 0.99,
         eps: float = 1e-8,
+        windows: bool = False,
     ) -> npt.NDArray[np.float64]: ...
     def apply_adam(self, lr: float, beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8) -> None: ...
     def loss(
         self,
         tokens: npt.NDArray[np.int32],
-        offsets: npt.NDArray[np.int64],
+        offsets: Optional[npt.NDArray[np.int64]],
         doc_ids: Optional[npt.NDArray[np.int64]] = None,
+        windows: bool = False,
     ) -> float: ...
+    def generator(
+        self,
+        prompt: npt.NDArray[np.int32],
+        num: int,
+        seed: int,
+        temperature: float,
+        top_k: int = 0,
+        stop_token: int = -1,
+        ban_token: int = -1,
+        slide: bool = False,
+    ) -> "_GeneratorBase": ...
+
+class _GeneratorBase:
+    def __init__(self, *args: object, **kwargs: object) -> None: ...  # not constructible: Model*.generator makes one
+    @property
+    def length(self) -> int: ...
+    def next(self, count: int) -> npt.NDArray[np.int32]: ...
+
+class GeneratorF32(_GeneratorBase): ...
+class GeneratorF64(_GeneratorBase): ...
 
 class ModelF32(_ModelBase):
     def params(self) -> npt.NDArray[np.float32]: ...
@@ -94,6 +118,9 @@ def adam_update(
 def blas_info() -> str: ...
 def native_isa() -> str: ...
 def peak_gflops(dtype: str, seconds: float = 0.2) -> float: ...
+def workspace_size(
+    vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, rows: int
+) -> tuple[int, int]: ...
 def num_params(vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int) -> int: ...
 def param_table(
     vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int
