@@ -136,36 +136,62 @@ def load_docs(path: Optional[PathLike] = None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """Packed documents: document i is ``tokens[offsets[d]:offsets[d+1]]`` with ``d = doc_ids[i]`` (or ``i``).
+    """Packed sequences over one int32 token array, in one of two layouts.
 
-    tokens:  int32 (total_tokens,)  each document is [BOS, c1, ..., cn, BOS]
-    offsets: int64 (num_docs + 1,)  non-decreasing, offsets[0] == 0
-    doc_ids: int64 (batch_size,) or None: which documents form the batch (a gather without copying tokens)
+    Documents (lines mode): document i is ``tokens[offsets[d]:offsets[d+1]]`` with ``d = doc_ids[i]`` (or ``i``).
+    Windows (text mode, ``windows=True``, made by ``Batch.of_windows``): window i is
+    ``tokens[s:s + block_size + 1]`` with ``s = doc_ids[i]`` a start offset into the token stream (cut at its end);
+    ``offsets`` is None. Either way a sequence of n + 1 tokens trains on its first ``min(block_size, n)``
+    positions, and the batch's loss is the mean over its sequences.
+
+    tokens:  int32 (total_tokens,)  documents are [BOS, c1, ..., cn, BOS]; a text stream is its characters
+    offsets: int64 (num_docs + 1,)  non-decreasing, offsets[0] == 0 (None for windows)
+    doc_ids: int64 (batch_size,) or None: which documents form the batch (a gather without copying tokens), or
+             the window starts
     """
 
     tokens: np.ndarray
-    offsets: np.ndarray
+    offsets: Optional[np.ndarray]
     doc_ids: Optional[np.ndarray] = None
+    windows: bool = False
 
     def __post_init__(self) -> None:
         _check_array("tokens", self.tokens, np.int32)
+        if self.windows:
+            if self.offsets is not None:
+                raise ValueError("a batch of windows has no offsets (offsets=None)")
+            if self.doc_ids is None:
+                raise ValueError("a batch of windows needs their start offsets (doc_ids)")
+            _check_array("starts", self.doc_ids, np.int64)
+            return
         _check_array("offsets", self.offsets, np.int64)
-        if self.offsets.size < 1:
+        if self.offsets.size < 1:  # type: ignore[union-attr]
             raise ValueError("offsets must hold at least one entry")
         if self.doc_ids is not None:
             _check_array("doc_ids", self.doc_ids, np.int64)
 
+    @classmethod
+    def of_windows(cls, tokens: np.ndarray, starts: Union[Sequence[int], np.ndarray]) -> "Batch":
+        """Windows of a token stream starting at ``starts`` (text mode): no token is copied."""
+        ids = np.ascontiguousarray(starts, dtype=np.int64)
+        if ids.ndim != 1:
+            raise ValueError("starts must be 1-D")
+        return cls(tokens, None, ids, windows=True)
+
     @property
     def num_docs(self) -> int:
-        """Documents in this batch (its batch size)."""
-        return int(self.doc_ids.size) if self.doc_ids is not None else int(self.offsets.size - 1)
+        """Sequences (documents or windows) in this batch (its batch size)."""
+        if self.doc_ids is not None:
+            return int(self.doc_ids.size)
+        return int(self.offsets.size - 1)  # type: ignore[union-attr]
 
     def select(self, doc_ids: Union[Sequence[int], np.ndarray]) -> "Batch":
-        """The batch of documents ``doc_ids`` of this corpus, sharing its token storage."""
+        """The batch of documents ``doc_ids`` of this corpus (or, for windows, windows starting at ``doc_ids``),
+        sharing its token storage."""
         ids = np.ascontiguousarray(doc_ids, dtype=np.int64)
         if ids.ndim != 1:
             raise ValueError("doc_ids must be 1-D")
-        return Batch(self.tokens, self.offsets, ids)
+        return Batch(self.tokens, self.offsets, ids, self.windows)
 
 
 def _check_array(name: str, a: object, dtype: type) -> None:

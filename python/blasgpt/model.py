@@ -148,19 +148,21 @@ class Model:
                           or not batch.num_docs <= mean_over <= 1 << 62):
             raise ValueError(f"mean_over must be an integer between the batch size ({batch.num_docs}) and 2**62, "
                              f"got {mean_over!r}")
-        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0)
+        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0, batch.windows)
 
     def train_step(self, batch: Batch, lr: float = 0.01) -> float:
         """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
         _check_batch(batch)
-        return self._core.train_step(batch.tokens, batch.offsets, _check_lr(lr), batch.doc_ids)
+        return self._core.train_step(batch.tokens, batch.offsets, _check_lr(lr), batch.doc_ids,
+                                     windows=batch.windows)
 
     def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray) -> np.ndarray:
         """Many train_steps in one C++ call (no Python work per step): step s trains on documents
-        ``doc_ids[s]`` (int64, shape (steps, batch)) of ``corpus`` with learning rate ``lrs[s]`` (float64).
-        Returns the losses; stops after the first non-finite loss, which is returned but not applied."""
+        ``doc_ids[s]`` (int64, shape (steps, batch)) of ``corpus`` — for a corpus of windows
+        (``Batch.of_windows``), on the windows starting at ``doc_ids[s]`` — with learning rate ``lrs[s]``
+        (float64). Returns the losses; stops after the first non-finite loss, which is returned but not applied."""
         _check_batch(corpus)
-        return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs)
+        return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs, windows=corpus.windows)
 
     def apply_adam(self, lr: float) -> None:
         """One Adam update (step + 1) from the gradients now in ``grads`` — after ``forward_backward`` and, in
@@ -170,7 +172,7 @@ class Model:
     def loss(self, batch: Batch) -> float:
         """Loss only: gradients and Adam state are left alone (for held-out evaluation)."""
         _check_batch(batch)
-        return self._core.loss(batch.tokens, batch.offsets, batch.doc_ids)
+        return self._core.loss(batch.tokens, batch.offsets, batch.doc_ids, batch.windows)
 
     def forward(self, tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Logits (n, vocab_size) for a sequence of n <= block_size token ids at positions 0..n-1."""
