@@ -10,12 +10,14 @@
 from ._version import __version__
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, training_flops
-from .data import Batch, DataError, Tokenizer, download_names, load_docs, read_docs
-from .model import Model, sample
+from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
+from .generate import generate, sample
+from .model import Model
 from .train import History, TrainingError, lr_at, microgpt_start, train
 from ._core import blas_info
 
 __all__ = [
+    "DATASETS",
     "Batch",
     "Checkpoint",
     "CheckpointError",
@@ -23,13 +25,16 @@ __all__ = [
     "DataError",
     "History",
     "Model",
+    "TextData",
     "Tokenizer",
     "TrainingError",
     "__version__",
     "blas_info",
     "download_names",
+    "generate",
     "load_checkpoint",
     "load_docs",
+    "load_text",
     "lr_at",
     "microgpt_start",
     "read_docs",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m blasgpt train | sample | bench | plot | sweep`` (also the ``blasgpt`` command).
+"""Command line: ``python -m blasgpt train | sample | eval | bench | plot | sweep`` (also the ``blasgpt`` command).
 
 Exit codes: 0 success, 1 data / file / model error, 2 usage error, 130 interrupted (after saving a checkpoint).
 A user error prints one line to stderr, never a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import signal
@@ -18,17 +19,23 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from . import __version__
 from ._core import blas_info, native_isa
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import Config
-from .data import DataError, Tokenizer, load_docs
-from .model import BACKENDS, Model, sample
+from .data import DATASETS, DataError, Tokenizer, data_path, encode_text, load_docs, read_text, text_vocabulary
+from .generate import MAX_LENGTH, generate, sample
+from .model import BACKENDS, Model
 from .parallel import MPIUnavailable, abort_on_error, world
-from .train import LATEST_CHECKPOINT, METRICS_FILE, TrainingError, save_rotating, shuffle_docs, split_validation, train
+from .train import (LATEST_CHECKPOINT, METRICS_FILE, TrainingError, evaluate, evaluate_text, save_rotating,
+                    shuffle_docs, split_validation, train)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
+DATA_MODES = ("lines", "text")
+DEFAULT_DATA = {"lines": "names", "text": "shakespeare"}  # the named dataset each mode trains on without --data
 
 
 class UsageError(Exception):
@@ -65,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
                "  python -m blasgpt train                       # microgpt: names, d16, 1000 steps, prints names\n"
                "  python -m blasgpt train --data my.txt --steps 5000 --batch-size 16 --dtype float32\n"
-               "  python -m blasgpt sample --checkpoint runs/DATE/ckpt.safetensors --num 10 --prompt ma",
+               "  python -m blasgpt sample --checkpoint runs/DATE/ckpt.safetensors --num 10 --prompt ma\n"
+               "  python -m blasgpt train --data shakespeare --data-mode text --n-embd 128 --n-layer 4 \\\n"
+               "      --block-size 64 --batch-size 12 --dtype float32 --steps 2000 --lr 0.003 --out runs/book\n"
+               "  python -m blasgpt sample --checkpoint runs/book/ckpt.safetensors --length 500 --prompt ROMEO:",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"blasgpt {__version__}")
@@ -76,10 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train on a text file (one document per line; default: the bundled names.txt). "
                                    "The defaults reproduce microgpt exactly: seed-42 shuffle, 16-wide 1-layer GPT, "
                                    "1000 Adam steps of one document, lr 0.01 decaying linearly to 0.")
-    t.add_argument("--data", metavar="FILE", help="UTF-8 text file, one document per line (default: names.txt)")
+    t.add_argument("--data", metavar="FILE", help="UTF-8 text file, or a named dataset: " + ", ".join(DATASETS) +
+                   " (downloaded once, sha256-checked; default: names in lines mode, shakespeare in text mode)")
+    t.add_argument("--data-mode", choices=DATA_MODES, default=None,
+                   help="lines (default, microgpt): every line is a document [BOS] line [BOS]; text: the whole file "
+                        "is one token stream, trained on random windows of block_size + 1 characters (nanoGPT)")
     t.add_argument("--steps", type=_nonneg_int, default=None,
                    help="total optimisation steps of the run (default 1000; with --resume: the checkpoint's total)")
-    t.add_argument("--batch-size", type=_positive_int, default=None, help="documents per step (default 1)")
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="documents (text mode: windows) per step (default 1)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate, decays linearly to 0 (default 0.01)")
     t.add_argument("--dtype", choices=("float64", "float32"), default=None, help="arithmetic (default float64)")
     for name, default in SIZE_DEFAULTS.items():
@@ -90,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
                                                     "(default --out: the checkpoint's directory)")
     t.add_argument("--val-fraction", type=float, default=None,
-                   help="hold out this tail fraction of the shuffled documents for validation (default 0.1)")
+                   help="hold out this tail fraction of the shuffled documents (text mode: of the text) for "
+                        "validation (default 0.1)")
     t.add_argument("--eval-every", type=_nonneg_int, default=None,
                    help="validation loss every N steps (default: with each progress line) and at the end")
     t.add_argument("--checkpoint-every", type=_nonneg_int, default=0,
@@ -98,21 +114,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-checkpoints", type=_positive_int, default=3,
                    help="numbered checkpoints to keep (default 3; ckpt.safetensors is always the latest)")
     t.add_argument("--log-every", type=_nonneg_int, default=100, help="print progress every N steps (0: never)")
-    t.add_argument("--samples", type=_nonneg_int, default=20, help="names to print after training (default 20)")
+    t.add_argument("--samples", type=_nonneg_int, default=None,
+                   help="samples to print after training (default 20 names; text mode: 1 passage)")
+    t.add_argument("--sample-length", type=_nonneg_int, default=300,
+                   help="text mode: characters per printed passage (default 300)")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
     t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or native)")
     t.add_argument("--threads", type=_positive_int, default=1,
                    help="split each batch across N threads (default 1; useful with --batch-size >= 8)")
 
-    s = sub.add_parser("sample", help="generate documents from a checkpoint",
-                       description="Sample from a trained model: start at BOS (plus --prompt), draw each next "
-                                   "character from softmax(logits / temperature), stop at BOS or block_size.")
+    s = sub.add_parser("sample", help="generate text from a checkpoint",
+                       description="Sample from a trained model, drawing each next character from "
+                                   "softmax(logits / temperature) in C++ with a KV cache. Lines-mode models start at "
+                                   "BOS (plus --prompt) and stop at BOS or block_size; text-mode models continue "
+                                   "--prompt (empty: a newline) for --length characters, sliding the context window "
+                                   "past block_size. One sample on a terminal appears as it is generated; the speed "
+                                   "goes to stderr.")
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
-    s.add_argument("--num", type=_nonneg_int, default=20, help="how many samples (default 20)")
-    s.add_argument("--temperature", type=float, default=0.5, help="> 0; lower is more conservative (default 0.5)")
+    s.add_argument("--num", type=_nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
+    s.add_argument("--length", type=_nonneg_int, default=None,
+                   help=f"new characters per sample (text mode, default 500, at most {MAX_LENGTH:,}; lines mode: "
+                        "at most block_size, the default)")
+    s.add_argument("--temperature", type=float, default=None,
+                   help="> 0; lower is more conservative (default 0.5; text mode 0.8)")
     s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
     s.add_argument("--prompt", default="", help="text every sample starts with")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev = sub.add_parser("eval", help="mean loss of a checkpoint on held-out or given text",
+                        description="Text mode: the mean cross-entropy in nats per character over every target of "
+                                    "the text, in consecutive non-overlapping windows of block_size (each target "
+                                    "counted once); also bits/char. Lines mode: the mean over documents of each "
+                                    "document's loss. Default data: the run's validation split.")
+    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
+    ev.add_argument("--data", metavar="FILE", help="evaluate on all of this file (or named dataset) instead")
+    ev.add_argument("--json", action="store_true", help="print one JSON object: loss, bits_per_char, targets, ...")
+    ev.add_argument("--threads", type=_positive_int, default=1, help="worker threads (default 1)")
     b = sub.add_parser("bench", help="benchmark table: µs per training document vs NumPy and PyTorch",
                        description="Time whole training steps (d16 and d64 on names.txt) for blasgpt and two "
                                    "baselines, each checked against blasgpt's float64 gradients first.")
@@ -154,6 +190,52 @@ def _rng_state(rng: random.Random) -> list:
     return [version, list(state), gauss_next]
 
 
+def _checkpoint_mode(ck: Checkpoint) -> str:
+    mode = ck.extra.get("data_mode", "lines")
+    return mode if mode in DATA_MODES else "lines"
+
+
+class _Data:
+    """What a run trains and validates on: documents (lines mode) or token streams (text mode)."""
+
+    def __init__(self, mode: str, spec: Optional[str], tokenizer: Optional[Tokenizer], seed: int,
+                 val_fraction: float, block: int):
+        self.mode = mode
+        self.source = spec or ("names.txt (bundled)" if mode == "lines" else DEFAULT_DATA[mode])
+        self.rng_state: Optional[list] = None
+        self.rng: Optional[random.Random] = None
+        if mode == "lines":
+            docs = load_docs(spec)
+            self.fingerprint = _data_fingerprint(docs)
+            shuffled, self.rng = shuffle_docs(docs, seed)  # the stream microgpt draws its weights from next
+            self.rng_state = _rng_state(self.rng)
+            self.tokenizer = tokenizer or Tokenizer.from_docs(shuffled)
+            self.train, self.val = split_validation(shuffled, val_fraction)
+            self.summary = f"{len(self.train):,} train + {len(self.val):,} val docs"
+            return
+        path = data_path(spec or DEFAULT_DATA[mode])
+        text, self.fingerprint = read_text(path)
+        self._path = path
+        self.tokenizer = tokenizer or text_vocabulary(text)
+        self._text = text
+        n_val = int(len(text) * val_fraction)
+        if len(text) - n_val < block + 1:
+            raise DataError(f"{path} has {len(text) - n_val:,} characters to train on; text mode needs at least "
+                            f"block_size + 1 = {block + 1}")
+        if val_fraction > 0 and n_val < 2:
+            raise DataError(f"{path}: the validation split ({val_fraction:g} of {len(text):,} characters) is too short "
+                            f"for one target; use a larger --val-fraction or 0")
+        self.summary = f"{len(text) - n_val:,} train + {n_val:,} val characters (text mode)"
+        self.n_val = n_val
+
+    def encode(self) -> None:
+        """Text mode: tokenize (after the fingerprint check, so changed text is reported as such)."""
+        if self.mode == "text":
+            tokens = encode_text(self._text, self.tokenizer)
+            del self._text
+            self.train, self.val = tokens[:tokens.size - self.n_val], tokens[tokens.size - self.n_val:]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
@@ -164,11 +246,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if resume.tokenizer is None:
             raise CheckpointError(f"{args.resume}: has no vocabulary, so training cannot resume from it")
         extra = resume.extra
+        mode = _checkpoint_mode(resume)
+        if args.data_mode is not None and args.data_mode != mode:
+            raise UsageError(f"--data-mode {args.data_mode} does not match the checkpoint, which was trained in "
+                             f"{mode} mode")
         seed, batch_size = int(extra.get("seed", 42)), int(extra.get("batch_size", 1))
         val_fraction = float(extra.get("val_fraction", 0.0))
         lr = args.lr if args.lr is not None else float(extra.get("lr", 0.01))
         total = args.steps if args.steps is not None else int(extra.get("total_steps", resume.step))
     else:
+        mode = args.data_mode or "lines"
         seed = 42 if args.seed is None else args.seed
         batch_size = args.batch_size or 1
         val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
@@ -188,36 +275,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads > 256:
         raise UsageError(f"--threads must be at most 256, got {args.threads}")
 
-    all_docs = load_docs(args.data)
-    fingerprint = _data_fingerprint(all_docs)
+    block = resume.model.config.block_size if resume is not None else sizes["block_size"]
+    data = _Data(mode, args.data, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
     if resume is not None:
         out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
-        shuffled, rng = shuffle_docs(all_docs, seed)
-        state = _rng_state(rng)
-        if resume.extra.get("data_sha256", fingerprint) != fingerprint or resume.extra.get("rng_state", state) != state:
-            raise DataError(f"{args.resume}: the data differs from the run being resumed (its documents or their "
-                            f"number changed), so the resumed run could not continue the same sequence")
+        same = resume.extra.get("data_sha256", data.fingerprint) == data.fingerprint and \
+            resume.extra.get("rng_state", data.rng_state) == data.rng_state
+        if not same:
+            raise DataError(f"{args.resume}: the data differs from the run being resumed (its "
+                            f"{'documents or their number' if mode == 'lines' else 'text'} changed), so the resumed "
+                            f"run could not continue the same sequence")
         if total < model.step:
             raise UsageError(f"--steps {total} is before the checkpoint's step {model.step}")
     else:
         out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        # microgpt_start, spelled out to keep the random stream's state after the shuffle (it fixes the data order)
-        shuffled, rng = shuffle_docs(all_docs, seed)
-        state = _rng_state(rng)
-        tok = Tokenizer.from_docs(shuffled)
-        model = Model(Config(vocab_size=tok.vocab_size, **sizes), dtype=args.dtype or "float64", init_rng=rng)
+        tok = data.tokenizer
+        cfg = Config(vocab_size=tok.vocab_size, **sizes)
+        # lines mode is microgpt_start spelled out: weights drawn from the stream left by the shuffle
+        model = Model(cfg, dtype=args.dtype or "float64", seed=seed, init_rng=data.rng)
+    data.encode()
     assert tok is not None
-    train_docs, val_docs = split_validation(shuffled, val_fraction)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is not a directory (it is an existing file)")
     out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
     if args.gemm:
         model.backend = args.gemm
     model.threads = args.threads
-    source = args.data or "names.txt (bundled)"
     cfg = model.config
-    print(f"blasgpt {__version__} | data {source}: {len(train_docs):,} train + {len(val_docs):,} val docs, "
+    print(f"blasgpt {__version__} | data {data.source}: {data.summary}, "
           f"vocab {tok.vocab_size} | d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: "
           f"{model.num_params:,} params | {model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | "
           f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
@@ -225,21 +311,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming {args.resume} at step {model.step} of {total}")
     root = args.comm is None or args.comm.Get_rank() == 0
     if args.comm is not None:
-        print(f"data-parallel over {args.comm.Get_size()} MPI ranks: each step's {batch_size} documents are split "
-              f"between them")
+        print(f"data-parallel over {args.comm.Get_size()} MPI ranks: each step's {batch_size} "
+              f"{'documents' if mode == 'lines' else 'windows'} are split between them")
 
     run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
                  "val_fraction": val_fraction, "data": str(args.data) if args.data else None,
-                 "data_sha256": fingerprint, "rng_state": state}
+                 "data_sha256": data.fingerprint, "data_mode": mode}
+    if data.rng_state is not None:
+        run_state["rng_state"] = data.rng_state
     steps = total - model.step
     eval_every = args.log_every if args.eval_every is None else args.eval_every
+    has_val = len(data.val) > 0
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        hist = train(model, tok, train_docs, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
-                     log_every=args.log_every, val_docs=val_docs or None, eval_every=eval_every, out_dir=out_dir,
-                     checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                     checkpoint_extra=run_state, progress_bar=sys.stderr.isatty() and args.log_every > 0,
-                     comm=args.comm)
+        hist = train(model, tok, data.train, steps=steps, batch_size=batch_size, lr=lr, schedule_steps=total,
+                     log_every=args.log_every, val_docs=data.val if has_val else None, eval_every=eval_every,
+                     window_seed=seed, out_dir=out_dir, checkpoint_every=args.checkpoint_every,
+                     keep_checkpoints=args.keep_checkpoints, checkpoint_extra=run_state,
+                     progress_bar=sys.stderr.isatty() and args.log_every > 0, comm=args.comm)
     except KeyboardInterrupt:
         if not root:
             return EXIT_INTERRUPTED
@@ -256,13 +345,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if steps:
         tail = hist.losses[-min(100, len(hist.losses)):]
         val = f" | val loss {hist.val_losses[-1][1]:.4f}" if hist.val_losses else ""
-        print(f"trained {steps} steps in {hist.seconds:.2f} s ({hist.docs_per_second:,.0f} docs/s, "
+        rate = f"{hist.docs_per_second:,.0f} docs/s" if mode == "lines" else \
+            f"{hist.docs_per_second * cfg.block_size:,.0f} tok/s"
+        print(f"trained {steps} steps in {hist.seconds:.2f} s ({rate}, "
               f"{hist.seconds / steps * 1e6:.1f} µs/step) | final loss {hist.losses[-1]:.4f} | "
               f"mean of last {len(tail)} {sum(tail) / len(tail):.4f}{val}")
     print(f"saved {ckpt}; metrics in {out_dir / METRICS_FILE}")
-    if args.samples:
-        print(f"--- {args.samples} samples (temperature {args.temperature}) ---")
-        for text in sample(model, tok, num=args.samples, temperature=args.temperature, seed=seed):
+    num = args.samples if args.samples is not None else (20 if mode == "lines" else 1)
+    if num and mode == "lines":
+        print(f"--- {num} samples (temperature {args.temperature}) ---")
+        for text in sample(model, tok, num=num, temperature=args.temperature, seed=seed):
+            print(text)
+    elif num:
+        print(f"--- {num} sample(s) of {args.sample_length} characters (temperature {args.temperature}) ---")
+        for text in generate(model, tok, length=args.sample_length, num=num, temperature=args.temperature,
+                             seed=seed):
             print(text)
     return EXIT_OK
 
@@ -399,13 +496,98 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
-    ck = load_checkpoint(args.checkpoint)
+def _load_for_text(path: str) -> Checkpoint:
+    ck = load_checkpoint(path)
     if ck.tokenizer is None:
-        raise CheckpointError(f"{args.checkpoint}: has no vocabulary, so its tokens cannot be turned into text")
-    for text in sample(ck.model, ck.tokenizer, num=args.num, temperature=args.temperature, top_k=args.top_k,
-                       prompt=args.prompt, seed=args.seed):
-        print(text)
+        raise CheckpointError(f"{path}: has no vocabulary, so its tokens cannot be turned into text")
+    return ck
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    ck = _load_for_text(args.checkpoint)
+    model, tok, mode = ck.model, ck.tokenizer, _checkpoint_mode(ck)
+    assert tok is not None
+    block = model.config.block_size
+    if mode == "lines" and args.length is not None and args.length > block:
+        raise UsageError(f"--length {args.length}: {args.checkpoint} was trained in lines mode, so its samples are "
+                         f"documents of at most block_size ({block}) characters; train with --data-mode text for "
+                         f"long text")
+    lines = mode == "lines"
+    num = args.num if args.num is not None else (20 if lines else 1)
+    length = args.length if args.length is not None else (block if lines else 500)
+    temperature = args.temperature if args.temperature is not None else (0.5 if lines else 0.8)
+    common = dict(num=num, temperature=temperature, top_k=args.top_k, seed=args.seed, mode=mode)
+    t0 = time.perf_counter()
+    if num == 1 and sys.stdout.isatty() and not lines:  # one sample on a terminal: characters as they come
+        chars = 0
+        for piece in generate(model, tok, args.prompt, length, stream=True, **common):  # type: ignore[arg-type]
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            chars += len(piece)
+        sys.stdout.write("\n")
+        made = chars - len(args.prompt)
+    else:
+        texts = generate(model, tok, args.prompt, length, **common)  # type: ignore[arg-type]
+        for text in texts:
+            print(text)
+        made = sum(len(t) - len(args.prompt) for t in texts)
+    seconds = time.perf_counter() - t0
+    if not lines:
+        print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} tokens/s, "
+              f"{num} sample(s) together, KV cache)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _eval_data(ck: Checkpoint, spec: Optional[str]) -> tuple[str, object]:
+    """(description, data) to evaluate: all of ``spec``, else the run's validation split, rebuilt from its file."""
+    mode, extra, tok = _checkpoint_mode(ck), ck.extra, ck.tokenizer
+    assert tok is not None
+    if spec is not None:
+        if mode == "lines":
+            return spec, tok.batch(load_docs(spec), block_size=ck.model.config.block_size)
+        text, _ = read_text(data_path(spec))
+        return spec, encode_text(text, tok)
+    source = extra.get("data") or DEFAULT_DATA[mode]
+    val_fraction = float(extra.get("val_fraction", 0.0))
+    if val_fraction <= 0:
+        raise DataError("the run held out no validation data (--val-fraction 0); pass --data FILE to evaluate")
+    changed = DataError(f"{source} changed since the run trained on it (its sha256 differs), so its validation "
+                        f"split cannot be rebuilt; pass --data FILE to evaluate on a file")
+    if mode == "lines":
+        docs = load_docs(extra.get("data"))
+        if extra.get("data_sha256") not in (None, _data_fingerprint(docs)):
+            raise changed
+        shuffled, _ = shuffle_docs(docs, int(extra.get("seed", 42)))
+        _, val = split_validation(shuffled, val_fraction)
+        return f"{source} (validation split)", tok.batch(val, block_size=ck.model.config.block_size)
+    text, digest = read_text(data_path(source))
+    if extra.get("data_sha256") not in (None, digest):
+        raise changed
+    n_val = int(len(text) * val_fraction)
+    return f"{source} (validation split)", encode_text(text[len(text) - n_val:], tok)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    ck = _load_for_text(args.checkpoint)
+    ck.model.threads = args.threads
+    mode = _checkpoint_mode(ck)
+    what, data = _eval_data(ck, args.data)
+    if mode == "text":
+        loss, targets = evaluate_text(ck.model, data)  # type: ignore[arg-type]
+        result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets}
+        line = (f"{what}: {loss:.4f} nats/char | {result['bits_per_char']:.4f} bits/char | {targets:,} targets "
+                f"(text mode, windows of {ck.model.config.block_size})")
+    else:
+        batch = data
+        loss = evaluate(ck.model, batch)  # type: ignore[arg-type]
+        lengths = np.diff(batch.offsets)  # type: ignore[attr-defined]
+        targets = int(np.minimum(lengths - 1, ck.model.config.block_size).sum())
+        result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets,
+                  "documents": int(lengths.size)}
+        line = (f"{what}: {loss:.4f} nats/token | {result['bits_per_char']:.4f} bits/token | mean over "
+                f"{lengths.size:,} documents ({targets:,} targets, lines mode)")
+    result.update({"mode": mode, "data": what, "checkpoint": str(args.checkpoint), "step": ck.step})
+    print(json.dumps(result) if args.json else line)
     return EXIT_OK
 
 
@@ -415,8 +597,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra and args.command != "sweep":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    command = {"train": _cmd_train, "sample": _cmd_sample, "bench": _cmd_bench, "plot": _cmd_plot,
-               "sweep": _cmd_sweep}[args.command]
+    command = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "bench": _cmd_bench,
+               "plot": _cmd_plot, "sweep": _cmd_sweep}[args.command]
     try:
         args.comm = world() if args.command == "train" else None
     except MPIUnavailable as e:

@@ -23,6 +23,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 BUNDLED_NAMES = Path(__file__).resolve().parent / "datasets" / "names.txt"
+# char-rnn's tinyshakespeare (MIT): 40,000 lines of Shakespeare, the classic text-mode corpus
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 MAX_FILE_BYTES = 1 << 30  # a corpus is read into memory; refuse anything larger than 1 GiB with a clear message
 
 
@@ -36,8 +39,9 @@ def cache_dir() -> Path:
     return Path(base) / "blasgpt"
 
 
-def read_docs(path: PathLike) -> list[str]:
-    """Documents of a UTF-8 text file: its stripped, non-empty lines, in file order (no dedupe, no shuffle)."""
+def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
+    """(text, raw bytes) of a UTF-8 file that can be a corpus, or DataError / FileNotFoundError saying why not.
+    ``what`` ends the binary-file message (what the file should have been)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"data file not found: {p}")
@@ -54,37 +58,88 @@ def read_docs(path: PathLike) -> list[str]:
     if len(raw) >= MAX_FILE_BYTES:
         raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # a UTF-8 byte-order mark is an encoding marker, not a character of the first document
+        raw = raw[3:]  # a UTF-8 byte-order mark is an encoding marker, not a character of the text
     if b"\x00" in raw:
-        raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not one document per line")
+        raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not {what}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{p} is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+    return text, raw
+
+
+def read_docs(path: PathLike) -> list[str]:
+    """Documents of a UTF-8 text file: its stripped, non-empty lines, in file order (no dedupe, no shuffle)."""
+    text, _ = _read_utf8(path, "one document per line")
     docs = [line.strip() for line in text.splitlines()]
     docs = [d for d in docs if d]
     if not docs:
-        raise DataError(f"{p} holds no documents (it is empty or only whitespace)")
+        raise DataError(f"{Path(path)} holds no documents (it is empty or only whitespace)")
     return docs
 
 
-def download_names(dest: PathLike, url: Optional[str] = None, sha256: Optional[str] = None,
-                   timeout: float = 60.0) -> Path:
-    """Fetch makemore's names.txt to ``dest``, verifying its sha256, written atomically (temp file + rename).
-
-    ``url`` (default NAMES_URL) may be any URL urllib opens (https://, file://); ``sha256`` defaults to
-    NAMES_SHA256. On a checksum mismatch nothing is written.
-    """
+def download(url: str, dest: PathLike, sha256: str, timeout: float = 60.0) -> Path:
+    """Fetch ``url`` (any URL urllib opens: https://, http://, file://) to ``dest``, verifying its sha256, written
+    atomically (temp file + rename). On a checksum mismatch or a failed transfer nothing is written."""
     dest = Path(dest)
-    url = url or NAMES_URL
-    sha256 = sha256 or NAMES_SHA256
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the URL is the caller's choice)
-        data = resp.read()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the URL is the caller's choice)
+            data = resp.read()
+    except OSError as e:  # URLError, HTTPError, timeouts
+        raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise DataError(f"download from {url} has sha256 {got}, expected {sha256}; nothing was written")
     atomic_write_bytes(dest, data)
     return dest
+
+
+def download_names(dest: PathLike, url: Optional[str] = None, sha256: Optional[str] = None,
+                   timeout: float = 60.0) -> Path:
+    """Fetch makemore's names.txt to ``dest`` (``url`` default NAMES_URL, ``sha256`` default NAMES_SHA256)."""
+    return download(url or NAMES_URL, dest, sha256 or NAMES_SHA256, timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A named corpus: shipped in the package (``bundled``) or downloaded on first use into cache_dir()/``file``,
+    sha256-checked. ``$BLASGPT_<NAME>_URL`` overrides the download URL (a mirror, or a local server in tests).
+    The names entry reads NAMES_URL, NAMES_SHA256 and BUNDLED_NAMES when used (so they can be redirected)."""
+
+    name: str
+    file: str
+    mode: str  # the data mode it is meant for: "lines" or "text"
+    url: str = ""
+    sha256: str = ""
+
+    def _source(self) -> tuple[str, str, Optional[Path]]:
+        if self.name == "names":
+            return NAMES_URL, NAMES_SHA256, BUNDLED_NAMES
+        return self.url, self.sha256, None
+
+    def path(self, timeout: float = 60.0) -> Path:
+        """A verified local copy: the bundled file, else the cached one, else downloaded into the cache now."""
+        url, sha256, bundled = self._source()
+        if bundled is not None and bundled.is_file():
+            return bundled
+        cached = cache_dir() / self.file
+        if cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == sha256:
+            return cached
+        return download(os.environ.get(f"BLASGPT_{self.name.upper()}_URL") or url, cached, sha256, timeout)
+
+
+DATASETS = {
+    "names": Dataset("names", "names.txt", "lines"),
+    "shakespeare": Dataset("shakespeare", "tinyshakespeare.txt", "text", SHAKESPEARE_URL, SHAKESPEARE_SHA256),
+}
+
+
+def data_path(spec: PathLike) -> Path:
+    """The file ``spec`` names: an existing path as it is, else a named dataset (see DATASETS), fetched if need be."""
+    p = Path(spec)
+    if not p.exists() and str(spec) in DATASETS:
+        return DATASETS[str(spec)].path()
+    return p
 
 
 def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
@@ -122,16 +177,11 @@ def load_docs(path: Optional[PathLike] = None) -> list[str]:
     Returns the stripped, non-empty lines in file order.
     """
     if path is not None:
-        return read_docs(path)
+        return read_docs(data_path(path))
     env = os.environ.get("BLASGPT_DATA")
     if env:
-        return read_docs(env)
-    if BUNDLED_NAMES.is_file():
-        return read_docs(BUNDLED_NAMES)
-    cached = cache_dir() / "names.txt"
-    if not cached.is_file():
-        download_names(cached)
-    return read_docs(cached)
+        return read_docs(data_path(env))
+    return read_docs(DATASETS["names"].path())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,9 +349,98 @@ class Tokenizer:
         return Batch(np.ascontiguousarray(tokens[sel]), offsets)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Text mode: a whole file as one token stream (newlines included), for training on windows of running text.
+
+TEXT_CHUNK_CHARS = 1 << 22  # characters converted at a time: the UTF-32 temporary stays at 16 MiB for any file
+
+
+def _chunks(text: str) -> Iterable[np.ndarray]:
+    """The Unicode code points of ``text`` (uint32), a chunk at a time."""
+    for lo in range(0, len(text), TEXT_CHUNK_CHARS):
+        yield np.frombuffer(text[lo:lo + TEXT_CHUNK_CHARS].encode("utf-32-le"), dtype=np.uint32)
+
+
+def text_vocabulary(text: str) -> Tokenizer:
+    """The tokenizer of a text: every distinct character of it, sorted, plus BOS (vectorised)."""
+    seen = np.zeros(0x110000, dtype=bool)
+    for codes in _chunks(text):
+        seen[codes] = True
+    chars = [chr(c) for c in np.flatnonzero(seen)]
+    if not chars:
+        raise ValueError("cannot build a vocabulary from no text")
+    return Tokenizer(chars)
+
+
+def encode_text(text: str, tokenizer: Tokenizer) -> np.ndarray:
+    """Ids (int32, one per character) of a whole text, by table lookup a chunk at a time: seconds for 100 MB, and
+    4 bytes per character kept. ValueError naming any character outside the vocabulary."""
+    table = np.full(0x110000, -1, dtype=np.int32)
+    table[tokenizer._codes] = np.arange(len(tokenizer.chars), dtype=np.int32)
+    out = np.empty(len(text), dtype=np.int32)
+    at = 0
+    for codes in _chunks(text):
+        ids = table[codes]
+        if (ids < 0).any():
+            unseen = sorted({chr(c) for c in np.unique(codes[ids < 0])})
+            shown = ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+            raise ValueError(f"{len(unseen)} character(s) not in the vocabulary: {shown}")
+        out[at:at + ids.size] = ids
+        at += ids.size
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TextData:
+    """A text file as one token stream: ``tokens`` (int32, one per character, newlines included), the sha256 of
+    the file's bytes (what a resumed run checks) and where it came from."""
+
+    tokens: np.ndarray
+    sha256: str
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.tokens.size)
+
+    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation) token streams: the validation split is the tail ``val_fraction`` of the text by
+        position (text is never shuffled). Views, not copies."""
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"the validation fraction must be in [0, 1), got {val_fraction!r}")
+        n_val = int(len(self) * val_fraction)
+        return self.tokens[:len(self) - n_val], self.tokens[len(self) - n_val:]
+
+
+def read_text(path: PathLike) -> tuple[str, str]:
+    """(text, sha256 of the file's bytes) of a UTF-8 file for text mode: every character kept, newlines included
+    (a leading byte-order mark is dropped). Refused like read_docs: missing, binary, not UTF-8, over 1 GiB, empty."""
+    text, raw = _read_utf8(path, "running text")
+    if not text:
+        raise DataError(f"{Path(path)} is empty")
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def load_text(path: PathLike, tokenizer: Optional[Tokenizer] = None) -> tuple[TextData, Tokenizer]:
+    """A file (or a named dataset, e.g. "shakespeare") as one token stream, and the tokenizer that made it: the
+    given one (ValueError naming characters outside it), else the text's own vocabulary."""
+    p = data_path(path)
+    text, digest = read_text(p)
+    tok = tokenizer if tokenizer is not None else text_vocabulary(text)
+    return TextData(encode_text(text, tok), digest, str(path)), tok
+
+
 __all__ = [
+    "DATASETS",
     "Batch",
     "DataError",
+    "Dataset",
+    "TextData",
+    "data_path",
+    "download",
+    "encode_text",
+    "load_text",
+    "read_text",
+    "text_vocabulary",
     "NAMES_SHA256",
     "NAMES_URL",
     "Tokenizer",

@@ -1,4 +1,4 @@
-"""The Model: owns the C++ state and exposes it as numpy views; plus sampling."""
+"""The Model: owns the C++ state and exposes it as numpy views."""
 
 from __future__ import annotations
 
@@ -227,44 +227,4 @@ def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
     return np.require(a, dtype=np.int32, requirements=["C", "A"])  # contiguous and aligned (copied if need be)
 
 
-def sample(model: Model, tokenizer: Tokenizer, num: int = 20, temperature: float = 0.5,
-           top_k: Optional[int] = None, prompt: str = "", seed: Optional[int] = 0) -> list[str]:
-    """Generate ``num`` documents: start from BOS (+ ``prompt``), draw each next token from
-    softmax(logits / temperature) — restricted to the ``top_k`` most likely when given — and stop at BOS or after
-    block_size positions. Returns prompt + generated text. The same seed gives the same samples."""
-    V, block = model.config.vocab_size, model.config.block_size
-    if tokenizer.vocab_size != V:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} symbols but the model expects {V}")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
-        raise ValueError(f"num must be an integer >= 0, got {num!r}")
-    try:
-        temp = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
-    if not (math.isfinite(temp) and temp > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= V):
-        raise ValueError(f"top_k must be an integer between 1 and the vocabulary size {V}, got {top_k!r}")
-    prefix = [int(i) for i in tokenizer.encode(prompt)]
-    if len(prefix) >= block:
-        raise ValueError(f"prompt has {len(prefix)} characters; it must be shorter than block_size ({block})")
-    rng = random.Random(seed)
-    population = range(V)
-    out = []
-    for _ in range(num):
-        ids = [tokenizer.bos] + prefix
-        while len(ids) <= block:
-            logits = model.forward(ids)[-1].astype(np.float64) / temp
-            if top_k is not None and top_k < V:
-                cut = np.partition(logits, V - top_k)[V - top_k]
-                logits = np.where(logits >= cut, logits, -np.inf)
-            probs = np.exp(logits - logits.max())
-            nxt = rng.choices(population, weights=probs.tolist())[0]
-            if nxt == tokenizer.bos:
-                break
-            ids.append(nxt)
-        out.append(tokenizer.decode(ids))
-    return out
-
-
-__all__ = ["Model", "sample", "default_backend", "INIT_STD"]
+__all__ = ["Model", "default_backend", "INIT_STD"]

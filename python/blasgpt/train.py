@@ -1,5 +1,6 @@
 """The training loop: microgpt's schedule (one pass in order over seed-shuffled documents, Adam with a linear
-learning-rate decay to zero), over batches of any size."""
+learning-rate decay to zero), over batches of any size; in text mode over seeded random windows of one token
+stream (nanoGPT's get_batch), with the same schedule."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .config import Config
-from .data import Batch, Tokenizer
+from .data import Batch, TextData, Tokenizer
 from .model import Model
 
 
@@ -79,6 +80,9 @@ def microgpt_start(docs: Sequence[str], seed: int = 42, dtype: Any = "float64",
 
 
 EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
+EVAL_CHUNK_TOKENS = 1 << 15  # text mode: positions per loss() call
+EVAL_DURING_TRAINING = 1 << 15  # text mode: targets of the periodic validation figure (the final one: all)
+WINDOW_DRAW_STEPS = 1024  # text mode: window starts are drawn per block of this many steps (see window_starts)
 
 
 def evaluate(model: Model, batch: Batch) -> float:
@@ -91,12 +95,59 @@ def evaluate(model: Model, batch: Batch) -> float:
     return total / n
 
 
+def evaluate_text(model: Model, tokens: np.ndarray, max_targets: Optional[int] = None) -> tuple[float, int]:
+    """(mean cross-entropy in nats per character, targets counted) over a token stream: consecutive
+    non-overlapping windows, window k feeding tokens [kT, kT + T) and predicting [kT + 1, kT + T] (T = block_size,
+    the last window partial), so every target — all len(tokens) - 1 of them, or the first ``max_targets`` — is
+    counted exactly once. Gradients and Adam state are untouched."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+    T = model.config.block_size
+    targets = tokens.size - 1 if max_targets is None else min(tokens.size - 1, max_targets)
+    if targets < 1:
+        raise ValueError(f"a text of {tokens.size} token(s) has no target to evaluate (it needs at least 2)")
+    stream = tokens[:targets + 1]  # the last target's window ends here
+    starts = np.arange(0, targets, T, dtype=np.int64)
+    full = starts[:targets // T]  # windows of T targets each; a final partial one follows when T does not divide
+    per_call = max(1, EVAL_CHUNK_TOKENS // T)
+    total = 0.0
+    for lo in range(0, full.size, per_call):
+        chunk = full[lo:lo + per_call]
+        total += model.loss(Batch.of_windows(stream, chunk)) * chunk.size * T
+    if starts.size > full.size:
+        rest = targets - full.size * T
+        total += model.loss(Batch.of_windows(stream, starts[-1:])) * rest
+    return total / targets, targets
+
+
+def window_starts(seed: int, first_step: int, steps: int, batch_size: int, n_tokens: int,
+                  block_size: int) -> np.ndarray:
+    """Start offsets (int64, shape (steps, batch_size)) of the training windows of steps first_step ..
+    first_step + steps - 1: uniform in [0, n_tokens - block_size - 1], so each window of block_size + 1 tokens
+    fits. Step s's row depends only on (seed, s, batch_size, n_tokens, block_size): the rows of each block of
+    WINDOW_DRAW_STEPS steps come from numpy's PCG64 seeded with (seed, block), so a resumed run draws the very same
+    windows without replaying a random stream."""
+    high = n_tokens - block_size  # exclusive
+    if high < 1:
+        raise ValueError(f"the text has {n_tokens} tokens; a training window needs block_size + 1 = "
+                         f"{block_size + 1}")
+    out = np.empty((steps, batch_size), dtype=np.int64)
+    s = first_step
+    while s < first_step + steps:
+        blk = s // WINDOW_DRAW_STEPS
+        rows = np.random.default_rng([seed, blk]).integers(0, high, size=(WINDOW_DRAW_STEPS, batch_size))
+        lo, hi = s - blk * WINDOW_DRAW_STEPS, min(WINDOW_DRAW_STEPS, first_step + steps - blk * WINDOW_DRAW_STEPS)
+        out[s - first_step:s - first_step + hi - lo] = rows[lo:hi]
+        s += hi - lo
+    return out
+
+
 class _Reporter:
     """Progress for people (a tqdm bar on a terminal, else plain lines) and for files (metrics.jsonl)."""
 
-    def __init__(self, start: int, total: int, steps: int, batch_size: int, log: Callable[[str], None],
+    def __init__(self, start: int, total: int, steps: int, per_step: int, unit: str, log: Callable[[str], None],
                  bar: bool, metrics: Optional[Path]):
-        self.total, self.batch_size, self.log, self.metrics = total, batch_size, log, metrics
+        # per_step: documents (lines mode) or tokens (text mode) a step trains on
+        self.total, self.per_step, self.unit, self.log, self.metrics = total, per_step, unit, log, metrics
         self.t0 = self.last_t = time.perf_counter()
         self.last_s = start
         self.losses_since: list[float] = []
@@ -113,19 +164,19 @@ class _Reporter:
 
     def record(self, step: int, lr: float, val: Optional[float], line: bool, eval_seconds: float) -> None:
         now = time.perf_counter()
-        rate = (step - self.last_s) * self.batch_size / max(now - self.last_t - eval_seconds, 1e-12)
+        rate = (step - self.last_s) * self.per_step / max(now - self.last_t - eval_seconds, 1e-12)
         train_loss = float(np.mean(self.losses_since)) if self.losses_since else float("nan")
         if self.metrics is not None:
-            row = {"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr, "docs_per_s": rate,
+            row = {"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr, f"{self.unit}_per_s": rate,
                    "elapsed": now - self.t0}
             with open(self.metrics, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         val_text = "" if val is None else f" | val {val:.4f}"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {train_loss:.4f}{val_text} | lr {lr:.2e} | {rate:,.0f} docs/s")
+            self.bar.set_postfix_str(f"loss {train_loss:.4f}{val_text} | lr {lr:.2e} | {rate:,.0f} {self.unit}/s")
         elif line:
             self.log(f"step {step:5d} / {self.total} | loss {train_loss:.4f}{val_text} | lr {lr:.2e} | "
-                     f"{rate:,.0f} docs/s")
+                     f"{rate:,.0f} {self.unit}/s")
         self.losses_since.clear()
         self.last_t, self.last_s = now, step
 
@@ -160,16 +211,35 @@ def _ckpt_step(path: Path) -> int:
         return -1
 
 
-def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 1000, batch_size: int = 1,
-          lr: float = 0.01, *, schedule_steps: Optional[int] = None, log_every: int = 0,
-          log: Callable[[str], None] = print, val_docs: Optional[Sequence[str]] = None, eval_every: int = 0,
+TextLike = Union[np.ndarray, TextData]
+
+
+def _stream(data: Any) -> Optional[np.ndarray]:
+    """The token stream of text-mode data (a TextData or an int array), or None for documents."""
+    if isinstance(data, TextData):
+        return data.tokens
+    if isinstance(data, np.ndarray):
+        if data.ndim != 1 or data.dtype.kind not in "iu":
+            raise ValueError(f"a token stream must be a 1-D integer array, got {data.dtype}{list(data.shape)}")
+        return np.ascontiguousarray(data, dtype=np.int32)
+    return None
+
+
+def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLike], steps: int = 1000,
+          batch_size: int = 1, lr: float = 0.01, *, schedule_steps: Optional[int] = None, log_every: int = 0,
+          log: Callable[[str], None] = print, val_docs: Optional[Union[Sequence[str], TextLike]] = None,
+          eval_every: int = 0, window_seed: int = 0,
           out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
           keep_checkpoints: int = 3, checkpoint_extra: Optional[dict[str, Any]] = None,
           progress_bar: bool = False, comm: Optional[Any] = None) -> History:
     """Run ``steps`` Adam steps on ``docs`` (in the given order, cycling) and return the losses.
 
     Global step s (``model.step`` before the update) trains on documents ``(s*B + i) % len(docs)``, i < B, with
-    learning rate ``lr * (1 - s / schedule_steps)``; ``schedule_steps`` defaults to ``model.step + steps``, so a
+    learning rate ``lr * (1 - s / schedule_steps)``. Text mode — ``docs`` a token stream (a TextData or a 1-D int
+    array), ``val_docs`` too if given — trains step s on B windows of block_size + 1 tokens at the offsets
+    ``window_starts(window_seed, s, ...)`` (all block_size positions of each), and validates with evaluate_text
+    (periodically on its first EVAL_DURING_TRAINING targets, at the end on all of them). ``schedule_steps``
+    defaults to ``model.step + steps``, so a
     fresh model reproduces microgpt and a resumed run passes its original total to continue the same schedule.
 
     Optional, each only when asked: a progress line every ``log_every`` steps (``progress_bar`` shows a tqdm bar
@@ -191,6 +261,7 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    stream = _stream(docs)
     if len(docs) == 0:
         raise ValueError("no documents to train on")
     if tokenizer.vocab_size != model.config.vocab_size:
@@ -206,8 +277,19 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     distributed = comm is not None and comm.Get_size() > 1
     root = not distributed or comm.Get_rank() == 0
     block = model.config.block_size
-    corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
-    val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs and root else None
+    if stream is not None:  # text mode: windows of one stream, never copied
+        if stream.size < block + 1:
+            raise ValueError(f"the text has {stream.size} tokens; training windows need block_size + 1 = "
+                             f"{block + 1}")
+        corpus = Batch.of_windows(stream, np.zeros(1, dtype=np.int64))
+        val_stream = _stream(val_docs) if val_docs is not None and len(val_docs) and root else None
+        if val_stream is not None and val_stream.size < 2:
+            raise ValueError(f"the validation text has {val_stream.size} token(s); it needs at least 2 (one target)")
+        val_batch = None
+    else:
+        corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
+        val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs and root else None  # type: ignore
+        val_stream = None
     out = Path(out_dir) if out_dir is not None and root else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +300,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     lane = np.arange(batch_size, dtype=np.int64)
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
-    report = _Reporter(start, total, steps, batch_size, log if root else (lambda _: None), progress_bar and root,
+    per_step, unit = (batch_size * block, "tok") if stream is not None else (batch_size, "docs")
+    report = _Reporter(start, total, steps, per_step, unit, log if root else (lambda _: None), progress_bar and root,
                        out / METRICS_FILE if out else None)
     end_all = start + steps
     eval_seconds = 0.0
@@ -235,7 +318,10 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
                 if every:
                     end = min(end, start + ((s - start) // every + 1) * every)
             idx = np.arange(s, end, dtype=np.int64)
-            doc_ids = (idx[:, None] * batch_size + lane) % n_docs
+            if stream is not None:
+                doc_ids = window_starts(window_seed, s, end - s, batch_size, stream.size, block)
+            else:
+                doc_ids = (idx[:, None] * batch_size + lane) % n_docs
             lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
             if distributed:
                 from .parallel import data_parallel_step
@@ -255,8 +341,11 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
             s = end
             last = s == end_all
             val, t_eval = None, time.perf_counter()
-            if val_batch is not None and (due(eval_every, s) or last):
-                val = evaluate(model, val_batch)
+            if (val_batch is not None or val_stream is not None) and (due(eval_every, s) or last):
+                if val_stream is not None:
+                    val = evaluate_text(model, val_stream, None if last else EVAL_DURING_TRAINING)[0]
+                else:
+                    val = evaluate(model, val_batch)  # type: ignore[arg-type]
                 val_losses.append((s, val))
             t_eval = time.perf_counter() - t_eval
             eval_seconds += t_eval
@@ -269,5 +358,6 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     return History(losses, time.perf_counter() - report.t0 - eval_seconds, steps * batch_size, val_losses)
 
 
-__all__ = ["History", "TrainingError", "evaluate", "lr_at", "microgpt_start", "save_rotating", "shuffle_docs",
+__all__ = ["History", "TrainingError", "evaluate", "evaluate_text", "lr_at", "microgpt_start", "save_rotating",
+           "shuffle_docs", "window_starts",
            "train", "split_validation"]
