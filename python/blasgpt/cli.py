@@ -518,7 +518,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     temperature = args.temperature if args.temperature is not None else (0.5 if lines else 0.8)
     common = dict(num=num, temperature=temperature, top_k=args.top_k, seed=args.seed, mode=mode)
     t0 = time.perf_counter()
-    if num == 1 and sys.stdout.isatty() and not lines:  # one sample on a terminal: characters as they come
+    if num == 1 and sys.stdout.isatty():  # one sample on a terminal: characters as they come
         chars = 0
         for piece in generate(model, tok, args.prompt, length, stream=True, **common):  # type: ignore[arg-type]
             sys.stdout.write(piece)
