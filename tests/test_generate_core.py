@@ -164,6 +164,17 @@ def test_first_token_frequencies_follow_softmax(temperature):
     assert_frequencies(counts, softmax(z / temperature))
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 1e-320, 5e-324])
+def test_tiny_temperature_is_greedy(temperature):
+    """Regression: logits / temperature overflowed to inf at a tiny (finite, accepted) temperature and inf - inf
+    made the draw pick the last token with a positive logit instead of the likeliest."""
+    model, prompt, z = distribution_model()
+    kw = dict(num=3, slide=True)
+    want = generator(model, prompt, top_k=1, **kw).next(20)
+    np.testing.assert_array_equal(generator(model, prompt, temperature=temperature, **kw).next(20), want)
+    np.testing.assert_array_equal(generator(model, prompt, temperature=temperature, top_k=3, **kw).next(20), want)
+
+
 @pytest.mark.parametrize("k", [2, 4])
 def test_top_k_keeps_the_k_likeliest(k):
     model, prompt, z = distribution_model()
