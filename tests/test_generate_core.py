@@ -77,6 +77,19 @@ def test_greedy_equals_forward_argmax_float64(prompt_len, backend):
     assert len(set(want)) > 2, "a constant sequence would hardly test the context"
 
 
+@pytest.mark.parametrize("prompt_len", [1, 140])
+def test_greedy_past_128_positions(prompt_len, backend):
+    """A block longer than 128: the prompt's forward takes the tiled attention path, cached decoding attends over
+    more than 128 keys, and past the block every window is recomputed with the tiled path."""
+    model = make_model(11, C=8, H=2, L=2, T=150, backend=backend)
+    model.threads = 2  # the training model's threads do not matter to the generator
+    prompt = np.random.default_rng(prompt_len).integers(0, V, size=prompt_len).astype(np.int32)
+    steps = 170 - prompt_len
+    out = generator(model, prompt, num=2, top_k=1, slide=True).next(steps)
+    want = greedy_reference(model, prompt, steps)
+    assert out[0].tolist() == out[1].tolist() == want
+
+
 def test_greedy_float32_picks_the_forward_argmax(backend):
     """float32: the cached path's rounding differs from the full forward's, so along the generator's own path each
     token must be a maximal logit of the float32 forward up to float32 rounding (and usually exactly it)."""

@@ -168,6 +168,20 @@ def test_windows_equal_documents(T, threads, backend):
     assert model.loss(windows) == loss_w
 
 
+@pytest.mark.parametrize("kind", ["windows", "documents"])
+def test_long_sequences_split_across_threads(kind, backend):
+    """Two threads (each with its own tiled-attention scratch) give the one-thread loss and gradient."""
+    T = 300
+    model = random_model(10, 8, 2, 2, T, backend)
+    batch = windows_batch(10, T) if kind == "windows" else documents_batch(10, T)
+    loss1 = model.forward_backward(batch)
+    g1 = model.flat_grads.copy()
+    model.threads = 2
+    loss2 = model.forward_backward(batch)
+    assert loss2 == pytest.approx(loss1, rel=1e-13)
+    np.testing.assert_allclose(model.flat_grads, g1, rtol=1e-11, atol=1e-14)
+
+
 def test_train_steps_on_windows_equal_train_step_on_documents(backend):
     """train_steps over a windows corpus (step s on the windows starting at starts[s]) is the same run as
     train_step on each step's windows copied out as documents."""
@@ -267,3 +281,28 @@ def test_block_2048_trains_on_a_real_text():
     assert np.isfinite(model.flat_params).all()
     assert after < before - 0.3, (before, after, losses)
     assert losses[-1] < losses[0], losses
+
+
+def test_bad_windows_raise_value_error():
+    """Window starts must leave at least 2 tokens; only the tokens a window reads are checked; train_steps checks
+    every step's windows before it applies any."""
+    model = random_model(11, 8, 2, 1, 200, "native")
+    tokens = np.random.default_rng(11).integers(0, V, size=500).astype(np.int32)
+    for start in (-1, 499, 500, 1 << 40):
+        with pytest.raises(ValueError, match=f"window start {start} is out of range"):
+            model.loss(blasgpt.Batch.of_windows(tokens, [0, start]))
+    with pytest.raises(ValueError, match="the batch is empty"):
+        model.loss(blasgpt.Batch.of_windows(tokens, []))
+    assert np.isfinite(model.loss(blasgpt.Batch.of_windows(tokens, [498])))  # the last 2 tokens: one position
+    bad = tokens.copy()
+    bad[300] = V
+    for start in (100, 299, 300):  # windows reading tokens[300]
+        with pytest.raises(ValueError, match=f"token id {V} at position 300 is out of range"):
+            model.loss(blasgpt.Batch.of_windows(bad, [start]))
+    for start in (0, 301):  # windows ending before it, starting after it
+        assert np.isfinite(model.loss(blasgpt.Batch.of_windows(bad, [start])))
+    before = model.flat_params.copy()
+    with pytest.raises(ValueError, match="window start 499 is out of range"):
+        model.train_steps(blasgpt.Batch.of_windows(tokens, [0]), np.array([[0, 1], [2, 499]]), np.array([0.1, 0.1]))
+    assert model.step == 0
+    np.testing.assert_array_equal(model.flat_params, before)
