@@ -101,6 +101,14 @@ py::array_t<T> buffer_view(py::object owner, T* data, int64_t n) {
     return py::array_t<T>({n}, {int64_t(sizeof(T))}, data, owner);
 }
 
+// A generator and the Python model it samples from, which it keeps alive. (Not py::keep_alive: pybind11 3.1 runs
+// that hook even when the call's arguments fail to convert, and crashes on the placeholder result.)
+template <class T>
+struct BoundGenerator {
+    py::object owner;
+    std::unique_ptr<Generator<T>> gen;
+};
+
 template <class T>
 void bind_model(py::module_& m, const char* name) {
     using M = Model<T>;
@@ -233,27 +241,34 @@ void bind_model(py::module_& m, const char* name) {
             py::arg("tokens"))
         .def(
             "generator",
-            [](M& self, const py::handle& prompt, int64_t num, uint64_t seed, double temperature, int top_k,
+            [](py::object owner, const py::handle& prompt, int64_t num, uint64_t seed, double temperature, int top_k,
                int stop_token, int ban_token, bool slide) {
+                M& self = owner.cast<M&>();
                 const auto p = vector_arg<int32_t>(prompt, "prompt");
                 const SampleConfig sc{temperature, top_k, stop_token, ban_token, slide};
+                auto bound = std::make_unique<BoundGenerator<T>>();
+                bound->owner = owner;
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
-                return std::make_unique<Generator<T>>(self, p.data(), p.size(), num, seed, sc);
+                bound->gen = std::make_unique<Generator<T>>(self, p.data(), p.size(), num, seed, sc);
+                return bound;
             },
-            py::keep_alive<0, 1>(), py::arg("prompt"), py::arg("num"), py::arg("seed"), py::arg("temperature"),
+            py::arg("prompt"), py::arg("num"), py::arg("seed"), py::arg("temperature"),
             py::arg("top_k") = 0, py::arg("stop_token") = -1, py::arg("ban_token") = -1, py::arg("slide") = false,
             "A KV-cached sampler of `num` continuations of `prompt` (token ids); see Generator.next.");
 }
 
 template <class T>
 void bind_generator(py::module_& m, const char* name) {
-    using G = Generator<T>;
+    using G = BoundGenerator<T>;
     py::class_<G>(m, name, "num samples of one prompt, advanced together (KV cache; sliding window past the block).")
-        .def_property_readonly("length", &G::length, "Tokens in each context so far, the prompt included.")
+        .def_property_readonly(
+            "length", [](const G& self) { return self.gen->length(); },
+            "Tokens in each context so far, the prompt included.")
         .def(
             "next",
-            [](G& self, int64_t count) {
+            [](G& bound, int64_t count) {
+                Generator<T>& self = *bound.gen;
                 if (count < 0 || count > (int64_t(1) << 24)) fail("count must be between 0 and 2**24");
                 py::array_t<int32_t> out;
                 int64_t done;

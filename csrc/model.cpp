@@ -894,7 +894,10 @@ int32_t Generator<T>::draw(const T* logits, int64_t sample) {
     thread_local std::vector<double> z;
     z.resize(V);
     const double ninf = -std::numeric_limits<double>::infinity();
-    for (int j = 0; j < V; ++j) z[j] = j == ban ? ninf : double(logits[j]) / sc_.temperature;
+    double top = ninf;  // shift by the largest allowed logit before dividing: (l - top) / temperature <= 0 cannot
+    for (int j = 0; j < V; ++j)  // overflow at a tiny temperature (l / t could: inf - inf = nan, a wrong draw)
+        if (j != ban) top = std::max(top, double(logits[j]));
+    for (int j = 0; j < V; ++j) z[j] = j == ban ? ninf : (double(logits[j]) - top) / sc_.temperature;
     const int allowed = V - (ban >= 0 ? 1 : 0);
     if (sc_.top_k > 1 && sc_.top_k < allowed) {  // keep the top_k likeliest (and any tied with the k-th)
         thread_local std::vector<double> sorted;
