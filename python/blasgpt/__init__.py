@@ -13,7 +13,7 @@ from .config import Config, training_flops
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
 from .generate import generate, sample
 from .model import Model
-from .train import History, TrainingError, lr_at, microgpt_start, train
+from .train import History, TrainingError, evaluate_text, lr_at, microgpt_start, train
 from ._core import blas_info
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "__version__",
     "blas_info",
     "download_names",
+    "evaluate_text",
     "generate",
     "load_checkpoint",
     "load_docs",

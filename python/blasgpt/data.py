@@ -223,7 +223,10 @@ class Batch:
     @classmethod
     def of_windows(cls, tokens: np.ndarray, starts: Union[Sequence[int], np.ndarray]) -> "Batch":
         """Windows of a token stream starting at ``starts`` (text mode): no token is copied."""
-        ids = np.ascontiguousarray(starts, dtype=np.int64)
+        given = np.asarray(starts)
+        if given.size and given.dtype.kind not in "iu":
+            raise ValueError(f"starts must be integer offsets, got dtype {given.dtype}")
+        ids = np.ascontiguousarray(given, dtype=np.int64)
         if ids.ndim != 1:
             raise ValueError("starts must be 1-D")
         return cls(tokens, None, ids, windows=True)
