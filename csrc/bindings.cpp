@@ -22,25 +22,36 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
-// An ndim-dimensional, C-contiguous array of exactly element type E, or a ValueError that says which requirement
-// failed (no silent conversion: a copy would hide a caller's dtype mistake and cost time on every step).
+// The dtype object of element type E, made once (kept for the life of the process: it must outlive module teardown).
+template <class E>
+PyObject* dtype_ptr() {
+    static PyObject* const d = py::dtype::of<E>().release().ptr();
+    return d;
+}
+
+// An ndim-dimensional, C-contiguous, aligned array of exactly element type E, or a ValueError that says which
+// requirement failed (no silent conversion: a copy would hide a caller's dtype mistake and cost time on every step).
+// Runs on every call: the checks read numpy's struct directly; messages are built only on failure.
 template <class E>
 py::array_t<E> array_arg(const py::handle& obj, const char* name, int ndim) {
-    const std::string want = py::str(py::dtype::of<E>());
-    if (!py::isinstance<py::array>(obj))
-        fail(std::string(name) + " must be a numpy array of dtype " + want + ", got " +
-             py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
-    auto a = py::reinterpret_borrow<py::array>(obj);
+    const auto& api = py::detail::npy_api::get();
+    PyObject* want = dtype_ptr<E>();
+    const auto want_name = [&] { return py::str(py::handle(want)).cast<std::string>(); };
+    if (!api.PyArray_Check_(obj.ptr()))
+        fail(std::string(name) + " must be a numpy array of " + want_name() + ", got " + Py_TYPE(obj.ptr())->tp_name);
+    const auto* a = py::detail::array_proxy(obj.ptr());
     // equivalent, not identical: numpy.longlong is int64 on this platform, as numpy itself says
-    if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<E>().ptr()))
-        fail(std::string(name) + " must have dtype " + want + ", got " + py::str(a.dtype()).cast<std::string>());
-    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    if (a->descr != want && !api.PyArray_EquivTypes_(a->descr, want))
+        fail(std::string(name) + " must have dtype " + want_name() + ", got " +
+             py::str(py::handle(a->descr)).cast<std::string>());
+    if (a->nd != ndim)
+        fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
+             py::str(obj.attr("shape")).cast<std::string>());
+    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_))
+        fail(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
         fail(std::string(name) + " must be aligned to its element size (copy it: numpy.array(x))");
-    if (a.ndim() != ndim)
-        fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
-             " dimensions");
-    if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
-    return py::reinterpret_borrow<py::array_t<E>>(a);
+    return py::reinterpret_borrow<py::array_t<E>>(obj);
 }
 
 template <class E>
@@ -158,15 +169,17 @@ void bind_model(py::module_& m, const char* name) {
         .def(
             "train_step",
             [](M& self, const py::handle& tokens, const py::handle& offsets, double lr, const py::handle& doc_ids,
-               double beta1, double beta2, double eps, bool windows) {
+               bool windows, double beta1, double beta2, double eps) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.train_step(args.view(), lr, adam);
             },
+            // windows before the Adam constants: Model.train_step passes all it needs by position (keywords cost
+            // pybind11 about 0.7 us per call)
             py::arg("tokens"), py::arg("offsets"), py::arg("lr"), py::arg("doc_ids") = py::none(),
-            py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false)
+            py::arg("windows") = false, py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8)
         .def(
             "train_steps",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,

@@ -45,10 +45,10 @@ class _ModelBase:
         offsets: npt.NDArray[np.int64],
         lr: float,
         doc_ids: Optional[npt.NDArray[np.int64]] = None,
+        windows: bool = False,
         beta1: float = 0.85,
         beta2: float = 0.99,
         eps: float = 1e-8,
-        windows: bool = False,
     ) -> float: ...
     def train_steps(
         self,
