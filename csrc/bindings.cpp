@@ -315,6 +315,15 @@ PYBIND11_MODULE(_core, m) {
     bind_generator<double>(m, "GeneratorF64");
     bind_model<float>(m, "ModelF32");
     bind_model<double>(m, "ModelF64");
+    m.def(
+        "check_batch",
+        [](const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids, bool windows) {
+            const BatchArgs checked(tokens, offsets, doc_ids, windows);
+            if (checked.offsets && checked.offsets->size() < 1) fail("offsets must hold at least one entry");
+        },
+        py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("windows") = false,
+        "The checks every batch argument gets (dtype, 1-D, C-contiguous, aligned; offsets not empty): ValueError "
+        "naming the first problem. blasgpt.Batch runs them when it is made (one call: cheaper than Python checks).");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
     m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
     m.def(
