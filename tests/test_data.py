@@ -52,9 +52,9 @@ def test_every_encoding_path_packs_like_a_plain_loop(alphabet):
     rng = random.Random(len(alphabet))
     chars = sorted(set(alphabet))
     tok = blasgpt.Tokenizer(chars)
-    docs = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 9))) for _ in range(20)]
+    docs = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 9))) for _ in range(100)]
     for block in (None, 1, 5):
-        for group in (docs[:1], docs[1:2], docs):
+        for group in (docs[:1], docs[1:2], docs[:20], docs):  # 1, a few and many documents: three ways
             b = tok.batch(group, block_size=block)
             want = [[tok.bos, *(chars.index(c) for c in d), tok.bos][: None if block is None else block + 1]
                     for d in group]

@@ -319,9 +319,11 @@ class Tokenizer:
                 tokens = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
                 if n == 1:
                     starts = np.array((0, len(raw)), dtype=np.int64)
-                else:
+                elif n <= 64:  # few documents: Python's iterators cost less than numpy calls
                     starts = np.fromiter(accumulate(map(add, map(len, docs), repeat(2)), initial=0), np.int64, n + 1)
-                if block_size is None or max(map(len, docs)) < block_size:
+                else:  # each document starts at every other BOS
+                    starts = np.append(np.flatnonzero(tokens == self.bos)[::2], tokens.size).astype(np.int64)
+                if block_size is None or (max(map(len, docs)) if n <= 64 else np.diff(starts).max() - 2) < block_size:
                     return Batch._packed(tokens, starts)
                 return self._cut(tokens, starts, block_size)
         lens = np.fromiter(map(len, docs), dtype=np.int64, count=n) + 2

@@ -206,7 +206,15 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     distributed = comm is not None and comm.Get_size() > 1
     root = not distributed or comm.Get_rank() == 0
     block = model.config.block_size
-    corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
+    n_docs = len(docs)
+    # Pack only the documents this run reads: ordinals start*B ... (start + steps)*B - 1, cyclic (a short run on a
+    # large corpus must not pay for all of it); every document is still checked against the vocabulary up front.
+    first, used = start * batch_size % n_docs, min(n_docs, max(1, steps * batch_size))
+    read = list(docs[first:first + used])
+    read += docs[:used - len(read)]
+    if used < n_docs:
+        tokenizer.encode("".join(docs))
+    corpus = tokenizer.batch(read, block_size=block)
     val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs and root else None
     out = Path(out_dir) if out_dir is not None and root else None
     if out is not None:
@@ -214,7 +222,6 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
         for stale in out.glob(".ckpt*.tmp"):  # left by a process killed mid-save; never a complete checkpoint
             stale.unlink()
     extra = dict(checkpoint_extra or {})
-    n_docs = len(docs)
     lane = np.arange(batch_size, dtype=np.int64)
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
@@ -235,7 +242,7 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
                 if every:
                     end = min(end, start + ((s - start) // every + 1) * every)
             idx = np.arange(s, end, dtype=np.int64)
-            doc_ids = (idx[:, None] * batch_size + lane) % n_docs
+            doc_ids = (idx[:, None] * batch_size + lane - start * batch_size) % n_docs  # index into read
             lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
             if distributed:
                 from .parallel import data_parallel_step
