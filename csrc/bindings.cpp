@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gemm.hpp"
 #include "kernels.hpp"
@@ -324,6 +325,32 @@ PYBIND11_MODULE(_core, m) {
         py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("windows") = false,
         "The checks every batch argument gets (dtype, 1-D, C-contiguous, aligned; offsets not empty): ValueError "
         "naming the first problem. blasgpt.Batch runs them when it is made (one call: cheaper than Python checks).");
+    m.def(
+        "pack_documents",
+        [](const py::bytes& ids, int bos) {
+            char* data = nullptr;
+            Py_ssize_t n = 0;
+            PyBytes_AsStringAndSize(ids.ptr(), &data, &n);
+            py::array_t<int32_t> tokens(n);
+            int32_t* t = tokens.mutable_data();
+            std::vector<int64_t> starts;
+            bool inside = false;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                t[i] = static_cast<unsigned char>(data[i]);
+                if (t[i] == bos) {
+                    if (!inside) starts.push_back(i);
+                    inside = !inside;
+                }
+            }
+            starts.push_back(n);
+            py::array_t<int64_t> offsets(static_cast<py::ssize_t>(starts.size()));
+            std::copy(starts.begin(), starts.end(), offsets.mutable_data());
+            return py::make_tuple(tokens, offsets);
+        },
+        py::arg("ids"), py::arg("bos"),
+        "Token ids given one per byte, documents back to back as [BOS] text [BOS], as int32 tokens and the int64 "
+        "offsets of the documents (each starts at every other BOS; the last offset is the length): one call where "
+        "numpy would take four (Tokenizer.batch may run once per training step).");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
     m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
     m.def(

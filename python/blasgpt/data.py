@@ -13,8 +13,6 @@ import hashlib
 import os
 import tempfile
 import urllib.request
-from itertools import accumulate, repeat
-from operator import add
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -313,19 +311,17 @@ class Tokenizer:
         if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
             raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
         n = len(docs)
-        if self._sep is not None:  # one join, one translate, two numpy calls (a batch may be made per step)
+        if self._sep is not None:  # one join, one translate, one C call (a batch may be made per training step)
             raw = self._bytes(self._sep + (self._sep * 2).join(docs) + self._sep)
-            if raw is not None and raw.count(self._bos_byte) == 2 * n:  # (else _sep is in a document: not valid)
-                tokens = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
-                if n == 1:
-                    starts = np.array((0, len(raw)), dtype=np.int64)
-                elif n <= 64:  # few documents: Python's iterators cost less than numpy calls
-                    starts = np.fromiter(accumulate(map(add, map(len, docs), repeat(2)), initial=0), np.int64, n + 1)
-                else:  # each document starts at every other BOS
-                    starts = np.append(np.flatnonzero(tokens == self.bos)[::2], tokens.size).astype(np.int64)
-                if block_size is None or (max(map(len, docs)) if n <= 64 else np.diff(starts).max() - 2) < block_size:
-                    return Batch._packed(tokens, starts)
-                return self._cut(tokens, starts, block_size)
+            if raw is not None:
+                tokens, starts = _core.pack_documents(raw, self.bos)
+                if starts.size == n + 1:  # (else _sep, packed as BOS, is in a document: not valid)
+                    if block_size is None:
+                        return Batch._packed(tokens, starts)
+                    longest = max(map(len, docs)) if n <= 64 else int(np.diff(starts).max()) - 2
+                    if longest < block_size:
+                        return Batch._packed(tokens, starts)
+                    return self._cut(tokens, starts, block_size)
         lens = np.fromiter(map(len, docs), dtype=np.int64, count=n) + 2
         ids = self.encode("".join(docs))  # names any character outside the vocabulary
         tokens = np.full(int(lens.sum()), self.bos, dtype=np.int32)
