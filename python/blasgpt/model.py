@@ -158,7 +158,7 @@ class Model:
         # binding checks the arrays (a Batch checked them when it was made)
         if not isinstance(batch, Batch):
             _check_batch(batch)
-        if lr.__class__ is not float or not 0.0 <= lr <= _MAX_FLOAT:  # (NaN fails the comparison)
+        if not (isinstance(lr, float) and 0.0 <= lr <= _MAX_FLOAT):  # (NaN fails the comparison)
             lr = _check_lr(lr)
         return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows)
 
