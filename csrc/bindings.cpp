@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gemm.hpp"
 #include "kernels.hpp"
@@ -22,25 +23,36 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
-// An ndim-dimensional, C-contiguous array of exactly element type E, or a ValueError that says which requirement
-// failed (no silent conversion: a copy would hide a caller's dtype mistake and cost time on every step).
+// The dtype object of element type E, made once (kept for the life of the process: it must outlive module teardown).
+template <class E>
+PyObject* dtype_ptr() {
+    static PyObject* const d = py::dtype::of<E>().release().ptr();
+    return d;
+}
+
+// An ndim-dimensional, C-contiguous, aligned array of exactly element type E, or a ValueError that says which
+// requirement failed (no silent conversion: a copy would hide a caller's dtype mistake and cost time on every step).
+// Runs on every call: the checks read numpy's struct directly; messages are built only on failure.
 template <class E>
 py::array_t<E> array_arg(const py::handle& obj, const char* name, int ndim) {
-    const std::string want = py::str(py::dtype::of<E>());
-    if (!py::isinstance<py::array>(obj))
-        fail(std::string(name) + " must be a numpy array of dtype " + want + ", got " +
-             py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
-    auto a = py::reinterpret_borrow<py::array>(obj);
+    const auto& api = py::detail::npy_api::get();
+    PyObject* want = dtype_ptr<E>();
+    const auto want_name = [&] { return py::str(py::handle(want)).cast<std::string>(); };
+    if (!api.PyArray_Check_(obj.ptr()))
+        fail(std::string(name) + " must be a numpy array of " + want_name() + ", got " + Py_TYPE(obj.ptr())->tp_name);
+    const auto* a = py::detail::array_proxy(obj.ptr());
     // equivalent, not identical: numpy.longlong is int64 on this platform, as numpy itself says
-    if (!py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<E>().ptr()))
-        fail(std::string(name) + " must have dtype " + want + ", got " + py::str(a.dtype()).cast<std::string>());
-    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    if (a->descr != want && !api.PyArray_EquivTypes_(a->descr, want))
+        fail(std::string(name) + " must have dtype " + want_name() + ", got " +
+             py::str(py::handle(a->descr)).cast<std::string>());
+    if (a->nd != ndim)
+        fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
+             py::str(obj.attr("shape")).cast<std::string>());
+    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_))
+        fail(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+    if (!(a->flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
         fail(std::string(name) + " must be aligned to its element size (copy it: numpy.array(x))");
-    if (a.ndim() != ndim)
-        fail(std::string(name) + " must be " + std::to_string(ndim) + "-D, got " + std::to_string(a.ndim()) +
-             " dimensions");
-    if (!(a.flags() & py::array::c_style)) fail(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
-    return py::reinterpret_borrow<py::array_t<E>>(a);
+    return py::reinterpret_borrow<py::array_t<E>>(obj);
 }
 
 template <class E>
@@ -166,15 +178,17 @@ void bind_model(py::module_& m, const char* name) {
         .def(
             "train_step",
             [](M& self, const py::handle& tokens, const py::handle& offsets, double lr, const py::handle& doc_ids,
-               double beta1, double beta2, double eps, bool windows) {
+               bool windows, double beta1, double beta2, double eps) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.train_step(args.view(), lr, adam);
             },
+            // windows before the Adam constants: Model.train_step passes all it needs by position (keywords cost
+            // pybind11 about 0.7 us per call)
             py::arg("tokens"), py::arg("offsets"), py::arg("lr"), py::arg("doc_ids") = py::none(),
-            py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false)
+            py::arg("windows") = false, py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8)
         .def(
             "train_steps",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
@@ -317,6 +331,41 @@ PYBIND11_MODULE(_core, m) {
     bind_generator<double>(m, "GeneratorF64");
     bind_model<float>(m, "ModelF32");
     bind_model<double>(m, "ModelF64");
+    m.def(
+        "check_batch",
+        [](const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids, bool windows) {
+            const BatchArgs checked(tokens, offsets, doc_ids, windows);
+            if (checked.offsets && checked.offsets->size() < 1) fail("offsets must hold at least one entry");
+        },
+        py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("windows") = false,
+        "The checks every batch argument gets (dtype, 1-D, C-contiguous, aligned; offsets not empty): ValueError "
+        "naming the first problem. blasgpt.Batch runs them when it is made (one call: cheaper than Python checks).");
+    m.def(
+        "pack_documents",
+        [](const py::bytes& ids, int bos) {
+            char* data = nullptr;
+            Py_ssize_t n = 0;
+            PyBytes_AsStringAndSize(ids.ptr(), &data, &n);
+            py::array_t<int32_t> tokens(n);
+            int32_t* t = tokens.mutable_data();
+            std::vector<int64_t> starts;
+            bool inside = false;
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                t[i] = static_cast<unsigned char>(data[i]);
+                if (t[i] == bos) {
+                    if (!inside) starts.push_back(i);
+                    inside = !inside;
+                }
+            }
+            starts.push_back(n);
+            py::array_t<int64_t> offsets(static_cast<py::ssize_t>(starts.size()));
+            std::copy(starts.begin(), starts.end(), offsets.mutable_data());
+            return py::make_tuple(tokens, offsets);
+        },
+        py::arg("ids"), py::arg("bos"),
+        "Token ids given one per byte, documents back to back as [BOS] text [BOS], as int32 tokens and the int64 "
+        "offsets of the documents (each starts at every other BOS; the last offset is the length): one call where "
+        "numpy would take four (Tokenizer.batch may run once per training step).");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
     m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
     m.def(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import numpy as np
 import pytest
@@ -37,6 +38,38 @@ def test_batch_packing_matches_a_plain_loop():
             if block is not None:
                 want = want[: block + 1]
             assert b.tokens[b.offsets[i]:b.offsets[i + 1]].tolist() == want
+
+
+@pytest.mark.parametrize("alphabet", [
+    "abcde",                                   # names: the bytes.translate path
+    "\x00\x01ab\xff",                          # latin-1 with NUL and U+00FF in the vocabulary
+    "".join(map(chr, range(1, 256))),          # 255 characters: BOS is 255, still one byte
+    "".join(map(chr, range(256))),             # 256 characters: BOS needs more than a byte (code-point table)
+    "aé€z",                                    # past U+00FF: the code-point table
+    "a\U0001F600z",                            # past U+FFFF: binary search
+])
+def test_every_encoding_path_packs_like_a_plain_loop(alphabet):
+    rng = random.Random(len(alphabet))
+    chars = sorted(set(alphabet))
+    tok = blasgpt.Tokenizer(chars)
+    docs = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 9))) for _ in range(100)]
+    for block in (None, 1, 5):
+        for group in (docs[:1], docs[1:2], docs[:20], docs):  # 1, a few and many documents: three ways
+            b = tok.batch(group, block_size=block)
+            want = [[tok.bos, *(chars.index(c) for c in d), tok.bos][: None if block is None else block + 1]
+                    for d in group]
+            assert b.tokens.dtype == np.int32 and b.offsets.dtype == np.int64
+            assert b.tokens.tolist() == [t for w in want for t in w]
+            assert b.offsets.tolist() == np.cumsum([0] + [len(w) for w in want]).tolist()
+    assert tok.encode("".join(docs)).tolist() == [chars.index(c) for c in "".join(docs)]
+    outside = next(chr(c) for c in range(0x110000) if chr(c) not in chars)  # e.g. the byte BOS is packed from
+    for bad in (outside, "\u0100", "\U0001F601"):
+        if bad in chars:
+            continue
+        with pytest.raises(ValueError, match=rf"1 character\(s\) not in the vocabulary: {re.escape(repr(bad))}"):
+            tok.encode(chars[0] + bad)
+        with pytest.raises(ValueError, match=rf"1 character\(s\) not in the vocabulary: {re.escape(repr(bad))}"):
+            tok.batch([chars[0], chars[-1] + bad + chars[0]])
 
 
 def test_read_docs_strips_and_keeps_order(tmp_path):

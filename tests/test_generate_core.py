@@ -285,7 +285,7 @@ def test_generator_keeps_its_model_alive():
     (dict(prompt=ids(-1)), "token id -1 is out of range"),
     (dict(prompt=ids()), "at least one token"),
     (dict(prompt=np.zeros(17, dtype=np.int32)), "does not fit block_size"),
-    (dict(prompt=[1, 2]), "prompt must be a numpy array of dtype int32"),
+    (dict(prompt=[1, 2]), "prompt must be a numpy array of int32"),
     (dict(prompt=ids(1, 2).astype(np.int64)), "prompt must have dtype int32"),
     (dict(num=0), "num must be between 1"),
     (dict(stop_token=V), "stop_token and ban_token must be -1 or token ids"),

@@ -30,6 +30,22 @@ def corpus(tmp_path: Path) -> Path:
     return p
 
 
+def test_train_reads_the_documents_of_a_train_step_loop():
+    """train() packs only the documents a run reads (from model.step on, cycling): runs that start mid-corpus, wrap
+    around it or read less than all of it give exactly the losses of a train_step loop over those documents."""
+    model, tok, docs = make_setup(62, 8, 2, 1, 6, n_docs=7)
+    loop = blasgpt.Model(model.config, backend=model.backend)
+    loop.flat_params[...] = model.flat_params
+    total, s = 1 + 2 + 5, 0
+    for steps, batch in ((1, 2), (2, 3), (5, 4)):  # 2 of 7 documents; from 2 on, 6 of them; from 8 on, wrapping
+        got = blasgpt.train(model, tok, docs, steps=steps, batch_size=batch, schedule_steps=total).losses
+        want = [loop.train_step(tok.batch([docs[(k * batch + i) % len(docs)] for i in range(batch)]),
+                                blasgpt.lr_at(k, 0.01, total)) for k in range(s, s + steps)]
+        assert got == want
+        s += steps
+    np.testing.assert_array_equal(model.flat_params, loop.flat_params)
+
+
 def test_eval_leaves_gradients_and_adam_alone():
     model, tok, docs = make_setup(61, 8, 2, 1, 6)
     blasgpt.train(model, tok, docs, steps=3, batch_size=2)

@@ -18,6 +18,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from . import _core
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
@@ -206,19 +208,21 @@ class Batch:
     windows: bool = False
 
     def __post_init__(self) -> None:
-        _check_array("tokens", self.tokens, np.int32)
         if self.windows:
             if self.offsets is not None:
                 raise ValueError("a batch of windows has no offsets (offsets=None)")
             if self.doc_ids is None:
                 raise ValueError("a batch of windows needs their start offsets (doc_ids)")
-            _check_array("starts", self.doc_ids, np.int64)
-            return
-        _check_array("offsets", self.offsets, np.int64)
-        if self.offsets.size < 1:  # type: ignore[union-attr]
-            raise ValueError("offsets must hold at least one entry")
-        if self.doc_ids is not None:
-            _check_array("doc_ids", self.doc_ids, np.int64)
+        # dtype, 1-D, C-contiguous, aligned, offsets not empty: the binding's own checks and messages, in one C call
+        # (a batch may be made per training step)
+        _core.check_batch(self.tokens, self.offsets, self.doc_ids, self.windows)
+
+    @classmethod
+    def _packed(cls, tokens: np.ndarray, offsets: np.ndarray) -> "Batch":
+        """A batch of documents whose arrays were just made right (Tokenizer.batch): no checks, no __init__."""
+        b = object.__new__(cls)
+        b.__dict__.update(tokens=tokens, offsets=offsets, doc_ids=None, windows=False)
+        return b
 
     @classmethod
     def of_windows(cls, tokens: np.ndarray, starts: Union[Sequence[int], np.ndarray]) -> "Batch":
@@ -247,19 +251,6 @@ class Batch:
         return Batch(self.tokens, self.offsets, ids, self.windows)
 
 
-def _check_array(name: str, a: object, dtype: type) -> None:
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of {np.dtype(dtype).name}, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype}")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
-    if not a.flags.aligned:
-        raise ValueError(f"{name} must be aligned to its element size (copy it: numpy.array(x))")
-
-
 class Tokenizer:
     """Characters ↔ ids. ``chars`` are the vocabulary in sorted order; ``bos = len(chars)``."""
 
@@ -274,6 +265,26 @@ class Tokenizer:
             raise ValueError("vocabulary characters must be unique and sorted")
         self.chars: list[str] = chars
         self._codes = np.array([ord(c) for c in chars], dtype=np.uint32)
+        # Encoding is a table lookup in C, never a Python loop over characters. A vocabulary of at most 255
+        # characters below U+0100 (names, ASCII text) uses bytes.translate on the text's latin-1 bytes: each
+        # character becomes its id, characters outside the vocabulary are deleted (so a shorter result means one was
+        # there), and one byte outside the vocabulary, _sep, becomes BOS, so batch() packs every document with one
+        # str.join. Other vocabularies use a dense code-point table below U+10000, else a binary search.
+        self._sep: Optional[str] = None
+        top = int(self._codes[-1])
+        if top < 256 and len(chars) <= 255:
+            table = bytearray(256)
+            for i, c in enumerate(chars):
+                table[ord(c)] = i
+            known = set(map(ord, chars))
+            free = [b for b in range(256) if b not in known]
+            table[free[0]] = self.bos
+            self._sep, self._bos_byte = chr(free[0]), bytes([self.bos])
+            self._table, self._drop = bytes(table), bytes(free[1:])
+        self._lut: Optional[np.ndarray] = None
+        if top < 1 << 16:  # ids of code points 0..top, then -1 for any code point past the table (np.take clips)
+            self._lut = np.full(top + 2, -1, dtype=np.int32)
+            self._lut[self._codes] = np.arange(len(chars), dtype=np.int32)
 
     @classmethod
     def from_docs(cls, docs: Iterable[str]) -> "Tokenizer":
@@ -304,15 +315,32 @@ class Tokenizer:
         """Ids (int32) of the characters of ``text``; ValueError naming any character outside the vocabulary."""
         if not isinstance(text, str):
             raise ValueError(f"encode expects a str, got {type(text).__name__}")
+        if self._sep is not None:
+            raw = self._bytes(text)
+            if raw is not None and self._bos_byte not in raw:
+                return np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        ids = np.searchsorted(self._codes, codes)
-        ok = ids < self._codes.size
-        ok[ok] = self._codes[ids[ok]] == codes[ok]
+        if self._lut is not None:
+            ids = self._lut.take(codes, mode="clip")
+            ok = ids >= 0
+        else:
+            ids = np.searchsorted(self._codes, codes)
+            ok = ids < self._codes.size
+            ok[ok] = self._codes[ids[ok]] == codes[ok]
         if not ok.all():
             unseen = sorted({chr(c) for c in codes[~ok]})
             shown = ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
             raise ValueError(f"{len(unseen)} character(s) not in the vocabulary: {shown}")
-        return ids.astype(np.int32)
+        return ids.astype(np.int32, copy=False)
+
+    def _bytes(self, text: str) -> Optional[bytes]:
+        """The ids of ``text`` as bytes (_sep -> BOS), or None if it holds a character outside the vocabulary."""
+        try:
+            raw = text.encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        out = raw.translate(self._table, self._drop)
+        return out if len(out) == len(raw) else None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; BOS ids are skipped."""
@@ -335,21 +363,36 @@ class Tokenizer:
             raise ValueError("the batch is empty: it needs at least one document")
         if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
             raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
-        lens = np.fromiter((len(d) + 2 for d in docs), dtype=np.int64, count=len(docs))
-        ids = self.encode("".join(docs))
+        n = len(docs)
+        if self._sep is not None:  # one join, one translate, one C call (a batch may be made per training step)
+            raw = self._bytes(self._sep + (self._sep * 2).join(docs) + self._sep)
+            if raw is not None:
+                tokens, starts = _core.pack_documents(raw, self.bos)
+                if starts.size == n + 1:  # (else _sep, packed as BOS, is in a document: not valid)
+                    if block_size is None:
+                        return Batch._packed(tokens, starts)
+                    longest = max(map(len, docs)) if n <= 64 else int(np.diff(starts).max()) - 2
+                    if longest < block_size:
+                        return Batch._packed(tokens, starts)
+                    return self._cut(tokens, starts, block_size)
+        lens = np.fromiter(map(len, docs), dtype=np.int64, count=n) + 2
+        ids = self.encode("".join(docs))  # names any character outside the vocabulary
         tokens = np.full(int(lens.sum()), self.bos, dtype=np.int32)
-        starts = np.zeros(len(docs) + 1, dtype=np.int64)
+        starts = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lens, out=starts[1:])
         # characters of doc i go to tokens[starts[i] + 1 : starts[i + 1] - 1]
-        char_pos = np.arange(ids.size, dtype=np.int64) + 1 + 2 * np.repeat(np.arange(len(docs)), lens - 2)
+        char_pos = np.arange(ids.size, dtype=np.int64) + 1 + 2 * np.repeat(np.arange(n), lens - 2)
         tokens[char_pos] = ids
-        if block_size is None:
-            return Batch(tokens, starts)
-        keep = np.minimum(lens, block_size + 1)
+        return Batch(tokens, starts) if block_size is None else self._cut(tokens, starts, block_size)
+
+    @staticmethod
+    def _cut(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> Batch:
+        """The packed documents ``tokens[starts[i]:starts[i + 1]]``, each cut to its first block_size + 1 tokens."""
+        keep = np.minimum(np.diff(starts), block_size + 1)
         offsets = np.zeros_like(starts)
         np.cumsum(keep, out=offsets[1:])
-        sel = np.arange(int(keep.sum()), dtype=np.int64) + np.repeat(starts[:-1] - offsets[:-1], keep)
-        return Batch(np.ascontiguousarray(tokens[sel]), offsets)
+        sel = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(starts[:-1] - offsets[:-1], keep)
+        return Batch(tokens[sel], offsets)
 
 
 # ---------------------------------------------------------------------------------------------------------------

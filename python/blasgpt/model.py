@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
 DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
 BACKENDS = ("blas", "native")
+_MAX_FLOAT = sys.float_info.max
 
 
 def default_backend() -> str:
@@ -152,9 +154,13 @@ class Model:
 
     def train_step(self, batch: Batch, lr: float = 0.01) -> float:
         """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
-        _check_batch(batch)
-        return self._core.train_step(batch.tokens, batch.offsets, _check_lr(lr), batch.doc_ids,
-                                     windows=batch.windows)
+        # per-call cost matters here (a Python loop of steps): cheap checks first, all arguments by position; the
+        # binding checks the arrays (a Batch checked them when it was made)
+        if not isinstance(batch, Batch):
+            _check_batch(batch)
+        if not (isinstance(lr, float) and 0.0 <= lr <= _MAX_FLOAT):  # (NaN fails the comparison)
+            lr = _check_lr(lr)
+        return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows)
 
     def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray) -> np.ndarray:
         """Many train_steps in one C++ call (no Python work per step): step s trains on documents

@@ -287,7 +287,15 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
             raise ValueError(f"the validation text has {val_stream.size} token(s); it needs at least 2 (one target)")
         val_batch = None
     else:
-        corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
+        n_docs = len(docs)
+        # Pack only the documents this run reads: ordinals start*B ... (start + steps)*B - 1, cyclic (a short run on
+        # a large corpus must not pay for all of it); every document is still checked against the vocabulary.
+        first, used = start * batch_size % n_docs, min(n_docs, max(1, steps * batch_size))
+        read = list(docs[first:first + used])
+        read += docs[:used - len(read)]
+        if used < n_docs:
+            tokenizer.encode("".join(docs))  # type: ignore[arg-type]
+        corpus = tokenizer.batch(read, block_size=block)
         val_batch = tokenizer.batch(val_docs, block_size=block) if val_docs and root else None  # type: ignore
         val_stream = None
     out = Path(out_dir) if out_dir is not None and root else None
@@ -296,7 +304,6 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
         for stale in out.glob(".ckpt*.tmp"):  # left by a process killed mid-save; never a complete checkpoint
             stale.unlink()
     extra = dict(checkpoint_extra or {})
-    n_docs = len(docs)
     lane = np.arange(batch_size, dtype=np.int64)
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
@@ -320,8 +327,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
             idx = np.arange(s, end, dtype=np.int64)
             if stream is not None:
                 doc_ids = window_starts(window_seed, s, end - s, batch_size, stream.size, block)
-            else:
-                doc_ids = (idx[:, None] * batch_size + lane) % n_docs
+            else:  # index into the packed documents this run reads
+                doc_ids = (idx[:, None] * batch_size + lane - start * batch_size) % n_docs
             lrs = lr * (1 - idx / total)  # lr_at, vectorized (the same float64 operations)
             if distributed:
                 from .parallel import data_parallel_step
