@@ -269,6 +269,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
                          f"{model.config.vocab_size}")
     if checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
+    if val_docs is not None and len(val_docs) and (_stream(val_docs) is None) != (stream is None):
+        raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
@@ -285,6 +287,11 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
         val_stream = _stream(val_docs) if val_docs is not None and len(val_docs) and root else None
         if val_stream is not None and val_stream.size < 2:
             raise ValueError(f"the validation text has {val_stream.size} token(s); it needs at least 2 (one target)")
+        if val_stream is not None:  # checked now, not when the first evaluation comes after training
+            bad = val_stream[(val_stream < 0) | (val_stream >= tokenizer.vocab_size)]
+            if bad.size:
+                raise ValueError(f"the validation text holds token id {int(bad[0])}, out of range "
+                                 f"[0, {tokenizer.vocab_size})")
         val_batch = None
     else:
         corpus = tokenizer.batch(docs, block_size=block)  # tokenized once
