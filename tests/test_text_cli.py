@@ -156,23 +156,27 @@ def test_sample_streams_to_a_terminal(run_dir):
     assert b"".join(chunks).decode().replace("\r\n", "\n") == r.stdout
 
 
-def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path):
-    """Resume a 30-step text-mode run from its step-10 checkpoint: the same windows and updates, so the same
-    parameters and Adam moments as the uninterrupted run, bit for bit (float64)."""
+@pytest.mark.parametrize("mode", ["text", "lines"])
+def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, mode):
+    """Resume a 30-step run from its step-10 checkpoint as the README shows, with no flag but --resume (the data,
+    its mode and every setting come from the checkpoint): the same windows (documents) and updates, so the same
+    parameters and Adam moments as the uninterrupted run, bit for bit (float64), and the same final val loss."""
     write_text(tmp_path / "t.txt", 1, 60)
-    ok(run("train", "--data", "t.txt", "--data-mode", "text", *SMALL, "--steps", "30", "--batch-size", "3",
+    ok(run("train", "--data", "t.txt", "--data-mode", mode, *SMALL, "--steps", "30", "--batch-size", "3",
            "--checkpoint-every", "10", "--keep-checkpoints", "5", "--out", "full", *QUIET, cwd=tmp_path))
     assert sorted(p.name for p in (tmp_path / "full").glob("ckpt-*")) == [
         "ckpt-10.safetensors", "ckpt-20.safetensors", "ckpt-30.safetensors"]
-    r = ok(run("train", "--data", "t.txt", "--resume", "full/ckpt-10.safetensors", "--out", "resumed", *QUIET,
-               cwd=tmp_path))
-    assert "resuming full/ckpt-10.safetensors at step 10 of 30" in r.stdout
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BLASGPT_SHAKESPEARE_URL": "http://127.0.0.1:9/"}  # no fetch
+    r = ok(subprocess.run([sys.executable, "-m", "blasgpt", "train", "--resume", "full/ckpt-10.safetensors",
+                           "--out", "resumed", *QUIET], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **env)))
+    assert "data t.txt" in r.stdout and "resuming full/ckpt-10.safetensors at step 10 of 30" in r.stdout
     full = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt.safetensors").model
-    resumed = blasgpt.load_checkpoint(tmp_path / "resumed" / "ckpt.safetensors").model
+    resumed = blasgpt.load_checkpoint(tmp_path / "resumed" / "ckpt.safetensors")
     early = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt-10.safetensors").model
     assert full.step == 30 and full.dtype == np.float64
-    assert same_state(resumed, full) and not same_state(early, full)
-    # and so is its final validation loss
+    assert same_state(resumed.model, full) and not same_state(early, full)
+    assert resumed.extra["data"] == "t.txt" and resumed.extra["data_mode"] == mode  # so it resumes again the same
     vals = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
             for d in ("full", "resumed")]
     assert vals[0] == vals[1] is not None

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="shuffle and initialisation seed (default 42)")
     t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
-                                                    "(default --out: the checkpoint's directory)")
+                                                    "(default --out: the checkpoint's directory; default --data: "
+                                                    "the run's)")
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this tail fraction of the shuffled documents (text mode: of the text) for "
                         "validation (default 0.1)")
@@ -276,7 +277,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at most 256, got {args.threads}")
 
     block = resume.model.config.block_size if resume is not None else sizes["block_size"]
-    data = _Data(mode, args.data, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
+    spec = args.data
+    if spec is None and resume is not None:  # a resumed run trains on the run's own data unless told otherwise
+        spec = resume.extra.get("data") or None
+    data = _Data(mode, spec, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
     if resume is not None:
         out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
@@ -315,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{'documents' if mode == 'lines' else 'windows'} are split between them")
 
     run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
-                 "val_fraction": val_fraction, "data": str(args.data) if args.data else None,
+                 "val_fraction": val_fraction, "data": str(spec) if spec else None,
                  "data_sha256": data.fingerprint, "data_mode": mode}
     if data.rng_state is not None:
         run_state["rng_state"] = data.rng_state
