@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-131 cases, 80 command line and 51 API (test_cli_bad_input unless named):
+136 cases, 84 command line and 52 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -29,7 +29,9 @@ Every API case asserts the exception type and its message.
                mode; resuming with another text. eval: a character outside the vocabulary (text and lines
                checkpoints); a 1-character file; a missing --data file; a run without validation data; a text
                changed since training; a missing checkpoint. sample: a prompt outside the vocabulary; --length -1
-               and 10**8; --num 70000; --length > block_size on a lines checkpoint
+               and 10**8; --num 70000; --num 65536 with --length 2**24; --length > block_size on a lines checkpoint
+  memory       a model too large under a 1 GiB address-space limit (test_cli_out_of_memory_is_one_line); small
+               files in both modes train under that limit (test_cli_small_data_trains_under_an_address_space_limit)
   Python API   (test_api_bad_input) Model.forward with float tokens, id == vocab, id 2**32 + 1; train_step with a
                tuple; Batch with non-contiguous / int32 / 2-D offsets, 2-D doc_ids, uint8 tokens; loss with a
                token id >= vocab; load_docs of a directory, a missing file, a NUL file; Tokenizer.encode of an
@@ -39,17 +41,19 @@ Every API case asserts the exception type and its message.
                validation stream, a validation id >= vocab, documents mixed with a stream (either way), a 2-D and a
                float stream, an id == vocab; evaluate_text of 1 token; window_starts of too short a text;
                TextData.split(1.0); of_windows with 2-D starts; a window start past the end; encode_text of an
-               unseen character; load_text of an empty file; generate with length -1, 2**24 + 1, 5.0 (and -1 with
-               stream=True: refused at the call), mode 'words', a prompt over 2**20 characters, a lines prompt of
-               block_size, a prompt outside the vocabulary, another tokenizer, num -1, top_k 5, seed 1.5,
-               temperature inf
+               unseen character; load_text of an empty file; generate with length -1, 2**24 + 1, 5.0, 2**23 for
+               3 samples (and -1 with stream=True: refused at the call), mode 'words', a prompt over 2**20
+               characters, a lines prompt of block_size, a prompt outside the vocabulary, another tokenizer,
+               num -1, top_k 5, seed 1.5, temperature inf
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
 token ids wrapping to int32); the package was fixed and the cases now guard those paths. The text-mode cases
 exposed three more in train(): a validation stream with an id >= vocab failed only at the end, after training
 had changed the model; document val_docs with a token stream were silently ignored; and a token-stream val_docs
-with documents died on numpy's 'truth value of an array is ambiguous'.
+with documents died on numpy's 'truth value of an array is ambiguous'. And three elsewhere: every data file was
+read with read(1 GiB), which sets aside 1 GiB at once (failing under an address-space limit); a memory error was a
+traceback; `sample --num 65536 --length 16777216` passed the checks and died in std::bad_alloc.
 """
 
 from __future__ import annotations
@@ -330,6 +334,9 @@ CLI_CASES = [
                  "argument --length: must be >= 0, got -1", id="sample-length-negative"),
     pytest.param(["sample", "--checkpoint", "text.safetensors", "--length", "100000000"], 2,
                  "length must be an integer between 0 and 16777216, got 100000000", id="sample-length-absurd"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--num", "65536", "--length", "16777216"], 2,
+                 "num x length is 1,099,511,627,776 characters; one call generates at most 16,777,216",
+                 id="sample-num-times-length-absurd"),
     pytest.param(["sample", "--checkpoint", "text.safetensors", "--num", "70000"], 2,
                  "num must be an integer between 0 and 65536, got 70000", id="sample-num-absurd"),
     pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--length", "17"], 2,
@@ -373,6 +380,24 @@ def test_cli_refuses_a_character_device(cwd: Path) -> None:
     r = run_cli(["train", "--data", "/dev/zero", *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
     assert "/dev/zero is not a regular file" in error_line(r, 1)
     assert_left_behind(cwd, before)
+
+
+def test_cli_out_of_memory_is_one_line(cwd: Path) -> None:
+    """A model too large for the memory the process may use (d2048 L4 with Adam: about 5 GB, under a 1 GiB
+    address-space limit): exit 1, one line saying so, no traceback, no run directory."""
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "run", "--n-embd", "2048", "--n-head", "16",
+                 "--n-layer", "4"], cwd, preexec_fn=limit_address_space())
+    assert "out of memory" in error_line(r, 1)
+    assert_left_behind(cwd, before)
+
+
+@pytest.mark.parametrize("args", [["--data", "small.txt"], ["--data", "book.txt", *TEXT]], ids=["lines", "text"])
+def test_cli_small_data_trains_under_an_address_space_limit(cwd: Path, args: list[str]) -> None:
+    """Reading a small data file must not set aside the 1 GiB size cap (read(1 GiB) did, and failed under this
+    limit before any training)."""
+    r = run_cli(["train", *args, *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_cli_diverging_training_fails_without_writing_a_checkpoint(cwd: Path) -> None:
@@ -529,6 +554,9 @@ API_CASES = [
                  "length must be an integer between 0 and 16777216, got 5.0", id="generate-length-float"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=-1, stream=True), ValueError,
                  "length must be an integer", id="generate-stream-refused-at-once"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=2**23, num=3), ValueError,
+                 "num x length is 25,165,824 characters; one call generates at most 16,777,216",
+                 id="generate-num-times-length-absurd"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", mode="words"), ValueError,
                  "mode must be one of text, lines, got 'words'", id="generate-mode-unknown"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a" * (2**20 + 1), length=1), ValueError,

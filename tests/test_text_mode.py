@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib
 import random
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import blasgpt
 from blasgpt import data as data_module
-from blasgpt.data import Batch, encode_text, load_text, text_vocabulary
+from blasgpt.data import Batch, encode_text, load_text, read_text, text_vocabulary
 from blasgpt.train import evaluate_text, lr_at, window_starts
 
 train_module = importlib.import_module("blasgpt.train")  # (blasgpt.train is also the function)
@@ -110,6 +111,15 @@ def test_load_text_drops_a_byte_order_mark_and_keeps_everything_else(tmp_path):
     data, tok = load_text(path)
     assert tok.chars == ["\n", " ", "a", "b"]
     assert tok.decode(data.tokens) == "ab\n\nb a\n"
+
+
+def test_a_file_whose_size_stat_cannot_tell_is_read_whole():
+    """/proc files report size 0 yet hold text: read_text reads on past what stat said."""
+    status = Path("/proc/self/status")
+    if not status.is_file() or status.stat().st_size != 0:
+        pytest.skip("no /proc/self/status reporting size 0 here")
+    text, _ = read_text(status)
+    assert text.startswith("Name:") and "\nPid:" in text and len(text) > 100
 
 
 def test_encode_text_names_the_characters_outside_the_vocabulary():

@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     s.add_argument("--num", type=_nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
     s.add_argument("--length", type=_nonneg_int, default=None,
-                   help=f"new characters per sample (text mode, default 500, at most {MAX_LENGTH:,}; lines mode: "
-                        "at most block_size, the default)")
+                   help=f"new characters per sample (text mode, default 500; --num x --length at most {MAX_LENGTH:,}; "
+                        "lines mode: at most block_size, the default)")
     s.add_argument("--temperature", type=float, default=None,
                    help="> 0; lower is more conservative (default 0.5; text mode 0.8)")
     s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
@@ -640,6 +640,11 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
     except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as e:  # e.g. a model or a batch too large for this machine
+        detail = f" ({e})" if str(e) else ""
+        print(f"blasgpt {args.command}: error: out of memory{detail}; try a smaller model, batch or request",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -54,7 +54,18 @@ def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
     if size >= MAX_FILE_BYTES:
         raise DataError(too_big)
     with open(p, "rb") as f:
-        raw = f.read(MAX_FILE_BYTES)  # capped: a file that grows while being read cannot blow up memory
+        # read(n) sets aside n bytes at once: ask for the size stat gave (+1 to notice a file that grew), not for
+        # the 1 GiB cap, which fails under an address-space limit or strict overcommit even for a tiny file
+        raw = f.read(size + 1)
+        if len(raw) > size:  # it grew (or stat cannot tell, as in /proc): read on in pieces, capped
+            parts, total = [raw], len(raw)
+            while total < MAX_FILE_BYTES:
+                piece = f.read(min(1 << 24, MAX_FILE_BYTES - total))
+                if not piece:
+                    break
+                parts.append(piece)
+                total += len(piece)
+            raw = b"".join(parts)
     if len(raw) >= MAX_FILE_BYTES:
         raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):
