@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-136 cases, 84 command line and 52 API (test_cli_bad_input unless named):
+138 cases, 85 command line and 53 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -28,8 +28,9 @@ Every API case asserts the exception type and its message.
                file; NUL bytes; --data-mode words; resuming a text checkpoint in lines mode and a lines one in text
                mode; resuming with another text. eval: a character outside the vocabulary (text and lines
                checkpoints); a 1-character file; a missing --data file; a run without validation data; a text
-               changed since training; a missing checkpoint. sample: a prompt outside the vocabulary; --length -1
-               and 10**8; --num 70000; --num 65536 with --length 2**24; --length > block_size on a lines checkpoint
+               changed since training; a missing checkpoint. sample: a prompt outside the vocabulary or with
+               undecodable bytes; --length -1 and 10**8; --num 70000; --num 65536 with --length 2**24; --length >
+               block_size on a lines checkpoint
   memory       a model too large under a 1 GiB address-space limit (test_cli_out_of_memory_is_one_line); small
                files in both modes train under that limit (test_cli_small_data_trains_under_an_address_space_limit)
   Python API   (test_api_bad_input) Model.forward with float tokens, id == vocab, id 2**32 + 1; train_step with a
@@ -41,10 +42,10 @@ Every API case asserts the exception type and its message.
                validation stream, a validation id >= vocab, documents mixed with a stream (either way), a 2-D and a
                float stream, an id == vocab; evaluate_text of 1 token; window_starts of too short a text;
                TextData.split(1.0); of_windows with 2-D starts; a window start past the end; encode_text of an
-               unseen character; load_text of an empty file; generate with length -1, 2**24 + 1, 5.0, 2**23 for
-               3 samples (and -1 with stream=True: refused at the call), mode 'words', a prompt over 2**20
-               characters, a lines prompt of block_size, a prompt outside the vocabulary, another tokenizer,
-               num -1, top_k 5, seed 1.5, temperature inf
+               unseen character and of a lone surrogate; load_text of an empty file; generate with length -1,
+               2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call), mode 'words', a
+               prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the vocabulary,
+               another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
@@ -53,7 +54,8 @@ exposed three more in train(): a validation stream with an id >= vocab failed on
 had changed the model; document val_docs with a token stream were silently ignored; and a token-stream val_docs
 with documents died on numpy's 'truth value of an array is ambiguous'. And three elsewhere: every data file was
 read with read(1 GiB), which sets aside 1 GiB at once (failing under an address-space limit); a memory error was a
-traceback; `sample --num 65536 --length 16777216` passed the checks and died in std::bad_alloc.
+traceback; `sample --num 65536 --length 16777216` passed the checks and died in std::bad_alloc. A prompt with
+undecodable bytes gave Python's codec message about 'utf-32-le'.
 """
 
 from __future__ import annotations
@@ -330,6 +332,9 @@ CLI_CASES = [
                  id="eval-checkpoint-missing"),
     pytest.param(["sample", "--checkpoint", "text.safetensors", "--prompt", "zz"], 2,
                  "1 character(s) not in the vocabulary: 'z'", id="sample-text-prompt-outside-vocab"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--prompt", "ab\udcff"], 2,
+                 "the text holds '\\udcff' at position 2, a lone surrogate and not a character",
+                 id="sample-prompt-undecodable-bytes"),
     pytest.param(["sample", "--checkpoint", "text.safetensors", "--length", "-1"], 2,
                  "argument --length: must be >= 0, got -1", id="sample-length-negative"),
     pytest.param(["sample", "--checkpoint", "text.safetensors", "--length", "100000000"], 2,
@@ -544,6 +549,8 @@ API_CASES = [
                  r"window start 2 is out of range \[0, 2\)", id="loss-window-start-past-the-end"),
     pytest.param(lambda m, t, d: encode_text("abz", t), ValueError, r"1 character\(s\) not in the vocabulary: 'z'",
                  id="encode-text-unseen-character"),
+    pytest.param(lambda m, t, d: encode_text("a" * 9 + "\ud800", t), ValueError,
+                 "the text holds '\\\\ud800' at position 9, a lone surrogate", id="encode-text-lone-surrogate"),
     pytest.param(lambda m, t, d: blasgpt.load_text(d / "empty.txt"), blasgpt.DataError, "empty.txt is empty",
                  id="load-text-empty"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=-1), ValueError,

@@ -268,6 +268,16 @@ def _check_array(name: str, a: object, dtype: type) -> None:
         raise ValueError(f"{name} must be aligned to its element size (copy it: numpy.array(x))")
 
 
+def _code_points(text: str, offset: int = 0) -> np.ndarray:
+    """The code points of ``text`` (uint32); ValueError for a lone surrogate (say, undecodable bytes of a command
+    line argument), which is no character of any text file."""
+    try:
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the text holds {text[e.start]!r} at position {offset + e.start}, a lone surrogate and not "
+                         f"a character (undecodable bytes?)") from None
+
+
 class Tokenizer:
     """Characters ↔ ids. ``chars`` are the vocabulary in sorted order; ``bos = len(chars)``."""
 
@@ -312,7 +322,7 @@ class Tokenizer:
         """Ids (int32) of the characters of ``text``; ValueError naming any character outside the vocabulary."""
         if not isinstance(text, str):
             raise ValueError(f"encode expects a str, got {type(text).__name__}")
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        codes = _code_points(text)
         ids = np.searchsorted(self._codes, codes)
         ok = ids < self._codes.size
         ok[ok] = self._codes[ids[ok]] == codes[ok]
@@ -369,7 +379,7 @@ TEXT_CHUNK_CHARS = 1 << 22  # characters converted at a time: the UTF-32 tempora
 def _chunks(text: str) -> Iterable[np.ndarray]:
     """The Unicode code points of ``text`` (uint32), a chunk at a time."""
     for lo in range(0, len(text), TEXT_CHUNK_CHARS):
-        yield np.frombuffer(text[lo:lo + TEXT_CHUNK_CHARS].encode("utf-32-le"), dtype=np.uint32)
+        yield _code_points(text[lo:lo + TEXT_CHUNK_CHARS], lo)
 
 
 def text_vocabulary(text: str) -> Tokenizer:
