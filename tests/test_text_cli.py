@@ -225,3 +225,29 @@ def test_eval_in_lines_mode_is_the_mean_over_documents(tmp_path):
     val = shuffled[len(words) - result["documents"]:]
     assert result["loss"] == evaluate(ck.model, ck.tokenizer.batch(val, block_size=16))
     assert result["targets"] == sum(len(v) + 1 for v in val)
+
+
+def test_two_mpi_ranks_train_text_like_one_process(tmp_path):
+    """Data-parallel text mode: each step's windows are split between 2 ranks and their gradients summed, so the
+    run lands where one process does (up to summation order) and rank 0 alone reports and evaluates."""
+    import shutil
+
+    pytest.importorskip("mpi4py", reason="mpi4py not installed: pip install .[mpi]")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    if mpiexec is None:
+        pytest.skip("no mpiexec on PATH (pip install .[mpi] brings MPICH's)")
+    write_text(tmp_path / "t.txt", 3, 60)
+    common = ["train", "--data", "t.txt", "--data-mode", "text", *SMALL, "--steps", "25", "--batch-size", "5",
+              "--n-layer", "2", *QUIET]
+    r = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "blasgpt", *common, "--out", "mpi"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "data-parallel over 2 MPI ranks: each step's 5 windows" in r.stdout and r.stdout.count("saved") == 1
+    ok(run(*common, "--out", "single", cwd=tmp_path))
+    a = blasgpt.load_checkpoint(tmp_path / "mpi" / "ckpt.safetensors").model
+    b = blasgpt.load_checkpoint(tmp_path / "single" / "ckpt.safetensors").model
+    assert a.step == b.step == 25
+    assert np.abs(a.flat_params - b.flat_params).max() <= 1e-12 and np.abs(a.adam_v - b.adam_v).max() <= 1e-12
+    vals = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
+            for d in ("mpi", "single")]
+    assert vals[0] == pytest.approx(vals[1], rel=1e-10)
