@@ -404,3 +404,19 @@ def test_top_k_restricts_each_draw(gen_setup):
             if tok.bos in np.argsort(logits)[-2:]:  # BOS is banned: the third likeliest may take its place
                 top |= {int(np.argsort(logits)[-3])}
             assert ids[i] in top
+
+
+def test_lines_mode_streams_the_same_documents():
+    """Lines mode through stream=True: pieces (empty once a document has ended) join to the non-stream result,
+    documents that end early included."""
+    tok = blasgpt.Tokenizer(list("abcdef"))
+    ended_early = False
+    for seed in range(4):
+        model = text_model(tok, 6, seed=seed, spread=0.6)
+        kw = dict(length=6, num=4, temperature=1.0, seed=seed, mode="lines")
+        whole = blasgpt.generate(model, tok, "a", **kw)
+        pieces = list(blasgpt.generate(model, tok, "a", stream=True, **kw))
+        assert ["".join(col) for col in zip(*pieces)] == whole
+        assert all(s.startswith("a") and len(s) <= 6 for s in whole)
+        ended_early |= any(len(s) < 6 for s in whole)
+    assert ended_early
