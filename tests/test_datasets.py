@@ -131,6 +131,18 @@ def test_a_failed_transfer_writes_nothing(server, cache):
     assert everything_under(cache) == []
 
 
+def test_a_download_over_the_size_cap_is_refused_while_it_arrives(server, cache, monkeypatch):
+    """The transfer is read in pieces and stopped at the corpus size cap (1 GiB; 3 MiB here), not read whole."""
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 3 << 20)
+    server.files["huge.txt"] = b"a" * (5 << 20)
+    with pytest.raises(blasgpt.DataError, match="huge.txt passed 3,145,728 bytes, the most a corpus may have; "
+                                                "nothing was written"):
+        tiny_dataset(server.url("huge.txt")).path()
+    assert everything_under(cache) == []
+    server.files["fits.txt"] = TINY
+    assert tiny_dataset(server.url("fits.txt")).path().read_bytes() == TINY
+
+
 def test_the_environment_overrides_the_url(server, cache, monkeypatch):
     server.files["mirror/tiny.txt"] = TINY
     monkeypatch.setenv("BLASGPT_TINY_URL", server.url("mirror/tiny.txt"))

@@ -93,11 +93,19 @@ def download(url: str, dest: PathLike, sha256: str, timeout: float = 60.0) -> Pa
     """Fetch ``url`` (any URL urllib opens: https://, http://, file://) to ``dest``, verifying its sha256, written
     atomically (temp file + rename). On a checksum mismatch or a failed transfer nothing is written."""
     dest = Path(dest)
+    parts, total = [], 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the URL is the caller's choice)
-            data = resp.read()
+            while piece := resp.read(1 << 20):  # in pieces, capped: a wrong URL cannot fill memory
+                total += len(piece)
+                if total >= MAX_FILE_BYTES:
+                    raise DataError(f"download from {url} passed {MAX_FILE_BYTES:,} bytes, the most a corpus may "
+                                    f"have; nothing was written")
+                parts.append(piece)
     except OSError as e:  # URLError, HTTPError, timeouts
         raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
+    data = b"".join(parts)
+    del parts
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise DataError(f"download from {url} has sha256 {got}, expected {sha256}; nothing was written")
