@@ -178,6 +178,11 @@ def test_window_starts_depend_only_on_seed_and_step():
         assert np.array_equal(window_starts(7, first, steps, **args), all_rows[first:first + steps])
     assert np.array_equal(window_starts(7, 0, 2600, **args), all_rows)
     assert not np.array_equal(window_starts(8, 0, 2600, **args), all_rows)
+    # any integer seeds them, as --seed does in lines mode: negative ones too (numpy refused them), each its own
+    neg = window_starts(-7, 0, 2600, **args)
+    assert np.array_equal(window_starts(-7, 1025, 3, **args), neg[1025:1028])
+    assert not np.array_equal(neg, all_rows) and not np.array_equal(neg, window_starts(-8, 0, 2600, **args))
+    assert not np.array_equal(window_starts(2**40, 0, 5, **args), window_starts(2**40 + 1, 0, 5, **args))
     assert len(np.unique(all_rows)) > 4000  # uniform draws, not a few repeated offsets
 
 

@@ -124,17 +124,20 @@ def window_starts(seed: int, first_step: int, steps: int, batch_size: int, n_tok
     """Start offsets (int64, shape (steps, batch_size)) of the training windows of steps first_step ..
     first_step + steps - 1: uniform in [0, n_tokens - block_size - 1], so each window of block_size + 1 tokens
     fits. Step s's row depends only on (seed, s, batch_size, n_tokens, block_size): the rows of each block of
-    WINDOW_DRAW_STEPS steps come from numpy's PCG64 seeded with (seed, block), so a resumed run draws the very same
-    windows without replaying a random stream."""
+    WINDOW_DRAW_STEPS steps come from numpy's PCG64 seeded with (seed, block) — (-seed, 1, 0, block) for a negative
+    seed —, so a resumed run draws the very same windows without replaying a random stream."""
     high = n_tokens - block_size  # exclusive
     if high < 1:
         raise ValueError(f"the text has {n_tokens} tokens; a training window needs block_size + 1 = "
                          f"{block_size + 1}")
     out = np.empty((steps, batch_size), dtype=np.int64)
+    # numpy seeds only from non-negative integers; a negative seed (valid for --seed, as in lines mode) gets its own
+    # streams, apart from every non-negative seed's
+    entropy = [seed] if seed >= 0 else [-seed, 1, 0]
     s = first_step
     while s < first_step + steps:
         blk = s // WINDOW_DRAW_STEPS
-        rows = np.random.default_rng([seed, blk]).integers(0, high, size=(WINDOW_DRAW_STEPS, batch_size))
+        rows = np.random.default_rng(entropy + [blk]).integers(0, high, size=(WINDOW_DRAW_STEPS, batch_size))
         lo, hi = s - blk * WINDOW_DRAW_STEPS, min(WINDOW_DRAW_STEPS, first_step + steps - blk * WINDOW_DRAW_STEPS)
         out[s - first_step:s - first_step + hi - lo] = rows[lo:hi]
         s += hi - lo
