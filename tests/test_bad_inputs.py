@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-138 cases, 85 command line and 53 API (test_cli_bad_input unless named):
+139 cases, 85 command line and 54 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -39,13 +39,13 @@ Every API case asserts the exception type and its message.
                unseen character; sample with a prompt of block_size characters, top_k 0, temperature nan;
                train() with batch_size 0, steps True, an unseen character; Config with a bool and a float field;
                load_checkpoint of a directory. Text mode: train() on a stream shorter than a window, a 1-token
-               validation stream, a validation id >= vocab, documents mixed with a stream (either way), a 2-D and a
-               float stream, an id == vocab; evaluate_text of 1 token; window_starts of too short a text;
-               TextData.split(1.0); of_windows with 2-D starts; a window start past the end; encode_text of an
-               unseen character and of a lone surrogate; load_text of an empty file; generate with length -1,
-               2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call), mode 'words', a
-               prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the vocabulary,
-               another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
+               validation stream, a validation id >= vocab, documents mixed with a stream (either way),
+               window_seed 1.5, a 2-D and a float stream, an id == vocab; evaluate_text of 1 token; window_starts
+               of too short a text; TextData.split(1.0); of_windows with 2-D starts; a window start past the end;
+               encode_text of an unseen character and of a lone surrogate; load_text of an empty file; generate
+               with length -1, 2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call),
+               mode 'words', a prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the
+               vocabulary, another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
@@ -531,6 +531,8 @@ API_CASES = [
                  "val_docs must be of the same kind as docs", id="train-text-with-document-val"),
     pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab", "ca"], steps=1, val_docs=i32(0, 1, 2)), ValueError,
                  "val_docs must be of the same kind as docs", id="train-docs-with-stream-val"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(20, np.int32), steps=1, window_seed=1.5), ValueError,
+                 "window_seed must be an integer, got 1.5", id="train-text-window-seed-float"),
     pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros((2, 10), np.int32), steps=1), ValueError,
                  r"a token stream must be a 1-D integer array, got int32\[2, 10\]", id="train-text-2d-stream"),
     pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(10), steps=1), ValueError,

@@ -264,6 +264,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    if isinstance(window_seed, bool) or not isinstance(window_seed, int):
+        raise ValueError(f"window_seed must be an integer, got {window_seed!r}")
     stream = _stream(docs)
     if len(docs) == 0:
         raise ValueError("no documents to train on")
