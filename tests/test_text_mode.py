@@ -309,6 +309,7 @@ def test_greedy_text_generation_is_argmax_of_forward(gen_setup, prompt):
     want, bos_won = greedy_text(model, tok, context, 40)
     got = blasgpt.generate(model, tok, prompt, length=40, top_k=1, temperature=3.0, seed=5)
     assert got == [prompt + tok.decode(want)]
+    assert blasgpt.generate(model, tok, prompt, length=40, num=3, top_k=1, seed=6) == got * 3  # batched alike
     assert tok.bos not in want
 
 
