@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-139 cases, 85 command line and 54 API (test_cli_bad_input unless named):
+138 cases, 84 command line and 54 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
