@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -144,6 +145,9 @@ def test_sample_streams_to_a_terminal(run_dir):
     os.close(follower)
     chunks = []
     while True:
+        if not select.select([leader], [], [], 60)[0]:
+            proc.kill()
+            pytest.fail("sample wrote nothing to the terminal for 60 s")
         try:
             got = os.read(leader, 4096)
         except OSError:  # EIO: the child closed the terminal
