@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-81 cases, 58 command line and 23 API (test_cli_bad_input unless named):
+138 cases, 84 command line and 54 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -24,16 +24,38 @@ Every API case asserts the exception type and its message.
                block_size; --checkpoint that is a directory; checkpoint without a vocabulary
   plot         directory without metrics.jsonl; metrics.jsonl with a truncated line, with a JSON array line, with
                a row missing train_loss, with bytes that are not UTF-8
+  text mode    train: a text shorter than block_size + 1; a validation split of 0 and of 1 character; an empty
+               file; NUL bytes; --data-mode words; resuming a text checkpoint in lines mode and a lines one in text
+               mode; resuming with another text. eval: a character outside the vocabulary (text and lines
+               checkpoints); a 1-character file; a missing --data file; a run without validation data; a text
+               changed since training; a missing checkpoint. sample: a prompt outside the vocabulary or with
+               undecodable bytes; --length -1 and 10**8; --num 70000; --num 65536 with --length 2**24; --length >
+               block_size on a lines checkpoint
+  memory       a model too large under a 1 GiB address-space limit (test_cli_out_of_memory_is_one_line); small
+               files in both modes train under that limit (test_cli_small_data_trains_under_an_address_space_limit)
   Python API   (test_api_bad_input) Model.forward with float tokens, id == vocab, id 2**32 + 1; train_step with a
                tuple; Batch with non-contiguous / int32 / 2-D offsets, 2-D doc_ids, uint8 tokens; loss with a
                token id >= vocab; load_docs of a directory, a missing file, a NUL file; Tokenizer.encode of an
                unseen character; sample with a prompt of block_size characters, top_k 0, temperature nan;
                train() with batch_size 0, steps True, an unseen character; Config with a bool and a float field;
-               load_checkpoint of a directory
+               load_checkpoint of a directory. Text mode: train() on a stream shorter than a window, a 1-token
+               validation stream, a validation id >= vocab, documents mixed with a stream (either way),
+               window_seed 1.5, a 2-D and a float stream, an id == vocab; evaluate_text of 1 token; window_starts
+               of too short a text; TextData.split(1.0); of_windows with 2-D starts; a window start past the end;
+               encode_text of an unseen character and of a lone surrogate; load_text of an empty file; generate
+               with length -1, 2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call),
+               mode 'words', a prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the
+               vocabulary, another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
-token ids wrapping to int32); the package was fixed and the cases now guard those paths.
+token ids wrapping to int32); the package was fixed and the cases now guard those paths. The text-mode cases
+exposed three more in train(): a validation stream with an id >= vocab failed only at the end, after training
+had changed the model; document val_docs with a token stream were silently ignored; and a token-stream val_docs
+with documents died on numpy's 'truth value of an array is ambiguous'. And three elsewhere: every data file was
+read with read(1 GiB), which sets aside 1 GiB at once (failing under an address-space limit); a memory error was a
+traceback; `sample --num 65536 --length 16777216` passed the checks and died in std::bad_alloc. A prompt with
+undecodable bytes gave Python's codec message about 'utf-32-le'.
 """
 
 from __future__ import annotations
@@ -54,12 +76,17 @@ import numpy as np
 import pytest
 
 import blasgpt
+from blasgpt.data import TextData, encode_text
+from blasgpt.train import evaluate_text, window_starts
 
 DOCS = ["anna", "bob", "clara", "dave", "eve", "frank"]  # 12 characters + BOS: vocabulary 13, no 'z'
 QUICK = ["--steps", "2", "--samples", "0", "--log-every", "0"]
 TRAIN = ["train", "--data", "small.txt", *QUICK, "--out", "run"]
 RESUME = ["train", "--data", "small.txt", "--samples", "0", "--log-every", "0", "--out", "resumed", "--resume"]
 GiB = 1 << 30
+BOOK = ("\n".join(DOCS) + "\n") * 4  # text mode: 120 characters, the vocabulary of small.txt plus a newline
+TEXT = ["--data-mode", "text"]
+TEXT_TRAIN = ["train", "--data", "book.txt", *TEXT, *QUICK, "--out", "run"]
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
@@ -140,6 +167,18 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     save_file({"w": np.ones((3, 4), dtype=np.float32)}, str(lib / "foreign.safetensors"))
     blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1)).save(lib / "novocab.safetensors")
+    (lib / "book.txt").write_text(BOOK, encoding="utf-8")
+    (lib / "other_book.txt").write_text(BOOK.replace("frank", "zelda"), encoding="utf-8")  # a 'z' too
+    (lib / "short.txt").write_text("abcdefghi\n", encoding="utf-8")  # 10 characters: no window of 17
+    (lib / "zed.txt").write_text("bz\n", encoding="utf-8")
+    (lib / "changing.txt").write_text(BOOK, encoding="utf-8")
+    for name, data, more in [("text", "book.txt", []), ("text_noval", "book.txt", ["--val-fraction", "0"]),
+                             ("changed", "changing.txt", [])]:  # text-mode checkpoints of 2-step runs
+        r = run_cli(["train", "--data", data, *TEXT, *QUICK, *more, "--out", "trun"], cwd=lib)
+        assert r.returncode == 0, r.stderr
+        shutil.move(lib / "trun" / "ckpt.safetensors", lib / f"{name}.safetensors")
+        shutil.rmtree(lib / "trun")
+    (lib / "changing.txt").write_text(BOOK[::-1], encoding="utf-8")  # the same characters, another text
     (lib / "plot_empty").mkdir()
     for name, content in [
         ("plot_truncated", b'{"step": 1, "train_loss": 2.5, "val_loss": null}\n{"step": 2, "train_lo\n'),
@@ -251,6 +290,63 @@ CLI_CASES = [
     pytest.param(["plot", "plot_array"], 1, "plot_array/metrics.jsonl:1", id="plot-json-array-line"),
     pytest.param(["plot", "plot_nokey"], 1, "plot_nokey/metrics.jsonl:1", id="plot-row-without-train-loss"),
     pytest.param(["plot", "plot_latin1"], 1, "plot_latin1/metrics.jsonl", id="plot-metrics-not-utf8"),
+    # text mode (--data-mode text): data that cannot train exits 1, bad flags and characters exit 2
+    pytest.param(["train", "--data", "short.txt", *TEXT, *QUICK, "--out", "run"], 1,
+                 "short.txt has 9 characters to train on; text mode needs at least block_size + 1 = 17",
+                 id="text-shorter-than-a-window"),
+    pytest.param([*TEXT_TRAIN, "--val-fraction", "0.001"], 1,
+                 "the validation split (0.001 of 120 characters) is too short for one target", id="text-val-empty"),
+    pytest.param([*TEXT_TRAIN, "--val-fraction", "0.01"], 1,
+                 "the validation split (0.01 of 120 characters) is too short for one target",
+                 id="text-val-one-character"),
+    pytest.param(["train", "--data", "empty.txt", *TEXT, *QUICK, "--out", "run"], 1, "empty.txt is empty",
+                 id="text-empty-file"),
+    pytest.param(["train", "--data", "nul.bin", *TEXT, *QUICK, "--out", "run"], 1,
+                 "nul.bin looks like a binary file (it contains NUL bytes), not running text", id="text-nul-bytes"),
+    pytest.param([*TRAIN, "--data-mode", "words"], 2, "argument --data-mode: invalid choice: 'words'",
+                 id="data-mode-unknown"),
+    pytest.param(["train", "--data", "book.txt", "--data-mode", "lines", "--samples", "0", "--log-every", "0",
+                  "--out", "resumed", "--resume", "text.safetensors"], 2,
+                 "--data-mode lines does not match the checkpoint, which was trained in text mode",
+                 id="resume-text-checkpoint-in-lines-mode"),
+    pytest.param([*RESUME, "ckpt.safetensors", *TEXT], 2,
+                 "--data-mode text does not match the checkpoint, which was trained in lines mode",
+                 id="resume-lines-checkpoint-in-text-mode"),
+    pytest.param(["train", "--data", "other_book.txt", "--samples", "0", "--log-every", "0", "--out", "resumed",
+                  "--resume", "text.safetensors"], 1,
+                 "text.safetensors: the data differs from the run being resumed (its text changed)",
+                 id="resume-text-other-text"),
+    pytest.param(["eval", "--checkpoint", "text.safetensors", "--data", "zed.txt"], 2,
+                 "1 character(s) not in the vocabulary: 'z'", id="eval-text-outside-vocab"),
+    pytest.param(["eval", "--checkpoint", "ckpt.safetensors", "--data", "zed.txt"], 2,
+                 "1 character(s) not in the vocabulary: 'z'", id="eval-lines-outside-vocab"),
+    pytest.param(["eval", "--checkpoint", "text.safetensors", "--data", "one.txt"], 2,
+                 "a text of 1 token(s) has no target to evaluate", id="eval-text-one-character"),
+    pytest.param(["eval", "--checkpoint", "text.safetensors", "--data", "missing.txt"], 1,
+                 "data file not found: missing.txt", id="eval-data-missing"),
+    pytest.param(["eval", "--checkpoint", "text_noval.safetensors"], 1,
+                 "the run held out no validation data (--val-fraction 0); pass --data FILE", id="eval-no-validation"),
+    pytest.param(["eval", "--checkpoint", "changed.safetensors"], 1,
+                 "changing.txt changed since the run trained on it (its sha256 differs)", id="eval-text-changed"),
+    pytest.param(["eval", "--checkpoint", "nothere.safetensors"], 1, "checkpoint not found: nothere.safetensors",
+                 id="eval-checkpoint-missing"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--prompt", "zz"], 2,
+                 "1 character(s) not in the vocabulary: 'z'", id="sample-text-prompt-outside-vocab"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--prompt", "ab\udcff"], 2,
+                 "the text holds '\\udcff' at position 2, a lone surrogate and not a character",
+                 id="sample-prompt-undecodable-bytes"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--length", "-1"], 2,
+                 "argument --length: must be >= 0, got -1", id="sample-length-negative"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--length", "100000000"], 2,
+                 "length must be an integer between 0 and 16777216, got 100000000", id="sample-length-absurd"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--num", "65536", "--length", "16777216"], 2,
+                 "num x length is 1,099,511,627,776 characters; one call generates at most 16,777,216",
+                 id="sample-num-times-length-absurd"),
+    pytest.param(["sample", "--checkpoint", "text.safetensors", "--num", "70000"], 2,
+                 "num must be an integer between 0 and 65536, got 70000", id="sample-num-absurd"),
+    pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--length", "17"], 2,
+                 "--length 17: ckpt.safetensors was trained in lines mode, so its samples are documents of at most "
+                 "block_size (16) characters", id="sample-lines-checkpoint-as-text"),
 ]
 
 
@@ -289,6 +385,24 @@ def test_cli_refuses_a_character_device(cwd: Path) -> None:
     r = run_cli(["train", "--data", "/dev/zero", *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
     assert "/dev/zero is not a regular file" in error_line(r, 1)
     assert_left_behind(cwd, before)
+
+
+def test_cli_out_of_memory_is_one_line(cwd: Path) -> None:
+    """A model too large for the memory the process may use (d2048 L4 with Adam: about 5 GB, under a 1 GiB
+    address-space limit): exit 1, one line saying so, no traceback, no run directory."""
+    before = tree(cwd)
+    r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "run", "--n-embd", "2048", "--n-head", "16",
+                 "--n-layer", "4"], cwd, preexec_fn=limit_address_space())
+    assert "out of memory" in error_line(r, 1)
+    assert_left_behind(cwd, before)
+
+
+@pytest.mark.parametrize("args", [["--data", "small.txt"], ["--data", "book.txt", *TEXT]], ids=["lines", "text"])
+def test_cli_small_data_trains_under_an_address_space_limit(cwd: Path, args: list[str]) -> None:
+    """Reading a small data file must not set aside the 1 GiB size cap (read(1 GiB) did, and failed under this
+    limit before any training)."""
+    r = run_cli(["train", *args, *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_cli_diverging_training_fails_without_writing_a_checkpoint(cwd: Path) -> None:
@@ -406,6 +520,70 @@ API_CASES = [
                  ValueError, r"Config.n_layer must be an integer, got 1\.0", id="config-float"),
     pytest.param(lambda m, t, d: blasgpt.load_checkpoint(d / "adir"), blasgpt.CheckpointError, "adir is a directory",
                  id="load-checkpoint-directory"),
+    # text mode: token streams, windows, evaluation and generation
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, i32(0, 1, 2, 0, 1, 2), steps=1), ValueError,
+                 r"the text has 6 tokens; training windows need block_size \+ 1 = 7", id="train-text-too-short"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(20, np.int32), steps=1, val_docs=i32(1)), ValueError,
+                 r"the validation text has 1 token\(s\); it needs at least 2 \(one target\)", id="train-text-val-1"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(20, np.int32), steps=1, val_docs=i32(0, 1, 7)),
+                 ValueError, r"the validation text holds token id 7, out of range \[0, 4\)", id="train-val-bad-id"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(20, np.int32), steps=1, val_docs=["ab"]), ValueError,
+                 "val_docs must be of the same kind as docs", id="train-text-with-document-val"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab", "ca"], steps=1, val_docs=i32(0, 1, 2)), ValueError,
+                 "val_docs must be of the same kind as docs", id="train-docs-with-stream-val"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(20, np.int32), steps=1, window_seed=1.5), ValueError,
+                 "window_seed must be an integer, got 1.5", id="train-text-window-seed-float"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros((2, 10), np.int32), steps=1), ValueError,
+                 r"a token stream must be a 1-D integer array, got int32\[2, 10\]", id="train-text-2d-stream"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.zeros(10), steps=1), ValueError,
+                 r"a token stream must be a 1-D integer array, got float64\[10\]", id="train-text-float-stream"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, np.full(20, 4, np.int32), steps=1), ValueError,
+                 r"token id 4 at position \d+ is out of range \[0, 4\)", id="train-text-id-equal-to-vocab"),
+    pytest.param(lambda m, t, d: evaluate_text(m, i32(1)), ValueError,
+                 r"a text of 1 token\(s\) has no target to evaluate", id="evaluate-text-1-token"),
+    pytest.param(lambda m, t, d: window_starts(0, 0, 1, 1, 6, 6), ValueError,
+                 r"the text has 6 tokens; a training window needs block_size \+ 1 = 7", id="window-starts-too-short"),
+    pytest.param(lambda m, t, d: TextData(i32(0, 1), "", "x").split(1.0), ValueError,
+                 r"the validation fraction must be in \[0, 1\), got 1.0", id="text-split-fraction-1"),
+    pytest.param(lambda m, t, d: blasgpt.Batch.of_windows(i32(0, 1, 2), np.zeros((1, 1), dtype=np.int64)), ValueError,
+                 "starts must be 1-D", id="of-windows-2d-starts"),
+    pytest.param(lambda m, t, d: m.loss(blasgpt.Batch.of_windows(i32(0, 1, 2), i64(2))), ValueError,
+                 r"window start 2 is out of range \[0, 2\)", id="loss-window-start-past-the-end"),
+    pytest.param(lambda m, t, d: encode_text("abz", t), ValueError, r"1 character\(s\) not in the vocabulary: 'z'",
+                 id="encode-text-unseen-character"),
+    pytest.param(lambda m, t, d: encode_text("a" * 9 + "\ud800", t), ValueError,
+                 "the text holds '\\\\ud800' at position 9, a lone surrogate", id="encode-text-lone-surrogate"),
+    pytest.param(lambda m, t, d: blasgpt.load_text(d / "empty.txt"), blasgpt.DataError, "empty.txt is empty",
+                 id="load-text-empty"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=-1), ValueError,
+                 "length must be an integer between 0 and 16777216, got -1", id="generate-length-negative"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=2**24 + 1), ValueError,
+                 "length must be an integer between 0 and 16777216, got 16777217", id="generate-length-absurd"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=5.0), ValueError,  # type: ignore[arg-type]
+                 "length must be an integer between 0 and 16777216, got 5.0", id="generate-length-float"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=-1, stream=True), ValueError,
+                 "length must be an integer", id="generate-stream-refused-at-once"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", length=2**23, num=3), ValueError,
+                 "num x length is 25,165,824 characters; one call generates at most 16,777,216",
+                 id="generate-num-times-length-absurd"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", mode="words"), ValueError,
+                 "mode must be one of text, lines, got 'words'", id="generate-mode-unknown"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a" * (2**20 + 1), length=1), ValueError,
+                 "prompt has 1,048,577 characters; at most 1,048,576 are allowed", id="generate-prompt-too-long"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a" * BLOCK, length=1, mode="lines"), ValueError,
+                 r"prompt has 6 characters; it must be shorter than block_size \(6\)", id="generate-lines-long-prompt"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "az"), ValueError,
+                 r"1 character\(s\) not in the vocabulary: 'z'", id="generate-prompt-outside-vocab"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, blasgpt.Tokenizer(list("ab")), "a"), ValueError,
+                 "tokenizer has 3 symbols but the model expects 4", id="generate-tokenizer-mismatch"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", num=-1), ValueError,
+                 "num must be an integer between 0 and 65536, got -1", id="generate-num-negative"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", top_k=5), ValueError,
+                 "top_k must be an integer between 1 and the vocabulary size 4, got 5", id="generate-top-k-over-vocab"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", seed=1.5), ValueError,  # type: ignore[arg-type]
+                 "seed must be an integer or None, got 1.5", id="generate-seed-float"),
+    pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", temperature=float("inf")), ValueError,
+                 "temperature must be a finite number > 0, got inf", id="generate-temperature-inf"),
 ]
 
 

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="shuffle and initialisation seed (default 42)")
     t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
-                                                    "(default --out: the checkpoint's directory)")
+                                                    "(default --out: the checkpoint's directory; default --data: "
+                                                    "the run's)")
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this tail fraction of the shuffled documents (text mode: of the text) for "
                         "validation (default 0.1)")
@@ -133,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     s.add_argument("--num", type=_nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
     s.add_argument("--length", type=_nonneg_int, default=None,
-                   help=f"new characters per sample (text mode, default 500, at most {MAX_LENGTH:,}; lines mode: "
-                        "at most block_size, the default)")
+                   help=f"new characters per sample (text mode, default 500; --num x --length at most {MAX_LENGTH:,}; "
+                        "lines mode: at most block_size, the default)")
     s.add_argument("--temperature", type=float, default=None,
                    help="> 0; lower is more conservative (default 0.5; text mode 0.8)")
     s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
@@ -276,7 +277,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at most 256, got {args.threads}")
 
     block = resume.model.config.block_size if resume is not None else sizes["block_size"]
-    data = _Data(mode, args.data, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
+    spec = args.data
+    if spec is None and resume is not None:  # a resumed run trains on the run's own data unless told otherwise
+        spec = resume.extra.get("data") or None
+    data = _Data(mode, spec, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
     if resume is not None:
         out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
@@ -315,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{'documents' if mode == 'lines' else 'windows'} are split between them")
 
     run_state = {"seed": seed, "batch_size": batch_size, "lr": lr, "total_steps": total,
-                 "val_fraction": val_fraction, "data": str(args.data) if args.data else None,
+                 "val_fraction": val_fraction, "data": str(spec) if spec else None,
                  "data_sha256": data.fingerprint, "data_mode": mode}
     if data.rng_state is not None:
         run_state["rng_state"] = data.rng_state
@@ -636,6 +640,11 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
     except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as e:  # e.g. a model or a batch too large for this machine
+        detail = f" ({e})" if str(e) else ""
+        print(f"blasgpt {args.command}: error: out of memory{detail}; try a smaller model, batch or request",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

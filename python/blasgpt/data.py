@@ -56,7 +56,18 @@ def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
     if size >= MAX_FILE_BYTES:
         raise DataError(too_big)
     with open(p, "rb") as f:
-        raw = f.read(MAX_FILE_BYTES)  # capped: a file that grows while being read cannot blow up memory
+        # read(n) sets aside n bytes at once: ask for the size stat gave (+1 to notice a file that grew), not for
+        # the 1 GiB cap, which fails under an address-space limit or strict overcommit even for a tiny file
+        raw = f.read(size + 1)
+        if len(raw) > size:  # it grew (or stat cannot tell, as in /proc): read on in pieces, capped
+            parts, total = [raw], len(raw)
+            while total < MAX_FILE_BYTES:
+                piece = f.read(min(1 << 24, MAX_FILE_BYTES - total))
+                if not piece:
+                    break
+                parts.append(piece)
+                total += len(piece)
+            raw = b"".join(parts)
     if len(raw) >= MAX_FILE_BYTES:
         raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -84,11 +95,19 @@ def download(url: str, dest: PathLike, sha256: str, timeout: float = 60.0) -> Pa
     """Fetch ``url`` (any URL urllib opens: https://, http://, file://) to ``dest``, verifying its sha256, written
     atomically (temp file + rename). On a checksum mismatch or a failed transfer nothing is written."""
     dest = Path(dest)
+    parts, total = [], 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the URL is the caller's choice)
-            data = resp.read()
+            while piece := resp.read(1 << 20):  # in pieces, capped: a wrong URL cannot fill memory
+                total += len(piece)
+                if total >= MAX_FILE_BYTES:
+                    raise DataError(f"download from {url} passed {MAX_FILE_BYTES:,} bytes, the most a corpus may "
+                                    f"have; nothing was written")
+                parts.append(piece)
     except OSError as e:  # URLError, HTTPError, timeouts
         raise DataError(f"could not download {url}: {getattr(e, 'reason', None) or e}") from None
+    data = b"".join(parts)
+    del parts
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise DataError(f"download from {url} has sha256 {got}, expected {sha256}; nothing was written")
@@ -251,6 +270,16 @@ class Batch:
         return Batch(self.tokens, self.offsets, ids, self.windows)
 
 
+def _code_points(text: str, offset: int = 0) -> np.ndarray:
+    """The code points of ``text`` (uint32); ValueError for a lone surrogate (say, undecodable bytes of a command
+    line argument), which is no character of any text file."""
+    try:
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the text holds {text[e.start]!r} at position {offset + e.start}, a lone surrogate and not "
+                         f"a character (undecodable bytes?)") from None
+
+
 class Tokenizer:
     """Characters ↔ ids. ``chars`` are the vocabulary in sorted order; ``bos = len(chars)``."""
 
@@ -319,7 +348,7 @@ class Tokenizer:
             raw = self._bytes(text)
             if raw is not None and self._bos_byte not in raw:
                 return np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        codes = _code_points(text)
         if self._lut is not None:
             ids = self._lut.take(codes, mode="clip")
             ok = ids >= 0
@@ -404,7 +433,7 @@ TEXT_CHUNK_CHARS = 1 << 22  # characters converted at a time: the UTF-32 tempora
 def _chunks(text: str) -> Iterable[np.ndarray]:
     """The Unicode code points of ``text`` (uint32), a chunk at a time."""
     for lo in range(0, len(text), TEXT_CHUNK_CHARS):
-        yield np.frombuffer(text[lo:lo + TEXT_CHUNK_CHARS].encode("utf-32-le"), dtype=np.uint32)
+        yield _code_points(text[lo:lo + TEXT_CHUNK_CHARS], lo)
 
 
 def text_vocabulary(text: str) -> Tokenizer:

@@ -23,7 +23,7 @@ from .data import Tokenizer
 from .model import Model
 
 MODES = ("text", "lines")
-MAX_LENGTH = 1 << 24      # characters one call may generate
+MAX_LENGTH = 1 << 24      # characters one call may generate (num x length)
 MAX_PROMPT = 1 << 20      # characters of prompt (only the last block_size of them condition the first token)
 STREAM_FIRST = 1          # tokens per C++ call when streaming: the first characters appear at once ...
 STREAM_MAX = 32           # ... and later calls take up to this many (fewer Python round trips, still smooth)
@@ -40,6 +40,8 @@ def _check(model: Model, tokenizer: Tokenizer, length: int, num: int, temperatur
         raise ValueError(f"length must be an integer between 0 and {MAX_LENGTH}, got {length!r}")
     if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= 1 << 16:
         raise ValueError(f"num must be an integer between 0 and 65536, got {num!r}")
+    if num * length > MAX_LENGTH:  # the (num, length) result is held at once
+        raise ValueError(f"num x length is {num * length:,} characters; one call generates at most {MAX_LENGTH:,}")
     try:
         temp = float(temperature)
     except (TypeError, ValueError):

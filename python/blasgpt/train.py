@@ -124,17 +124,20 @@ def window_starts(seed: int, first_step: int, steps: int, batch_size: int, n_tok
     """Start offsets (int64, shape (steps, batch_size)) of the training windows of steps first_step ..
     first_step + steps - 1: uniform in [0, n_tokens - block_size - 1], so each window of block_size + 1 tokens
     fits. Step s's row depends only on (seed, s, batch_size, n_tokens, block_size): the rows of each block of
-    WINDOW_DRAW_STEPS steps come from numpy's PCG64 seeded with (seed, block), so a resumed run draws the very same
-    windows without replaying a random stream."""
+    WINDOW_DRAW_STEPS steps come from numpy's PCG64 seeded with (seed, block) — (-seed, 1, 0, block) for a negative
+    seed —, so a resumed run draws the very same windows without replaying a random stream."""
     high = n_tokens - block_size  # exclusive
     if high < 1:
         raise ValueError(f"the text has {n_tokens} tokens; a training window needs block_size + 1 = "
                          f"{block_size + 1}")
     out = np.empty((steps, batch_size), dtype=np.int64)
+    # numpy seeds only from non-negative integers; a negative seed (valid for --seed, as in lines mode) gets its own
+    # streams, apart from every non-negative seed's
+    entropy = [seed] if seed >= 0 else [-seed, 1, 0]
     s = first_step
     while s < first_step + steps:
         blk = s // WINDOW_DRAW_STEPS
-        rows = np.random.default_rng([seed, blk]).integers(0, high, size=(WINDOW_DRAW_STEPS, batch_size))
+        rows = np.random.default_rng(entropy + [blk]).integers(0, high, size=(WINDOW_DRAW_STEPS, batch_size))
         lo, hi = s - blk * WINDOW_DRAW_STEPS, min(WINDOW_DRAW_STEPS, first_step + steps - blk * WINDOW_DRAW_STEPS)
         out[s - first_step:s - first_step + hi - lo] = rows[lo:hi]
         s += hi - lo
@@ -261,6 +264,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    if isinstance(window_seed, bool) or not isinstance(window_seed, int):
+        raise ValueError(f"window_seed must be an integer, got {window_seed!r}")
     stream = _stream(docs)
     if len(docs) == 0:
         raise ValueError("no documents to train on")
@@ -269,6 +274,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
                          f"{model.config.vocab_size}")
     if checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
+    if val_docs is not None and len(val_docs) and (_stream(val_docs) is None) != (stream is None):
+        raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
@@ -285,6 +292,11 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
         val_stream = _stream(val_docs) if val_docs is not None and len(val_docs) and root else None
         if val_stream is not None and val_stream.size < 2:
             raise ValueError(f"the validation text has {val_stream.size} token(s); it needs at least 2 (one target)")
+        if val_stream is not None:  # checked now, not when the first evaluation comes after training
+            bad = val_stream[(val_stream < 0) | (val_stream >= tokenizer.vocab_size)]
+            if bad.size:
+                raise ValueError(f"the validation text holds token id {int(bad[0])}, out of range "
+                                 f"[0, {tokenizer.vocab_size})")
         val_batch = None
     else:
         n_docs = len(docs)
