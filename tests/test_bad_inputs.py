@@ -139,7 +139,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.numpy import save_file
 
     save_file({"w": np.ones((3, 4), dtype=np.float32)}, str(lib / "foreign.safetensors"))
-    blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1)).save(lib / "novocab.safetensors")
+    no_vocab = blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1))
+    blasgpt.save_checkpoint(lib / "novocab.safetensors", no_vocab)
     (lib / "plot_empty").mkdir()
     for name, content in [
         ("plot_truncated", b'{"step": 1, "train_loss": 2.5, "val_loss": null}\n{"step": 2, "train_lo\n'),

@@ -5,16 +5,13 @@ from __future__ import annotations
 import math
 import os
 import random
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
 from .config import Config
 from .data import Batch, Tokenizer
-
-if TYPE_CHECKING:
-    from .checkpoint import PathLike
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
 DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
@@ -52,6 +49,9 @@ class Model:
     Weights are drawn from ``gauss(0, 0.08)`` with Python's ``random`` — from ``init_rng`` if given (to continue a
     stream, as microgpt does after shuffling its documents), else from ``random.Random(seed)`` — parameter by
     parameter in table order, each row-major.
+
+    Saving and loading live in blasgpt.checkpoint: ``save_checkpoint(path, model, tokenizer)``,
+    ``load_checkpoint(path).model``.
     """
 
     def __init__(self, config: Config, dtype: Any = "float64", seed: int = 42, *,
@@ -177,20 +177,6 @@ class Model:
     def forward(self, tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Logits (n, vocab_size) for a sequence of n <= block_size token ids at positions 0..n-1."""
         return self._core.logits(_token_array(tokens))
-
-    # -- files -----------------------------------------------------------------------------------------------
-    def save(self, path: "PathLike", tokenizer: Optional[Tokenizer] = None, **extra: Any) -> None:
-        """Write params, Adam state and step to a safetensors file (atomically); see blasgpt.checkpoint."""
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(path, self, tokenizer, extra)
-
-    @classmethod
-    def load(cls, path: "PathLike", backend: Optional[str] = None) -> "Model":
-        """The model stored in a checkpoint written by ``save``."""
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(path, backend=backend).model
 
 
 def _check_batch(batch: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .checkpoint import save_checkpoint
 from .config import Config
 from .data import Batch, Tokenizer
 from .model import Model
@@ -137,7 +138,7 @@ class _Reporter:
 def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
     """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones."""
     numbered = out_dir / f"ckpt-{model.step}.safetensors"
-    model.save(numbered, tokenizer, **extra)
+    save_checkpoint(numbered, model, tokenizer, extra)
     latest = out_dir / LATEST_CHECKPOINT
     tmp = out_dir / f".{LATEST_CHECKPOINT}.{os.getpid()}.tmp"
     try:
@@ -146,7 +147,7 @@ def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, 
     except OSError:
         if tmp.exists():
             tmp.unlink()
-        model.save(latest, tokenizer, **extra)
+        save_checkpoint(latest, model, tokenizer, extra)
     old = sorted(out_dir.glob("ckpt-*.safetensors"), key=lambda q: _ckpt_step(q))
     for q in old[:-keep] if keep > 0 else old:
         q.unlink()
