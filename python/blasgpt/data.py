@@ -87,6 +87,20 @@ def download_names(dest: PathLike, url: Optional[str] = None, sha256: Optional[s
     return dest
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (/proc/self/status; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
     """Write ``data`` to ``dest`` so that readers see the old file or the whole new one, never a part."""
     dest = Path(dest)
@@ -94,6 +108,7 @@ def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 -> what any new file of the user gets
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
