@@ -9,7 +9,7 @@
 
 from ._version import __version__
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config, training_flops
+from .config import Config, MemoryLimitError, memory_estimate, training_flops
 from .data import Batch, DataError, Tokenizer, download_names, load_docs, read_docs
 from .model import Model, sample
 from .train import History, TrainingError, lr_at, microgpt_start, train
@@ -22,6 +22,7 @@ __all__ = [
     "Config",
     "DataError",
     "History",
+    "MemoryLimitError",
     "Model",
     "Tokenizer",
     "TrainingError",
@@ -31,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "load_docs",
     "lr_at",
+    "memory_estimate",
     "microgpt_start",
     "read_docs",
     "sample",

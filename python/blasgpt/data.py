@@ -49,8 +49,12 @@ def read_docs(path: PathLike) -> list[str]:
     too_big = f"{p} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
     if size >= MAX_FILE_BYTES:
         raise DataError(too_big)
-    with open(p, "rb") as f:
-        raw = f.read(MAX_FILE_BYTES)  # capped: a file that grows while being read cannot blow up memory
+    with open(p, "rb") as f:  # in pieces (read(n) reserves n bytes first), capped: a growing file cannot blow up memory
+        chunks, got = [], 0
+        while got < MAX_FILE_BYTES and (chunk := f.read(min(1 << 24, MAX_FILE_BYTES - got))):
+            chunks.append(chunk)
+            got += len(chunk)
+        raw = b"".join(chunks)
     if len(raw) >= MAX_FILE_BYTES:
         raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):

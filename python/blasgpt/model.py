@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .config import Config
+from .config import Config, MemoryLimitError, check_memory, format_bytes, memory_estimate
 from .data import Batch, Tokenizer
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
@@ -61,8 +61,14 @@ class Model:
             raise ValueError(f"config must be a blasgpt.Config, got {type(config).__name__}")
         self.config = config
         self.dtype = np.dtype(_dtype_name(dtype))
-        self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
-                                             threads=_check_threads(threads))
+        need = memory_estimate(config, self.dtype, threads=_check_threads(threads))
+        check_memory(need, f"a {self.dtype.name} model of {config.num_params:,} parameters")  # before allocating
+        try:
+            self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
+                                                 threads=threads)
+        except MemoryError:
+            raise MemoryLimitError(f"out of memory allocating a {self.dtype.name} model of {config.num_params:,} "
+                                   f"parameters ({format_bytes(need.total)}: {need.breakdown()})") from None
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
@@ -131,7 +137,10 @@ class Model:
 
     @threads.setter
     def threads(self, n: int) -> None:
-        self._core.threads = _check_threads(n)
+        now = memory_estimate(self.config, self.dtype, threads=self.threads)
+        check_memory(memory_estimate(self.config, self.dtype, threads=_check_threads(n)),
+                     f"this model with {n} threads", resident=now.total)
+        self._core.threads = n
 
     def __repr__(self) -> str:
         c = self.config

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .checkpoint import save_checkpoint
-from .config import Config
+from .config import Config, MemoryEstimate, check_memory, memory_estimate
 from .data import Batch, Tokenizer
 from .model import Model
 
@@ -80,6 +80,15 @@ def microgpt_start(docs: Sequence[str], seed: int = 42, dtype: Any = "float64",
 
 
 EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
+
+
+def run_memory(cfg: Config, dtype: Any, batch_size: int, threads: int = 1, n_val: int = 0, ranks: int = 1,
+               longest: Optional[int] = None) -> MemoryEstimate:
+    """Memory a ``train`` run needs: the model, and the activations of its largest call, which is either one
+    process's share of a training batch or one evaluation chunk of the ``n_val`` held-out documents (documents of
+    at most ``longest`` characters, when given, train on at most longest + 1 positions)."""
+    return memory_estimate(cfg, dtype, max(-(-batch_size // ranks), min(EVAL_CHUNK_DOCS, n_val)), threads,
+                           None if longest is None else longest + 1)
 
 
 def evaluate(model: Model, batch: Batch) -> float:
@@ -199,6 +208,10 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
                          f"{model.config.vocab_size}")
     if checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
+    ranks = comm.Get_size() if comm is not None else 1
+    longest = max(max(map(len, docs)), max(map(len, val_docs or [""])))
+    check_memory(run_memory(model.config, model.dtype, batch_size, model.threads, len(val_docs or ()), ranks, longest),
+                 "this training run", resident=memory_estimate(model.config, model.dtype, threads=model.threads).total)
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
@@ -270,5 +283,5 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
     return History(losses, time.perf_counter() - report.t0 - eval_seconds, steps * batch_size, val_losses)
 
 
-__all__ = ["History", "TrainingError", "evaluate", "lr_at", "microgpt_start", "save_rotating", "shuffle_docs",
-           "train", "split_validation"]
+__all__ = ["History", "TrainingError", "evaluate", "lr_at", "microgpt_start", "run_memory", "save_rotating",
+           "shuffle_docs", "train", "split_validation"]
