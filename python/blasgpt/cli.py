@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from . import __version__
+from . import __version__, rundir
 from ._core import blas_info, native_isa
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config
+from .config import Config, MemoryLimitError, check_memory, memory_estimate
 from .data import DataError, Tokenizer, load_docs
 from .model import BACKENDS, Model, sample
 from .parallel import MPIUnavailable, abort_on_error, world
-from .train import LATEST_CHECKPOINT, METRICS_FILE, TrainingError, save_rotating, shuffle_docs, split_validation, train
+from .train import (LATEST_CHECKPOINT, METRICS_FILE, TrainingError, run_memory, save_rotating, shuffle_docs,
+                    split_validation, train)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
                                                     "(default --out: the checkpoint's directory)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="if --out already holds a run, remove its files and start over (default: refuse)")
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this tail fraction of the shuffled documents for validation (default 0.1)")
     t.add_argument("--eval-every", type=_nonneg_int, default=None,
@@ -188,10 +191,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads > 256:
         raise UsageError(f"--threads must be at most 256, got {args.threads}")
 
+    out_dir = Path(args.out) if args.out else Path(args.resume).parent if resume is not None else \
+        Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    resuming_here = resume is not None and out_dir.resolve() == Path(args.resume).resolve().parent
+    root = args.comm is None or args.comm.Get_rank() == 0
+    if root:  # refuse a directory in use or holding another run now, before any work (and again under the lock)
+        rundir.check(out_dir, resuming_here, args.overwrite)
+
     all_docs = load_docs(args.data)
     fingerprint = _data_fingerprint(all_docs)
     if resume is not None:
-        out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
         shuffled, rng = shuffle_docs(all_docs, seed)
         state = _rng_state(rng)
@@ -200,18 +209,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             f"number changed), so the resumed run could not continue the same sequence")
         if total < model.step:
             raise UsageError(f"--steps {total} is before the checkpoint's step {model.step}")
+        mem_note = _memory_note(model.config, model.dtype, batch_size, args, all_docs, val_fraction,
+                                resident=memory_estimate(model.config, model.dtype).total)
     else:
-        out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         # microgpt_start, spelled out to keep the random stream's state after the shuffle (it fixes the data order)
         shuffled, rng = shuffle_docs(all_docs, seed)
         state = _rng_state(rng)
         tok = Tokenizer.from_docs(shuffled)
-        model = Model(Config(vocab_size=tok.vocab_size, **sizes), dtype=args.dtype or "float64", init_rng=rng)
+        cfg = Config(vocab_size=tok.vocab_size, **sizes)
+        mem_note = _memory_note(cfg, args.dtype or "float64", batch_size, args, all_docs, val_fraction)
+        model = Model(cfg, dtype=args.dtype or "float64", init_rng=rng)
     assert tok is not None
     train_docs, val_docs = split_validation(shuffled, val_fraction)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is not a directory (it is an existing file)")
-    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
+    if root:  # create it now (fail now, not after training) and lock it; _run releases the lock
+        args.run_lock = rundir.acquire(out_dir, resuming_here, args.overwrite)
+        if args.run_lock.stale:
+            print(f"took over the lock of {out_dir} left by {args.run_lock.stale}, which is no longer running")
     if args.gemm:
         model.backend = args.gemm
     model.threads = args.threads
@@ -220,10 +235,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"blasgpt {__version__} | data {source}: {len(train_docs):,} train + {len(val_docs):,} val docs, "
           f"vocab {tok.vocab_size} | d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: "
           f"{model.num_params:,} params | {model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | "
-          f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
+          f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})"
+          f"{mem_note}")
     if resume is not None:
         print(f"resuming {args.resume} at step {model.step} of {total}")
-    root = args.comm is None or args.comm.Get_rank() == 0
     if args.comm is not None:
         print(f"data-parallel over {args.comm.Get_size()} MPI ranks: each step's {batch_size} documents are split "
               f"between them")
@@ -265,6 +280,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for text in sample(model, tok, num=args.samples, temperature=args.temperature, seed=seed):
             print(text)
     return EXIT_OK
+
+
+def _memory_note(cfg: Config, dtype: object, batch_size: int, args: argparse.Namespace, docs: list[str],
+                 val_fraction: float, resident: int = 0) -> str:
+    """Refuse a run that cannot fit in memory before it is allocated (MemoryLimitError: what it needs, what there
+    is); for one that fits but comes close, the warning to append to the start line."""
+    ranks = args.comm.Get_size() if args.comm is not None else 1
+    longest = max(map(len, docs))
+    note = check_memory(run_memory(cfg, dtype, batch_size, args.threads, int(len(docs) * val_fraction), ranks, longest),
+                        "this run", resident)
+    return f" | {note}" if note else ""
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -448,6 +474,13 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
         parser.print_usage(sys.stderr)  # (the top-level usage: the subcommand's own is one --help away)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except rundir.RunDirError as e:
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+    except MemoryError as e:  # refused before allocating (says what it needs), or an allocation that failed anyway
+        print(f"blasgpt {args.command}: error: {e if isinstance(e, MemoryLimitError) else f'out of memory ({e})'}",
+              file=sys.stderr)
+        return EXIT_ERROR
     except (DataError, CheckpointError, TrainingError, MissingDependency, OSError) as e:
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -457,6 +490,9 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
     except KeyboardInterrupt:
         print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if getattr(args, "run_lock", None) is not None:
+            args.run_lock.release()
 
 
 if __name__ == "__main__":
