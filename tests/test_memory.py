@@ -168,3 +168,26 @@ def test_start_line_warns_close_to_the_limit(tmp_path: Path) -> None:
     start = r.stdout.splitlines()[0]
     assert re.search(r" \| memory: needs [\d.]+ MiB of [\d.]+ MiB available \(the room left under the 1\.0 GiB "
                      r"address-space limit, ulimit -v\), close to the limit$", start), start
+
+
+REPEAT_SCRIPT = """
+import blasgpt
+from blasgpt.config import available_memory, memory_estimate
+
+docs = ["abcdefgh", "hgfedcba", "aabbccdd"]
+tok = blasgpt.Tokenizer.from_docs(docs)
+model = blasgpt.Model(blasgpt.Config(vocab_size=tok.vocab_size), dtype="float32")
+per_seq = memory_estimate(model.config, "float32", 1, positions=9).activations
+batch = int(0.6 * available_memory()[0] / per_seq)
+for _ in range(3):
+    blasgpt.train(model, tok, docs, steps=1, batch_size=batch)
+print("trained", batch)
+"""
+
+
+def test_repeated_train_calls_do_not_count_the_workspace_twice() -> None:
+    """train() checks memory on every call; the activations a previous call allocated are not needed again, so a
+    batch filling 60% of the room (under ulimit -v 1 GiB) trains call after call."""
+    r = subprocess.run([sys.executable, "-c", REPEAT_SCRIPT], capture_output=True, text=True, timeout=120,
+                       preexec_fn=_address_space(1 << 30), env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert r.returncode == 0 and r.stdout.startswith("trained "), r.stderr

@@ -179,8 +179,9 @@ def check_memory(est: MemoryEstimate, what: str = "this model", resident: int = 
     if need > avail:
         fixes = ["smaller sizes"] + ["fewer threads"] * (est.threads > 1) + ["a smaller batch"] * (est.sequences > 1)
         hint = " or ".join([", ".join(fixes[:-1]), fixes[-1]]) if len(fixes) > 1 else fixes[0]
-        raise MemoryLimitError(f"{what} needs {format_bytes(est.total)} of memory ({est.breakdown()}), but only "
-                               f"{format_bytes(avail)} is available ({source}); use {hint}")
+        held = f", {format_bytes(resident)} of it already allocated" if resident else ""
+        raise MemoryLimitError(f"{what} needs {format_bytes(est.total)} of memory ({est.breakdown()}{held}), but "
+                               f"only {format_bytes(avail)} is available ({source}); use {hint}")
     if need > NEAR_LIMIT * avail:
         return f"memory: needs {format_bytes(est.total)} of {format_bytes(avail)} available ({source}), " \
                f"close to the limit"

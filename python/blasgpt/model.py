@@ -72,6 +72,7 @@ class Model:
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
+        self._activations_sized = 0  # activation bytes train() has checked this model's memory for (the most so far)
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:

@@ -210,8 +210,10 @@ def train(model: Model, tokenizer: Tokenizer, docs: Sequence[str], steps: int = 
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
     ranks = comm.Get_size() if comm is not None else 1
     longest = max(max(map(len, docs)), max(map(len, val_docs or [""])))
-    check_memory(run_memory(model.config, model.dtype, batch_size, model.threads, len(val_docs or ()), ranks, longest),
-                 "this training run", resident=memory_estimate(model.config, model.dtype, threads=model.threads).total)
+    need = run_memory(model.config, model.dtype, batch_size, model.threads, len(val_docs or ()), ranks, longest)
+    held = memory_estimate(model.config, model.dtype, threads=model.threads).total + model._activations_sized
+    check_memory(need, "this training run", resident=min(held, need.total))  # (workspaces only grow: held stays)
+    model._activations_sized = max(model._activations_sized, need.activations)
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
