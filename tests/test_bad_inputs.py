@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-138 cases, 84 command line and 54 API (test_cli_bad_input unless named):
+148 cases, 92 command line and 56 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -17,7 +17,11 @@ Every API case asserts the exception type and its message.
   train flags  --lr nan, -0.1, inf, abc; --lr 1e300 (training diverges: exit 1, no checkpoint);
                --val-fraction 1.0, -0.5; --temperature 0, -2; unknown subcommand; no subcommand
   output       --out under a regular file; --out under /proc/version; --out that is a regular file; disk full
-               while writing the checkpoint (test_cli_disk_full_*: RLIMIT_FSIZE, EFBIG)
+               while writing the checkpoint (test_cli_disk_full_*: RLIMIT_FSIZE, EFBIG); --out that holds a run
+               (checkpoint + metrics; metrics only); --overwrite of the run being resumed; --out locked by another
+               live process (test_cli_refuses_a_run_directory_in_use)
+  memory       --n-embd 4096 --n-layer 64 --n-head 16 (384 GiB); --batch-size 100000000000; --threads 256 at d2048;
+               a 2.4 GiB batch under a 1 GiB address-space limit (test_cli_refuses_a_run_over_the_address_space_limit)
   --resume     missing file; a directory; random bytes; truncated checkpoint; foreign safetensors file; checkpoint
                without a vocabulary; changed --n-embd; different --data; --steps before the checkpoint's step
   sample       prompt outside the vocabulary; --temperature 0, -1; --top-k vocab + 1, 0; prompt as long as
@@ -46,6 +50,7 @@ Every API case asserts the exception type and its message.
                with length -1, 2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call),
                mode 'words', a prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the
                vocabulary, another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
+               load_checkpoint of a directory; Model of 384 GiB; train() with batch_size 10**11
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
@@ -66,6 +71,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -166,7 +172,11 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.numpy import save_file
 
     save_file({"w": np.ones((3, 4), dtype=np.float32)}, str(lib / "foreign.safetensors"))
-    blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1)).save(lib / "novocab.safetensors")
+    no_vocab = blasgpt.Model(blasgpt.Config(vocab_size=len(set("".join(DOCS))) + 1))
+    blasgpt.save_checkpoint(lib / "novocab.safetensors", no_vocab)
+    (lib / "oldrun").mkdir()  # a run directory: refused as --out unless resumed or overwritten
+    shutil.copy(lib / "ckpt.safetensors", lib / "oldrun" / "ckpt.safetensors")
+    (lib / "oldrun" / "metrics.jsonl").write_text('{"step": 2, "train_loss": 2.5, "val_loss": null}\n')
     (lib / "book.txt").write_text(BOOK, encoding="utf-8")
     (lib / "other_book.txt").write_text(BOOK.replace("frank", "zelda"), encoding="utf-8")  # a 'z' too
     (lib / "short.txt").write_text("abcdefghi\n", encoding="utf-8")  # 10 characters: no window of 17
@@ -247,6 +257,28 @@ CLI_CASES = [
                  "Not a directory: '/proc/version/run'", id="out-under-proc"),
     pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "small.txt"], 1,
                  "small.txt is not a directory", id="out-is-a-file"),
+    # a run directory that holds a run: exit 2, nothing touched (--resume continues it, --overwrite replaces it)
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "oldrun"], 2,
+                 "--out oldrun already holds a run (ckpt.safetensors, metrics.jsonl); use --resume "
+                 "oldrun/ckpt.safetensors to continue it, or --overwrite to start over (which removes the old run's "
+                 "files first)", id="out-holds-a-run"),
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--out", "plot_nokey"], 2,
+                 "--out plot_nokey already holds a run (metrics.jsonl); use --resume CKPT to continue it, or "
+                 "--overwrite to start over", id="out-holds-metrics-only"),
+    pytest.param(["train", "--data", "small.txt", *QUICK, "--resume", "oldrun/ckpt.safetensors", "--overwrite"], 2,
+                 "--overwrite would remove the run being resumed in oldrun; resume it without --overwrite, or give "
+                 "another --out", id="overwrite-the-run-being-resumed"),
+    # memory: exit 1, refused before anything is allocated (one line: what it needs, what there is)
+    pytest.param([*TRAIN, "--n-embd", "4096", "--n-layer", "64", "--n-head", "16"], 1,
+                 "this run needs 384.2 GiB of memory (parameters 96.0 GiB + gradients 96.0 GiB + Adam moments "
+                 "192.0 GiB + activations for 1 sequence(s) at once 230.1 MiB), but only ", id="model-too-big"),
+    pytest.param([*TRAIN, "--batch-size", "100000000000"], 1,
+                 "this run needs 2315.9 TiB of memory (parameters 29.2 KiB + gradients 29.2 KiB + Adam moments "
+                 "58.5 KiB + activations for 100,000,000,000 sequence(s) at once 2315.9 TiB), but only ",
+                 id="batch-too-big"),
+    pytest.param([*TRAIN, "--threads", "256", "--n-embd", "2048", "--n-layer", "8"], 1,
+                 "+ 255 more thread gradient(s) 765.2 GiB + activations for 1 sequence(s) at once 15.3 MiB), but only ",
+                 id="threads-too-many-for-memory"),
     # --resume: bad checkpoints exit 1, bad flag combinations exit 2; nothing created
     pytest.param([*RESUME, "nothere.safetensors"], 1, "checkpoint not found: nothere.safetensors",
                  id="resume-missing"),
@@ -393,7 +425,7 @@ def test_cli_out_of_memory_is_one_line(cwd: Path) -> None:
     before = tree(cwd)
     r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "run", "--n-embd", "2048", "--n-head", "16",
                  "--n-layer", "4"], cwd, preexec_fn=limit_address_space())
-    assert "out of memory" in error_line(r, 1)
+    assert "of memory" in error_line(r, 1)  # refused before allocating, or an allocation that failed
     assert_left_behind(cwd, before)
 
 
@@ -403,6 +435,36 @@ def test_cli_small_data_trains_under_an_address_space_limit(cwd: Path, args: lis
     limit before any training)."""
     r = run_cli(["train", *args, *QUICK, "--out", "run"], cwd, preexec_fn=limit_address_space())
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cli_refuses_a_run_over_the_address_space_limit(cwd: Path) -> None:
+    """A batch whose activations (2.4 GiB) fit in the machine but not under ulimit -v 1 GiB: before, a numpy or
+    std::bad_alloc traceback; now the limit is named."""
+    before = tree(cwd)
+    r = run_cli([*TRAIN, "--batch-size", "100000"], cwd, preexec_fn=limit_address_space())
+    assert re.search(r"this run needs 2\.4 GiB of memory \(.*\), but only [\d.]+ MiB is available \(the room left "
+                     r"under the 1\.0 GiB address-space limit, ulimit -v\); use smaller sizes or a smaller batch$",
+                     error_line(r, 1))
+    assert_left_behind(cwd, before)
+
+
+def test_cli_refuses_a_run_directory_in_use(cwd: Path) -> None:
+    """Another live process holds the run directory's lock: exit 1, naming its pid; its lock file stays as it is."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from blasgpt import rundir; rundir.acquire(Path('busy')); print('locked', flush=True); "
+                               "time.sleep(120)"], cwd=cwd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        before = tree(cwd)
+        r = run_cli(["train", "--data", "small.txt", *QUICK, "--out", "busy"], cwd)
+        assert error_line(r, 1) == (f"blasgpt train: error: --out busy is in use by another training run (pid "
+                                    f"{holder.pid} on host {socket.gethostname()}, lock busy/train.lock); wait for it "
+                                    f"to end, or give another --out")
+        assert_left_behind(cwd, before)
+        assert (cwd / "busy" / "train.lock").read_text().split()[0] == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_cli_diverging_training_fails_without_writing_a_checkpoint(cwd: Path) -> None:
@@ -584,6 +646,13 @@ API_CASES = [
                  "seed must be an integer or None, got 1.5", id="generate-seed-float"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", temperature=float("inf")), ValueError,
                  "temperature must be a finite number > 0, got inf", id="generate-temperature-inf"),
+    pytest.param(lambda m, t, d: blasgpt.Model(blasgpt.Config(vocab_size=27, n_embd=4096, n_head=16, n_layer=64)),
+                 blasgpt.MemoryLimitError, r"^a float64 model of 12,885,188,608 parameters needs 384\.0 GiB of "
+                 r"memory \(parameters 96\.0 GiB \+ gradients 96\.0 GiB \+ Adam moments 192\.0 GiB\), but only "
+                 r"[\d.]+ [MG]iB is available \(MemAvailable\); use smaller sizes$", id="model-too-big"),
+    pytest.param(lambda m, t, d: blasgpt.train(m, t, ["ab"], steps=1, batch_size=10**11), blasgpt.MemoryLimitError,
+                 r"^this training run needs [\d.]+ TiB of memory \(.* \+ activations for 100,000,000,000 sequence\(s\) "
+                 r"at once [\d.]+ TiB, [\d.]+ KiB of it already allocated\), but only", id="train-batch-too-big"),
 ]
 
 

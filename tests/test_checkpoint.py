@@ -11,7 +11,7 @@ def test_round_trip_restores_everything(tmp_path):
     model, tok, docs = make_setup(31, 8, 2, 2, 6, dtype="float32")
     blasgpt.train(model, tok, docs, steps=7, batch_size=2)
     path = tmp_path / "m.safetensors"
-    model.save(path, tok, note="hello")
+    blasgpt.save_checkpoint(path, model, tok, {"note": "hello"})
     ck = blasgpt.load_checkpoint(path)
     assert ck.model.config == model.config and ck.model.dtype == np.float32
     assert ck.model.step == 7 and ck.tokenizer == tok and ck.extra == {"note": "hello"}
@@ -32,8 +32,8 @@ def test_resume_continues_the_same_losses(tmp_path):
 
     docs, tok, model = blasgpt.microgpt_start(names, seed=5)
     first = blasgpt.train(model, tok, docs, steps=50, batch_size=3, schedule_steps=120).losses
-    model.save(tmp_path / "c.safetensors", tok)
-    resumed = blasgpt.Model.load(tmp_path / "c.safetensors")
+    blasgpt.save_checkpoint(tmp_path / "c.safetensors", model, tok)
+    resumed = blasgpt.load_checkpoint(tmp_path / "c.safetensors").model
     rest = blasgpt.train(resumed, tok, docs, steps=70, batch_size=3, schedule_steps=120).losses
     assert first + rest == uninterrupted  # bit-exact, float64
     np.testing.assert_array_equal(resumed.flat_params, full.flat_params)
@@ -43,7 +43,7 @@ def test_resume_continues_the_same_losses(tmp_path):
 def test_damaged_files_raise_clear_errors(tmp_path, damage):
     model, tok, _ = make_setup(32, 8, 2, 1, 6)
     path = tmp_path / "c.safetensors"
-    model.save(path, tok)
+    blasgpt.save_checkpoint(path, model, tok)
     raw = bytearray(path.read_bytes())
     if damage == "truncate":
         path.write_bytes(raw[: len(raw) // 2])

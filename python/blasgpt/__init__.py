@@ -9,7 +9,7 @@
 
 from ._version import __version__
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .config import Config, training_flops
+from .config import Config, MemoryLimitError, memory_estimate, training_flops
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
 from .generate import generate, sample
 from .model import Model
@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "DataError",
     "History",
+    "MemoryLimitError",
     "Model",
     "TextData",
     "Tokenizer",
@@ -37,6 +38,7 @@ __all__ = [
     "load_docs",
     "load_text",
     "lr_at",
+    "memory_estimate",
     "microgpt_start",
     "read_docs",
     "sample",

@@ -491,9 +491,69 @@ def format_table(info: dict[str, Any], rows: list[Row], notes: list[str], comman
     return "\n".join(lines)
 
 
-def _mpi_main(command: str, args: argparse.Namespace) -> int:
-    from .parallel import scaling_table
+def _bench_worker(n_embd: int, batch: int, steps: int, repeats: int) -> None:
+    """Run under mpiexec by ``scaling_table`` (``python -m blasgpt.bench --mpi-worker ...``): time data-parallel
+    steps and the gradient Allreduce alone; rank 0 prints one JSON line."""
+    from mpi4py import MPI
 
+    from .parallel import data_parallel_step
+
+    comm = MPI.COMM_WORLD
+    docs, tok, model = microgpt_start(load_docs(), seed=42, dtype="float32", n_embd=n_embd)
+    corpus = tok.batch(docs, block_size=model.config.block_size)
+    lane = np.arange(batch, dtype=np.int64)
+    ids = lambda k: (k * batch + lane) % len(docs)  # noqa: E731
+    for k in range(5):  # warm up (workspaces, MPI buffers)
+        data_parallel_step(model, corpus, ids(k), 1e-3, comm)
+    best_step = best_reduce = float("inf")
+    for r in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for k in range(steps):
+            data_parallel_step(model, corpus, ids(r * steps + k), 1e-3, comm)
+        comm.Barrier()
+        best_step = min(best_step, (time.perf_counter() - t0) / steps)
+        buf = model.flat_grads
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        comm.Barrier()
+        best_reduce = min(best_reduce, (time.perf_counter() - t0) / steps)
+    if comm.Get_rank() == 0:
+        print(json.dumps({"ranks": comm.Get_size(), "us_per_doc": best_step / batch * 1e6,
+                          "allreduce_us": best_reduce * 1e6 if comm.Get_size() > 1 else 0.0,
+                          "params": model.num_params, "n_embd": n_embd, "batch": batch}), flush=True)
+
+
+def scaling_table(n_embd: int = 64, batch: int = 32, ranks: tuple[int, ...] = (1, 2), steps: int = 200,
+                  repeats: int = 5) -> list[dict[str, Any]]:
+    """µs per document of data-parallel training at each rank count (each its own mpiexec), wall clock, best of
+    ``repeats``; with the Allreduce of the gradient buffer timed on its own."""
+    import shutil
+
+    from .parallel import MPIUnavailable
+
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    if mpiexec is None:
+        raise MPIUnavailable("mpiexec not found: pip install 'blasgpt[mpi]' (or load your cluster's MPI)")
+    rows = []
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    for n in ranks:
+        out = subprocess.run([mpiexec, "-n", str(n), sys.executable, "-m", "blasgpt.bench", "--mpi-worker",
+                              str(n_embd), str(batch), str(steps), str(repeats)], capture_output=True, text=True,
+                             env=env, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"mpiexec -n {n} failed: {out.stderr.strip().splitlines()[-1:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = rows[0]["us_per_doc"] * rows[0]["ranks"]
+    for r in rows:
+        r["speedup"] = base / r["us_per_doc"] / rows[0]["ranks"] * 1.0
+        r["efficiency"] = r["speedup"] / r["ranks"]
+    return rows
+
+
+def _mpi_main(command: str, args: argparse.Namespace) -> int:
     rows = scaling_table(steps=50 if args.quick else 200, repeats=3 if args.quick else 5)
     print(f"command: {command}\ndata-parallel training, d64 float32, batch 32, names.txt; wall clock, best of repeats")
     print("| ranks | µs/doc | speedup | efficiency | allreduce µs/step (grad buffer alone) |")
@@ -546,5 +606,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    if sys.argv[1:2] == ["--mpi-worker"] and len(sys.argv) == 6:
+        _bench_worker(*(int(a) for a in sys.argv[2:]))
+    else:
+        raise SystemExit(main())
 

@@ -21,16 +21,16 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, rundir
 from ._core import blas_info, native_isa
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .config import Config
+from .config import Config, MemoryLimitError, check_memory, memory_estimate
 from .data import DATASETS, DataError, Tokenizer, data_path, encode_text, load_docs, read_text, text_vocabulary
 from .generate import MAX_LENGTH, generate, sample
 from .model import BACKENDS, Model
 from .parallel import MPIUnavailable, abort_on_error, world
-from .train import (LATEST_CHECKPOINT, METRICS_FILE, TrainingError, evaluate, evaluate_text, save_rotating,
-                    shuffle_docs, split_validation, train)
+from .train import (LATEST_CHECKPOINT, METRICS_FILE, TrainingError, evaluate, evaluate_text, run_memory,
+                    save_rotating, shuffle_docs, split_validation, train)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
                                                     "(default --out: the checkpoint's directory; default --data: "
                                                     "the run's)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="if --out already holds a run, remove its files and start over (default: refuse)")
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this tail fraction of the shuffled documents (text mode: of the text) for "
                         "validation (default 0.1)")
@@ -280,9 +282,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     spec = args.data
     if spec is None and resume is not None:  # a resumed run trains on the run's own data unless told otherwise
         spec = resume.extra.get("data") or None
+    out_dir = Path(args.out) if args.out else Path(args.resume).parent if resume is not None else \
+        Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    resuming_here = resume is not None and out_dir.resolve() == Path(args.resume).resolve().parent
+    root = args.comm is None or args.comm.Get_rank() == 0
+    if root:  # refuse a directory in use or holding another run now, before any work (and again under the lock)
+        rundir.check(out_dir, resuming_here, args.overwrite)
     data = _Data(mode, spec, resume.tokenizer if resume is not None else None, seed, val_fraction, block)
     if resume is not None:
-        out_dir = Path(args.out) if args.out else Path(args.resume).parent
         model, tok = resume.model, resume.tokenizer
         same = resume.extra.get("data_sha256", data.fingerprint) == data.fingerprint and \
             resume.extra.get("rng_state", data.rng_state) == data.rng_state
@@ -292,17 +299,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             f"run could not continue the same sequence")
         if total < model.step:
             raise UsageError(f"--steps {total} is before the checkpoint's step {model.step}")
+        mem_note = _memory_note(model.config, model.dtype, batch_size, args, data,
+                                resident=memory_estimate(model.config, model.dtype).total)
     else:
-        out_dir = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         tok = data.tokenizer
         cfg = Config(vocab_size=tok.vocab_size, **sizes)
+        mem_note = _memory_note(cfg, args.dtype or "float64", batch_size, args, data)
         # lines mode is microgpt_start spelled out: weights drawn from the stream left by the shuffle
         model = Model(cfg, dtype=args.dtype or "float64", seed=seed, init_rng=data.rng)
     data.encode()
     assert tok is not None
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is not a directory (it is an existing file)")
-    out_dir.mkdir(parents=True, exist_ok=True)  # fail now, not after training, if it cannot be created
+    if root:  # create it now (fail now, not after training) and lock it; _run releases the lock
+        args.run_lock = rundir.acquire(out_dir, resuming_here, args.overwrite)
+        if args.run_lock.stale:
+            print(f"took over the lock of {out_dir} left by {args.run_lock.stale}, which is no longer running")
     if args.gemm:
         model.backend = args.gemm
     model.threads = args.threads
@@ -310,10 +322,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"blasgpt {__version__} | data {data.source}: {data.summary}, "
           f"vocab {tok.vocab_size} | d{cfg.n_embd} h{cfg.n_head} L{cfg.n_layer} block {cfg.block_size}: "
           f"{model.num_params:,} params | {model.dtype.name} | batch {batch_size} x {model.threads} thread(s) | "
-          f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})")
+          f"gemm {model.backend} ({native_isa() if model.backend == 'native' else blas_info().split(' | ')[-1]})"
+          f"{mem_note}")
     if resume is not None:
         print(f"resuming {args.resume} at step {model.step} of {total}")
-    root = args.comm is None or args.comm.Get_rank() == 0
     if args.comm is not None:
         print(f"data-parallel over {args.comm.Get_size()} MPI ranks: each step's {batch_size} "
               f"{'documents' if mode == 'lines' else 'windows'} are split between them")
@@ -366,6 +378,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              seed=seed):
             print(text)
     return EXIT_OK
+
+
+def _memory_note(cfg: Config, dtype: object, batch_size: int, args: argparse.Namespace, data: "_Data",
+                 resident: int = 0) -> str:
+    """Refuse a run that cannot fit in memory before it is allocated (MemoryLimitError: what it needs, what there
+    is); for one that fits but comes close, the warning to append to the start line."""
+    ranks = args.comm.Get_size() if args.comm is not None else 1
+    if data.mode == "text":
+        need = run_memory(cfg, dtype, batch_size, args.threads, data.n_val, ranks, text=True)
+    else:
+        longest = max(map(len, [*data.train, *data.val]))
+        need = run_memory(cfg, dtype, batch_size, args.threads, len(data.val), ranks, longest)
+    note = check_memory(need, "this run", resident)
+    return f" | {note}" if note else ""
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -634,20 +660,26 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
         parser.print_usage(sys.stderr)  # (the top-level usage: the subcommand's own is one --help away)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except rundir.RunDirError as e:
+        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+    except MemoryError as e:  # refused before allocating (says what it needs), or an allocation that failed anyway
+        detail = f" ({e})" if str(e) else ""
+        text = e if isinstance(e, MemoryLimitError) else f"out of memory{detail}; try a smaller model, batch or request"
+        print(f"blasgpt {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
     except (DataError, CheckpointError, TrainingError, MissingDependency, OSError) as e:
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except MemoryError as e:  # e.g. a model or a batch too large for this machine
-        detail = f" ({e})" if str(e) else ""
-        print(f"blasgpt {args.command}: error: out of memory{detail}; try a smaller model, batch or request",
-              file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if getattr(args, "run_lock", None) is not None:
+            args.run_lock.release()
 
 
 if __name__ == "__main__":

@@ -161,6 +161,18 @@ def data_path(spec: PathLike) -> Path:
     if not p.exists() and str(spec) in DATASETS:
         return DATASETS[str(spec)].path()
     return p
+def current_umask() -> int:
+    """This process's umask, read without changing it (/proc/self/status; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
@@ -170,6 +182,7 @@ def atomic_write_bytes(dest: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 -> what any new file of the user gets
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -6,16 +6,13 @@ import math
 import os
 import random
 import sys
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from .config import Config
-from .data import Batch, Tokenizer
-
-if TYPE_CHECKING:
-    from .checkpoint import PathLike
+from .config import Config, MemoryLimitError, check_memory, format_bytes, memory_estimate
+from .data import Batch
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
 DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
@@ -54,6 +51,9 @@ class Model:
     Weights are drawn from ``gauss(0, 0.08)`` with Python's ``random`` — from ``init_rng`` if given (to continue a
     stream, as microgpt does after shuffling its documents), else from ``random.Random(seed)`` — parameter by
     parameter in table order, each row-major.
+
+    Saving and loading live in blasgpt.checkpoint: ``save_checkpoint(path, model, tokenizer)``,
+    ``load_checkpoint(path).model``.
     """
 
     def __init__(self, config: Config, dtype: Any = "float64", seed: int = 42, *,
@@ -63,11 +63,18 @@ class Model:
             raise ValueError(f"config must be a blasgpt.Config, got {type(config).__name__}")
         self.config = config
         self.dtype = np.dtype(_dtype_name(dtype))
-        self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
-                                             threads=_check_threads(threads))
+        need = memory_estimate(config, self.dtype, threads=_check_threads(threads))
+        check_memory(need, f"a {self.dtype.name} model of {config.num_params:,} parameters")  # before allocating
+        try:
+            self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
+                                                 threads=threads)
+        except MemoryError:
+            raise MemoryLimitError(f"out of memory allocating a {self.dtype.name} model of {config.num_params:,} "
+                                   f"parameters ({format_bytes(need.total)}: {need.breakdown()})") from None
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
+        self._activations_sized = 0  # activation bytes train() has checked this model's memory for (the most so far)
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:
@@ -133,7 +140,10 @@ class Model:
 
     @threads.setter
     def threads(self, n: int) -> None:
-        self._core.threads = _check_threads(n)
+        now = memory_estimate(self.config, self.dtype, threads=self.threads)
+        check_memory(memory_estimate(self.config, self.dtype, threads=_check_threads(n)),
+                     f"this model with {n} threads", resident=now.total)
+        self._core.threads = n
 
     def __repr__(self) -> str:
         c = self.config
@@ -183,20 +193,6 @@ class Model:
     def forward(self, tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Logits (n, vocab_size) for a sequence of n <= block_size token ids at positions 0..n-1."""
         return self._core.logits(_token_array(tokens))
-
-    # -- files -----------------------------------------------------------------------------------------------
-    def save(self, path: "PathLike", tokenizer: Optional[Tokenizer] = None, **extra: Any) -> None:
-        """Write params, Adam state and step to a safetensors file (atomically); see blasgpt.checkpoint."""
-        from .checkpoint import save_checkpoint
-
-        save_checkpoint(path, self, tokenizer, extra)
-
-    @classmethod
-    def load(cls, path: "PathLike", backend: Optional[str] = None) -> "Model":
-        """The model stored in a checkpoint written by ``save``."""
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(path, backend=backend).model
 
 
 def _check_batch(batch: Any) -> None:

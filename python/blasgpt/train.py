@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import Config
+from .checkpoint import save_checkpoint
+from .config import Config, MemoryEstimate, check_memory, memory_estimate
 from .data import Batch, TextData, Tokenizer
 from .model import Model
 
@@ -83,6 +84,20 @@ EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the act
 EVAL_CHUNK_TOKENS = 1 << 15  # text mode: positions per loss() call
 EVAL_DURING_TRAINING = 1 << 15  # text mode: targets of the periodic validation figure (the final one: all)
 WINDOW_DRAW_STEPS = 1024  # text mode: window starts are drawn per block of this many steps (see window_starts)
+
+
+def run_memory(cfg: Config, dtype: Any, batch_size: int, threads: int = 1, n_val: int = 0, ranks: int = 1,
+               longest: Optional[int] = None, text: bool = False) -> MemoryEstimate:
+    """Memory a ``train`` run needs: the model, and the activations of its largest call, which is either one
+    process's share of a training batch or one evaluation chunk of the ``n_val`` held-out documents (documents of
+    at most ``longest`` characters, when given, train on at most longest + 1 positions). ``text``: ``n_val`` counts
+    held-out tokens, evaluated in windows of block_size, EVAL_CHUNK_TOKENS positions per call."""
+    if text:
+        evals = min(max(1, EVAL_CHUNK_TOKENS // cfg.block_size), -(-n_val // cfg.block_size))
+    else:
+        evals = min(EVAL_CHUNK_DOCS, n_val)
+    return memory_estimate(cfg, dtype, max(-(-batch_size // ranks), evals), threads,
+                           None if longest is None else longest + 1)
 
 
 def evaluate(model: Model, batch: Batch) -> float:
@@ -191,7 +206,7 @@ class _Reporter:
 def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
     """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones."""
     numbered = out_dir / f"ckpt-{model.step}.safetensors"
-    model.save(numbered, tokenizer, **extra)
+    save_checkpoint(numbered, model, tokenizer, extra)
     latest = out_dir / LATEST_CHECKPOINT
     tmp = out_dir / f".{LATEST_CHECKPOINT}.{os.getpid()}.tmp"
     try:
@@ -200,7 +215,7 @@ def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, 
     except OSError:
         if tmp.exists():
             tmp.unlink()
-        model.save(latest, tokenizer, **extra)
+        save_checkpoint(latest, model, tokenizer, extra)
     old = sorted(out_dir.glob("ckpt-*.safetensors"), key=lambda q: _ckpt_step(q))
     for q in old[:-keep] if keep > 0 else old:
         q.unlink()
@@ -276,6 +291,17 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
     if val_docs is not None and len(val_docs) and (_stream(val_docs) is None) != (stream is None):
         raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
+    ranks = comm.Get_size() if comm is not None else 1
+    if stream is not None:
+        n_val, longest = (len(val_docs) if val_docs is not None else 0), None
+    else:
+        longest = max(max(map(len, docs)), max(map(len, val_docs or [""])))  # type: ignore[arg-type]
+        n_val = len(val_docs or ())
+    need = run_memory(model.config, model.dtype, batch_size, model.threads, n_val, ranks, longest,
+                      text=stream is not None)
+    held = memory_estimate(model.config, model.dtype, threads=model.threads).total + model._activations_sized
+    check_memory(need, "this training run", resident=min(held, need.total))  # (workspaces only grow: held stays)
+    model._activations_sized = max(model._activations_sized, need.activations)
     start = model.step
     total = start + steps if schedule_steps is None else schedule_steps
     if total < start + steps:
@@ -377,6 +403,5 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
     return History(losses, time.perf_counter() - report.t0 - eval_seconds, steps * batch_size, val_losses)
 
 
-__all__ = ["History", "TrainingError", "evaluate", "evaluate_text", "lr_at", "microgpt_start", "save_rotating",
-           "shuffle_docs", "window_starts",
-           "train", "split_validation"]
+__all__ = ["History", "TrainingError", "evaluate", "evaluate_text", "lr_at", "microgpt_start", "run_memory",
+           "save_rotating", "shuffle_docs", "split_validation", "train", "window_starts"]
