@@ -58,3 +58,14 @@ def interrupt_training(args: list, cwd, sig: int) -> subprocess.CompletedProcess
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def greedy_lines(model: blasgpt.Model, tok: blasgpt.Tokenizer, prompt: str = "") -> str:
+    """microgpt-style greedy document: argmax of model.forward from BOS (+ prompt) until BOS or block_size."""
+    ids = [tok.bos] + list(tok.encode(prompt))
+    while len(ids) <= model.config.block_size:
+        nxt = int(np.argmax(model.forward(ids)[-1]))
+        if nxt == tok.bos:
+            break
+        ids.append(nxt)
+    return tok.decode(ids)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import blasgpt
-from conftest import make_setup
+from conftest import greedy_lines as greedy, make_setup
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,6 @@ def test_same_seed_same_samples(trained):
     assert a == blasgpt.sample(model, tok, num=10, seed=5)
     assert a != blasgpt.sample(model, tok, num=10, seed=6)
     assert all(isinstance(s, str) and len(s) <= model.config.block_size for s in a)
-
-
-def greedy(model: blasgpt.Model, tok: blasgpt.Tokenizer, prompt: str = "") -> str:
-    ids = [tok.bos] + list(tok.encode(prompt))
-    while len(ids) <= model.config.block_size:
-        nxt = int(np.argmax(model.forward(ids)[-1]))
-        if nxt == tok.bos:
-            break
-        ids.append(nxt)
-    return tok.decode(ids)
 
 
 def test_zero_temperature_limit_is_argmax(trained):

@@ -16,6 +16,7 @@ import blasgpt
 from blasgpt import data as data_module
 from blasgpt.data import Batch, encode_text, load_text, read_text, text_vocabulary
 from blasgpt.train import evaluate_text, lr_at, window_starts
+from conftest import greedy_lines
 
 train_module = importlib.import_module("blasgpt.train")  # (blasgpt.train is also the function)
 
@@ -69,16 +70,6 @@ def greedy_text(model: blasgpt.Model, tok: blasgpt.Tokenizer, context: list[int]
         ctx.append(int(np.argmax(logits)))
         out.append(ctx[-1])
     return out, bos_won
-
-
-def greedy_lines(model: blasgpt.Model, tok: blasgpt.Tokenizer, prompt: str) -> str:
-    ids = [tok.bos] + list(tok.encode(prompt))
-    while len(ids) <= model.config.block_size:
-        nxt = int(np.argmax(model.forward(ids)[-1]))
-        if nxt == tok.bos:
-            break
-        ids.append(nxt)
-    return tok.decode(ids)
 
 
 # -- tokenizing a whole text ---------------------------------------------------------------------------------------
