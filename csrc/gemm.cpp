@@ -53,6 +53,12 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
                             int, int);                                                                           \
     double fma_probe(bool, std::int64_t, double*);                                                               \
     bool attention_supports(int, int, int, std::size_t);                                                         \
+    void causal_softmax(float*, int, int, int, float*, float*, std::ptrdiff_t);                                  \
+    void causal_softmax(double*, int, int, int, double*, double*, std::ptrdiff_t);                               \
+    void causal_softmax_backward(float*, const float*, float*, int, int, int, const float*, const float*, std::ptrdiff_t,       \
+                                 const float*);                                                                  \
+    void causal_softmax_backward(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t,   \
+                                 const double*);                                                                 \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -78,13 +84,18 @@ struct NativeKernels {
     void (*datt_b)(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t, int, int);
     double (*fma_probe)(bool, std::int64_t, double*);
     bool (*attention_supports)(int, int, int, std::size_t);
+    void (*ssoft)(float*, int, int, int, float*, float*, std::ptrdiff_t);
+    void (*dsoft)(double*, int, int, int, double*, double*, std::ptrdiff_t);
+    void (*ssoft_b)(float*, const float*, float*, int, int, int, const float*, const float*, std::ptrdiff_t, const float*);
+    void (*dsoft_b)(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t, const double*);
 };
 
 #define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
     NativeKernels {                                                                                                \
         name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
             ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward,         \
-            ns::fma_probe, ns::attention_supports                                                                  \
+            ns::fma_probe, ns::attention_supports, ns::causal_softmax, ns::causal_softmax,                         \
+            ns::causal_softmax_backward, ns::causal_softmax_backward                                               \
     }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
@@ -206,6 +217,21 @@ void attention_kernel_backward(float* dqkv, const float* dout, const float* qkv,
 void attention_kernel_backward(double* dqkv, const double* dout, const double* qkv, const double* att,
                                const DocSpan* docs, std::int64_t ndocs, int C, int H) {
     native_kernels().datt_b(dqkv, dout, qkv, att, docs, ndocs, C, H);
+}
+
+void causal_softmax_kernel(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st) {
+    native_kernels().ssoft(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax_kernel(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st) {
+    native_kernels().dsoft(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax_backward_kernel(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx,
+                                    const float* inv, std::ptrdiff_t st, const float* dot) {
+    native_kernels().ssoft_b(ds, p, pout, rows, first, width, mx, inv, st, dot);
+}
+void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
+                                    const double* inv, std::ptrdiff_t st, const double* dot) {
+    native_kernels().dsoft_b(ds, p, pout, rows, first, width, mx, inv, st, dot);
 }
 
 std::string blas_info() {

@@ -28,6 +28,19 @@ double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t
 double softmax_xent_kernel(double* probs, const double* logits, const std::int32_t* target, const double* weight,
                            std::int64_t N, int V);
 
+// Causal softmax of `rows` score rows of attention's gemm path (row stride `width`), row r being query position
+// first + r: p_j = exp(s_j − m)·inv over keys j <= first + r, zero after; m = max_j s_j and inv = 1 / Σ exp(s_j − m)
+// are stored at mx[r·st], inv[r·st] when mx is not null. Vector exp (kernels.cpp), the same as the fused kernel's.
+void causal_softmax_kernel(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st);
+void causal_softmax_kernel(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st);
+// Its backward in place of dP (same layout): dS = P ⊙ (dP − rowsum(dP ⊙ P)). With mx null, P is read from p and the
+// row sums computed; otherwise p holds the scores, P = exp(s − mx_r)·inv_r is recomputed into pout (may be p) and
+// dot_r is the row sum (dO_r · O_r).
+void causal_softmax_backward_kernel(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx,
+                                    const float* inv, std::ptrdiff_t st, const float* dot);
+void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
+                                    const double* inv, std::ptrdiff_t st, const double* dot);
+
 // Per-document layout of a packed batch.
 struct DocSpan {
     std::int64_t row;      // first row of the document in the packed matrices

@@ -187,22 +187,6 @@ int64_t attention_scratch(int block) {
     return std::max(c * c, block > kCachedPositions ? int64_t(2) * kAttnTile * block : 0);
 }
 
-// Causal softmax of row i (0-based within the document) of a score matrix: p_j for j <= i, zero after; returns the
-// max and 1/Σexp it used.
-template <class T>
-void causal_softmax_row(T* p, int i, int width, T& mx, T& inv) {
-    mx = p[0];
-    for (int j = 1; j <= i; ++j) mx = std::max(mx, p[j]);
-    T sum = 0;
-    for (int j = 0; j <= i; ++j) {
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
-    }
-    inv = T(1) / sum;
-    for (int j = 0; j <= i; ++j) p[j] *= inv;
-    for (int j = i + 1; j < width; ++j) p[j] = T(0);
-}
-
 }  // namespace
 
 template <class T>
@@ -217,11 +201,10 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
             const T* k = q + C;
             const T* v = q + 2 * C;
             T* o = out + d.row * C + h * hd;
-            T mx, inv;
             if (n <= kCachedPositions) {
                 T* p = att + d.att_off + int64_t(h) * n * n;
                 mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
-                for (int i = 0; i < n; ++i) causal_softmax_row(p + int64_t(i) * n, i, n, mx, inv);
+                causal_softmax_kernel(p, n, 0, n, static_cast<T*>(nullptr), nullptr, 0);
                 mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), o, C);
                 continue;
             }
@@ -230,11 +213,8 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
                 const int i1 = std::min(n, i0 + kAttnTile), rows = i1 - i0;
                 T* p = scratch;  // (rows, i1)
                 mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
-                for (int i = i0; i < i1; ++i) {
-                    causal_softmax_row(p + int64_t(i - i0) * i1, i, i1, mx, inv);
-                    stats[int64_t(i) * 2 * H + h] = mx;
-                    stats[int64_t(i) * 2 * H + H + h] = inv;
-                }
+                T* st = stats + int64_t(i0) * 2 * H + h;
+                causal_softmax_kernel(p, rows, i0, i1, st, st + H, 2 * H);
                 mm(Op::N, Op::N, rows, hd, i1, T(1), p, i1, v, ld, T(0), o + int64_t(i0) * C, C);
             }
         }
@@ -261,13 +241,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                 T* ds = scratch;  // dP, then dS in place
                 mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
                 mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
-                for (int i = 0; i < n; ++i) {
-                    const T* pi = p + int64_t(i) * n;
-                    T* si = ds + int64_t(i) * n;
-                    T dot = 0;
-                    for (int j = 0; j <= i; ++j) dot += si[j] * pi[j];
-                    for (int j = 0; j < n; ++j) si[j] = pi[j] * (si[j] - dot);  // P = 0 above the diagonal
-                }
+                causal_softmax_backward_kernel(ds, p, static_cast<T*>(nullptr), n, 0, n, nullptr, nullptr, 0, nullptr);
                 mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
                 mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
                 continue;
@@ -284,18 +258,14 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                 T* ds = scratch + int64_t(kAttnTile) * i1;    // (rows, i1): dP, then dS in place
                 mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
                 mm(Op::N, Op::T, rows, i1, hd, T(1), dO + int64_t(i0) * C, C, v, ld, T(0), ds, i1);
+                T dot[kAttnTile];  // rowsum(dP ⊙ P)_i = dO_i · O_i
                 for (int i = i0; i < i1; ++i) {
-                    T* pi = p + int64_t(i - i0) * i1;
-                    T* si = ds + int64_t(i - i0) * i1;
-                    const T mx = stats[int64_t(i) * 2 * H + h], inv = stats[int64_t(i) * 2 * H + H + h];
-                    T dot = 0;  // rowsum(dP ⊙ P)_i = dO_i · O_i
-                    for (int c = 0; c < hd; ++c) dot += dO[int64_t(i) * C + c] * o[int64_t(i) * C + c];
-                    for (int j = 0; j <= i; ++j) {
-                        pi[j] = std::exp(pi[j] - mx) * inv;
-                        si[j] = pi[j] * (si[j] - dot);
-                    }
-                    for (int j = i + 1; j < i1; ++j) pi[j] = si[j] = T(0);
+                    T acc = 0;
+                    for (int c = 0; c < hd; ++c) acc += dO[int64_t(i) * C + c] * o[int64_t(i) * C + c];
+                    dot[i - i0] = acc;
                 }
+                const T* st = stats + int64_t(i0) * 2 * H + h;
+                causal_softmax_backward_kernel(ds, p, p, rows, i0, i1, st, st + H, 2 * H, dot);
                 mm(Op::N, Op::N, rows, hd, i1, scale, ds, i1, k, ld, T(0), dq + int64_t(i0) * ld, ld);
                 mm(Op::T, Op::N, i1, hd, rows, scale, ds, i1, q + int64_t(i0) * ld, ld, T(1), dk, ld);
                 mm(Op::T, Op::N, i1, hd, rows, T(1), p, i1, dO + int64_t(i0) * C, C, T(1), dv, ld);
