@@ -147,7 +147,7 @@ template <class T>
 void Gemm::operator()(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
                       T* c, int ldc) const {
     if (m == 0 || n == 0) return;
-    if (backend == Backend::Blas) {
+    if (backend == Backend::Blas || double(m) * n * k >= kBlasMinVolume) {
         blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     } else {
         native_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
