@@ -4,8 +4,9 @@
 // any x86-64 and uses AVX-512 where it exists.
 //
 // gemm: every product is reduced to C (m, n) = alpha · A (m, k) · B (k, n) + beta · C where A is read element by
-// element through strides (so A or Aᵀ costs the same) and B is first packed into column panels of NR, zero
-// padded: the MR×NR accumulator tile then lives in vector registers for the whole k loop.
+// element through strides (so A or Aᵀ costs the same) and B goes by column panels of NR (packed and zero padded
+// when transposed or partial, else read in place): the MR×NR accumulator tile lives in vector registers for the
+// whole k loop.
 //
 // attention: one call per document does every head, with no gemm calls: vectors run along the document's positions
 // (padded to whole vectors), so each product is a broadcast-scalar × vector FMA, and exp is evaluated on vectors.
@@ -138,17 +139,18 @@ inline Vec<T> vexp(Vec<T> x) {
     return p * (Vec<T>)bits;
 }
 
-// acc (ROWS, NV·L) = A (ROWS, k) · panel (k, NV·L) in registers; then C[:, :nr] = alpha · acc + beta · C
+// acc (ROWS, NV·L) = A (ROWS, k) · panel (k, NV·L) in registers (panel row p at panel + p·sb); then
+// C[:, :nr] = alpha · acc + beta · C
 template <class T, int NV, int ROWS>
-inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, T* c, int ldc, int nr,
-                  T alpha, T beta) {
+inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, std::ptrdiff_t sb, T* c,
+                  int ldc, int nr, T alpha, T beta) {
     constexpr int L = lanes<T>(), NR = NV * L;
     Vec<T> acc[ROWS][NV];
     for (int i = 0; i < ROWS; ++i)
         for (int v = 0; v < NV; ++v) acc[i][v] = Vec<T>{};
     for (int p = 0; p < k; ++p) {
         Vec<T> b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(panel + std::ptrdiff_t(p) * NR + v * L);
+        for (int v = 0; v < NV; ++v) b[v] = load(panel + p * sb + v * L);
         for (int i = 0; i < ROWS; ++i) {
             const T av = a[i * sai + p * sap];
             for (int v = 0; v < NV; ++v) acc[i][v] += av * b[v];
@@ -172,52 +174,62 @@ inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, con
 
 // micro<T, NV, rows> for a run-time row count 1 <= rows <= R (the leftover rows below a full tile)
 template <class T, int NV, int R>
-inline void micro_rows(int rows, int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, T* c,
-                       int ldc, int nr, T alpha, T beta) {
+inline void micro_rows(int rows, int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel,
+                       std::ptrdiff_t sb, T* c, int ldc, int nr, T alpha, T beta) {
     if constexpr (R > 0) {
         if (rows == R) {
-            micro<T, NV, R>(k, a, sai, sap, panel, c, ldc, nr, alpha, beta);
+            micro<T, NV, R>(k, a, sai, sap, panel, sb, c, ldc, nr, alpha, beta);
         } else {
-            micro_rows<T, NV, R - 1>(rows, k, a, sai, sap, panel, c, ldc, nr, alpha, beta);
+            micro_rows<T, NV, R - 1>(rows, k, a, sai, sap, panel, sb, c, ldc, nr, alpha, beta);
         }
     }
 }
 
-// panel[jb·k + p·NR + j] = op(B)[p, jb + j], zero beyond column n
+// panel[p·NR + j] = op(B)[p, jb + j] for j < nb, zero up to NR (Bᵀ: row by row of B, so its reads are contiguous)
 template <class T>
-void pack(Op tb, int k, int n, const T* b, int ldb, T* panel, int NR) {
-    for (int jb = 0; jb < n; jb += NR) {
-        const int nb = std::min(NR, n - jb);
-        T* dst = panel + std::ptrdiff_t(jb) * k;
+void pack(Op tb, int k, int jb, int nb, const T* b, int ldb, T* panel, int NR) {
+    if (tb == Op::N) {
         for (int p = 0; p < k; ++p) {
-            T* row = dst + std::ptrdiff_t(p) * NR;
-            if (tb == Op::N) {
-                const T* src = b + std::ptrdiff_t(p) * ldb + jb;
-                for (int j = 0; j < nb; ++j) row[j] = src[j];
-            } else {
-                const T* src = b + std::ptrdiff_t(jb) * ldb + p;
-                for (int j = 0; j < nb; ++j) row[j] = src[std::ptrdiff_t(j) * ldb];
-            }
+            T* row = panel + std::ptrdiff_t(p) * NR;
+            const T* src = b + std::ptrdiff_t(p) * ldb + jb;
+            for (int j = 0; j < nb; ++j) row[j] = src[j];
             for (int j = nb; j < NR; ++j) row[j] = T(0);
         }
+        return;
+    }
+    for (int j = 0; j < NR; ++j) {
+        T* col = panel + j;
+        if (j < nb) {
+            const T* src = b + std::ptrdiff_t(jb + j) * ldb;
+            for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = src[p];
+        } else {
+            for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = T(0);
+        }
     }
 }
 
+// One column panel of NR at a time: a whole panel of an untransposed B is read where it lies (row p at b + p·ldb),
+// anything else (Bᵀ, or the last partial panel) is packed first.
 template <class T, int NV>
 void gemm_tiles(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                 int ldc, T* panel) {
     constexpr int MR = max_rows<NV>(), NR = NV * lanes<T>();
-    pack(tb, k, n, b, ldb, panel, NR);
     const std::ptrdiff_t sai = ta == Op::N ? lda : 1, sap = ta == Op::N ? 1 : lda;
     for (int jb = 0; jb < n; jb += NR) {
         const int nr = std::min(NR, n - jb);
-        const T* pb = panel + std::ptrdiff_t(jb) * k;
+        const T* pb = b + jb;
+        std::ptrdiff_t sb = ldb;
+        if (tb == Op::T || nr < NR) {
+            pack(tb, k, jb, nr, b, ldb, panel, NR);
+            pb = panel;
+            sb = NR;
+        }
         int i = 0;
         for (; i + MR <= m; i += MR)
-            micro<T, NV, MR>(k, a + i * sai, sai, sap, pb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr, alpha, beta);
+            micro<T, NV, MR>(k, a + i * sai, sai, sap, pb, sb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr, alpha, beta);
         if (i < m)
-            micro_rows<T, NV, MR - 1>(m - i, k, a + i * sai, sai, sap, pb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr,
-                                      alpha, beta);
+            micro_rows<T, NV, MR - 1>(m - i, k, a + i * sai, sai, sap, pb, sb, c + std::ptrdiff_t(i) * ldc + jb, ldc,
+                                      nr, alpha, beta);
     }
 }
 
@@ -587,9 +599,8 @@ double fma_probe(bool single, std::int64_t iters, double* flops) {
     return fma_chains<double>(iters);
 }
 
-std::size_t panel_size(int k, int n, std::size_t elem) {
-    const int nr = 2 * BLASGPT_VEC_BYTES / int(elem);  // the wider of the two tile shapes
-    return std::size_t(k) * std::size_t((n + nr - 1) / nr * nr);
+std::size_t panel_size(int k, int, std::size_t elem) {
+    return std::size_t(k) * std::size_t(2 * BLASGPT_VEC_BYTES / int(elem));  // one panel of the wider tile shape
 }
 
 void gemm(Op ta, Op tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
