@@ -59,6 +59,20 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
                                  const float*);                                                                  \
     void causal_softmax_backward(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t,   \
                                  const double*);                                                                 \
+    void rmsnorm(float*, float*, const float*, std::int64_t, int, float);                                        \
+    void embed_rmsnorm(float*, float*, float*, const std::int32_t*, const std::int32_t*, const float*, const float*,       \
+                       std::int64_t, int, float);                                                                  \
+    void rmsnorm_backward(float*, const float*, const float*, const float*, std::int64_t, int);                          \
+    void embed_rmsnorm_backward(float*, float*, const float*, const float*, const float*, const std::int32_t*,             \
+                                const std::int32_t*, std::int64_t, int);                                         \
+    void relu(float*, const float*, const float*, std::int64_t);                                                       \
+    void rmsnorm(double*, double*, const double*, std::int64_t, int, double);                                        \
+    void embed_rmsnorm(double*, double*, double*, const std::int32_t*, const std::int32_t*, const double*, const double*,       \
+                       std::int64_t, int, double);                                                                  \
+    void rmsnorm_backward(double*, const double*, const double*, const double*, std::int64_t, int);                          \
+    void embed_rmsnorm_backward(double*, double*, const double*, const double*, const double*, const std::int32_t*,             \
+                                const std::int32_t*, std::int64_t, int);                                         \
+    void relu(double*, const double*, const double*, std::int64_t);                                                       \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -88,6 +102,20 @@ struct NativeKernels {
     void (*dsoft)(double*, int, int, int, double*, double*, std::ptrdiff_t);
     void (*ssoft_b)(float*, const float*, float*, int, int, int, const float*, const float*, std::ptrdiff_t, const float*);
     void (*dsoft_b)(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t, const double*);
+    void (*srms)(float*, float*, const float*, std::int64_t, int, float);
+    void (*serms)(float*, float*, float*, const std::int32_t*, const std::int32_t*, const float*, const float*, std::int64_t, int,
+                  float);
+    void (*srms_b)(float*, const float*, const float*, const float*, std::int64_t, int);
+    void (*serms_b)(float*, float*, const float*, const float*, const float*, const std::int32_t*, const std::int32_t*, std::int64_t,
+                    int);
+    void (*srelu)(float*, const float*, const float*, std::int64_t);
+    void (*drms)(double*, double*, const double*, std::int64_t, int, double);
+    void (*derms)(double*, double*, double*, const std::int32_t*, const std::int32_t*, const double*, const double*, std::int64_t, int,
+                  double);
+    void (*drms_b)(double*, const double*, const double*, const double*, std::int64_t, int);
+    void (*derms_b)(double*, double*, const double*, const double*, const double*, const std::int32_t*, const std::int32_t*, std::int64_t,
+                    int);
+    void (*drelu)(double*, const double*, const double*, std::int64_t);
 };
 
 #define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
@@ -95,7 +123,9 @@ struct NativeKernels {
         name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
             ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward,         \
             ns::fma_probe, ns::attention_supports, ns::causal_softmax, ns::causal_softmax,                         \
-            ns::causal_softmax_backward, ns::causal_softmax_backward                                               \
+            ns::causal_softmax_backward, ns::causal_softmax_backward, ns::rmsnorm, ns::embed_rmsnorm,              \
+            ns::rmsnorm_backward, ns::embed_rmsnorm_backward, ns::relu, ns::rmsnorm, ns::embed_rmsnorm,            \
+            ns::rmsnorm_backward, ns::embed_rmsnorm_backward, ns::relu                                             \
     }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
@@ -233,6 +263,37 @@ void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, i
                                     const double* inv, std::ptrdiff_t st, const double* dot) {
     native_kernels().dsoft_b(ds, p, pout, rows, first, width, mx, inv, st, dot);
 }
+
+void rmsnorm_kernel(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps) {
+    native_kernels().srms(y, rstd, x, N, C, eps);
+}
+void embed_rmsnorm_kernel(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                          const float* wpe, std::int64_t N, int C, float eps) {
+    native_kernels().serms(e, y, rstd, tok, pos, wte, wpe, N, C, eps);
+}
+void rmsnorm_backward_kernel(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C) {
+    native_kernels().srms_b(dx, dy, x, rstd, N, C);
+}
+void embed_rmsnorm_backward_kernel(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C) {
+    native_kernels().serms_b(dwte, dwpe, dy, x, rstd, tok, pos, N, C);
+}
+void relu_kernel(float* h, const float* u, const float* dh, std::int64_t n) { native_kernels().srelu(h, u, dh, n); }
+void rmsnorm_kernel(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps) {
+    native_kernels().drms(y, rstd, x, N, C, eps);
+}
+void embed_rmsnorm_kernel(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                          const double* wpe, std::int64_t N, int C, double eps) {
+    native_kernels().derms(e, y, rstd, tok, pos, wte, wpe, N, C, eps);
+}
+void rmsnorm_backward_kernel(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C) {
+    native_kernels().drms_b(dx, dy, x, rstd, N, C);
+}
+void embed_rmsnorm_backward_kernel(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C) {
+    native_kernels().derms_b(dwte, dwpe, dy, x, rstd, tok, pos, N, C);
+}
+void relu_kernel(double* h, const double* u, const double* dh, std::int64_t n) { native_kernels().drelu(h, u, dh, n); }
 
 std::string blas_info() {
     std::string info = scipy_openblas_get_config();

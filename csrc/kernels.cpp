@@ -495,6 +495,73 @@ void causal_softmax_backward_impl(T* ds, const T* p, T* pout, int rows, int firs
     }
 }
 
+// Row-wise elementwise passes of the model (model.cpp states the formulas), vector by vector along each row.
+// rmsnorm: r = 1 / sqrt(mean_c x_c² + eps), y = r·x; with tok (the first norm), x is the embedding
+// e = wte[tok] + wpe[pos], written to e on the way.
+template <class T>
+void rmsnorm_impl(T* y, T* rstd, const T* x, std::int64_t N, int C, T eps, T* e, const std::int32_t* tok,
+                  const std::int32_t* pos, const T* wte, const T* wpe) {
+    constexpr int L = lanes<T>();
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        if (tok) {  // e_i = wte[tok_i] + wpe[pos_i]
+            const T* a = wte + std::int64_t(tok[i]) * C;
+            const T* b = wpe + std::int64_t(pos[i]) * C;
+            for (int j0 = 0; j0 < C; j0 += L) store_part(e + i * C, j0, C, load_part(a, j0, C) + load_part(b, j0, C));
+            xi = e + i * C;
+        }
+        Vec<T> ss{};
+        for (int j0 = 0; j0 < C; j0 += L) {
+            const Vec<T> v = load_part(xi, j0, C);
+            ss += v * v;
+        }
+        const T r = T(1) / std::sqrt(hsum<T>(ss) / T(C) + eps);
+        rstd[i] = r;
+        for (int j0 = 0; j0 < C; j0 += L) store_part(y + i * C, j0, C, load_part(xi, j0, C) * r);
+    }
+}
+
+// rmsnorm backward, dx += r·dy − (r³ / C)·x·Σ_c(dy_c x_c); with tok (the first norm) dx is not stored but added
+// to the embedding's gradient rows instead: dwte[tok_i] += dx_i, dwpe[pos_i] += dx_i.
+template <class T>
+void rmsnorm_backward_impl(T* dx, const T* dy, const T* x, const T* rstd, std::int64_t N, int C,
+                           const std::int32_t* tok, const std::int32_t* pos, T* dwte, T* dwpe) {
+    constexpr int L = lanes<T>();
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        const T* gi = dy + i * C;
+        Vec<T> dot{};
+        for (int j0 = 0; j0 < C; j0 += L) dot += load_part(gi, j0, C) * load_part(xi, j0, C);
+        const T r = rstd[i];
+        const T k = r * r * r / T(C) * hsum<T>(dot);
+        if (tok) {
+            T* a = dwte + std::int64_t(tok[i]) * C;
+            T* b = dwpe + std::int64_t(pos[i]) * C;
+            for (int j0 = 0; j0 < C; j0 += L) {
+                const Vec<T> d = r * load_part(gi, j0, C) - k * load_part(xi, j0, C);
+                store_part(a, j0, C, load_part(a, j0, C) + d);
+                store_part(b, j0, C, load_part(b, j0, C) + d);
+            }
+            continue;
+        }
+        T* di = dx + i * C;
+        for (int j0 = 0; j0 < C; j0 += L)
+            store_part(di, j0, C, load_part(di, j0, C) + (r * load_part(gi, j0, C) - k * load_part(xi, j0, C)));
+    }
+}
+
+// relu: h = max(u, 0); with dh: h = dh·[u > 0] (its backward, h may be dh)
+template <class T>
+void relu_impl(T* h, const T* u, const T* dh, std::int64_t n) {
+    constexpr int L = lanes<T>();
+    std::int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const Vec<T> ui = load(u + i);
+        store(h + i, ui > T(0) ? (dh ? load(dh + i) : ui) : Vec<T>{});
+    }
+    for (; i < n; ++i) h[i] = u[i] > T(0) ? (dh ? dh[i] : u[i]) : T(0);
+}
+
 // Adam, elementwise and branch-free so it vectorizes (division and sqrt included: built with -fno-math-errno)
 template <class T>
 void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
@@ -573,6 +640,37 @@ void causal_softmax_backward(double* ds, const double* p, double* pout, int rows
                              const double* inv, std::ptrdiff_t st, const double* dot) {
     causal_softmax_backward_impl(ds, p, pout, rows, first, width, mx, inv, st, dot);
 }
+
+void rmsnorm(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps) {
+    rmsnorm_impl<float>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                   const float* wpe, std::int64_t N, int C, float eps) {
+    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
+}
+void rmsnorm_backward(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C) {
+    rmsnorm_backward_impl<float>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm_backward(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd, const std::int32_t* tok,
+                            const std::int32_t* pos, std::int64_t N, int C) {
+    rmsnorm_backward_impl<float>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
+}
+void relu(float* h, const float* u, const float* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
+void rmsnorm(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps) {
+    rmsnorm_impl<double>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                   const double* wpe, std::int64_t N, int C, double eps) {
+    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
+}
+void rmsnorm_backward(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C) {
+    rmsnorm_backward_impl<double>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm_backward(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd, const std::int32_t* tok,
+                            const std::int32_t* pos, std::int64_t N, int C) {
+    rmsnorm_backward_impl<double>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
+}
+void relu(double* h, const double* u, const double* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
 
 // The FMA peak of one core: A independent chains of acc = acc · x + y on full vectors (enough chains to cover the
 // FMA latency on every port), `iters` times. Returns a value derived from the results so nothing is optimized away.

@@ -41,6 +41,25 @@ void causal_softmax_backward_kernel(float* ds, const float* p, float* pout, int 
 void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
                                     const double* inv, std::ptrdiff_t st, const double* dot);
 
+// The model's row-wise passes (model.cpp gives the formulas), vectorized per ISA. rmsnorm: y = r·x with
+// r = 1 / sqrt(mean_c x_c² + eps) -> rstd; embed_rmsnorm does the first one on e = wte[tok] + wpe[pos], storing e.
+// rmsnorm_backward: dx += r·dy − (r³ / C)·x·Σ_c(dy_c x_c); embed_rmsnorm_backward adds that dx to the rows
+// dwte[tok], dwpe[pos] instead. relu: h = max(u, 0), or with dh its backward h = dh·[u > 0] (h may alias dh).
+void rmsnorm_kernel(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps);
+void embed_rmsnorm_kernel(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                          const float* wpe, std::int64_t N, int C, float eps);
+void rmsnorm_backward_kernel(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C);
+void embed_rmsnorm_backward_kernel(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C);
+void relu_kernel(float* h, const float* u, const float* dh, std::int64_t n);
+void rmsnorm_kernel(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps);
+void embed_rmsnorm_kernel(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                          const double* wpe, std::int64_t N, int C, double eps);
+void rmsnorm_backward_kernel(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C);
+void embed_rmsnorm_backward_kernel(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C);
+void relu_kernel(double* h, const double* u, const double* dh, std::int64_t n);
+
 // Per-document layout of a packed batch.
 struct DocSpan {
     std::int64_t row;      // first row of the document in the packed matrices

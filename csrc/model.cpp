@@ -80,61 +80,33 @@ int64_t num_params(const Config& cfg) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// embedding: e_r = wte[tok_r] + wpe[pos_r]                                     e (N, C)
-// backward:  dwte[tok_r] += de_r ;  dwpe[pos_r] += de_r   (callers zero dwte, dwpe first)
+// embedding and the first rmsnorm (below), one pass:  e_r = wte[tok_r] + wpe[pos_r],  y = rmsnorm(e)    e, y (N, C)
+// backward:  de = rmsnorm backward of dy ;  dwte[tok_r] += de_r ;  dwpe[pos_r] += de_r   (callers zero dwte, dwpe)
 
 template <class T>
-void embed_forward(T* e, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int C) {
-    for (int64_t r = 0; r < N; ++r) {
-        const T* a = wte + int64_t(tok[r]) * C;
-        const T* b = wpe + int64_t(pos[r]) * C;
-        T* y = e + r * C;
-        for (int c = 0; c < C; ++c) y[c] = a[c] + b[c];
-    }
+void embed_forward(T* e, T* y, T* rstd, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N,
+                   int C) {
+    embed_rmsnorm_kernel(e, y, rstd, tok, pos, wte, wpe, N, C, T(kRmsEps));
 }
 
 template <class T>
-void embed_backward(T* dwte, T* dwpe, const T* de, const int32_t* tok, const int32_t* pos, int64_t N, int C) {
-    for (int64_t r = 0; r < N; ++r) {
-        T* a = dwte + int64_t(tok[r]) * C;
-        T* b = dwpe + int64_t(pos[r]) * C;
-        const T* g = de + r * C;
-        for (int c = 0; c < C; ++c) {
-            a[c] += g[c];
-            b[c] += g[c];
-        }
-    }
+void embed_backward(T* dwte, T* dwpe, const T* dy, const T* e, const T* rstd, const int32_t* tok, const int32_t* pos,
+                    int64_t N, int C) {
+    embed_rmsnorm_backward_kernel(dwte, dwpe, dy, e, rstd, tok, pos, N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // rmsnorm, row-wise:  r = (mean_c x_c² + eps)^(-1/2),  y = r·x                      y (N, C), rstd = r (N)
-// backward:  ∂r/∂x_c = -r³ x_c / C, so  dx = r·dy − (r³ / C)·x·Σ_c(dy_c x_c)
+// backward:  ∂r/∂x_c = -r³ x_c / C, so  dx = r·dy − (r³ / C)·x·Σ_c(dy_c x_c)         (vector kernels, kernels.cpp)
 
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C) {
-    for (int64_t i = 0; i < N; ++i) {
-        const T* xi = x + i * C;
-        T ss = 0;
-        for (int c = 0; c < C; ++c) ss += xi[c] * xi[c];
-        const T r = T(1) / std::sqrt(ss / T(C) + T(kRmsEps));
-        rstd[i] = r;
-        T* yi = y + i * C;
-        for (int c = 0; c < C; ++c) yi[c] = r * xi[c];
-    }
+    rmsnorm_kernel(y, rstd, x, N, C, T(kRmsEps));
 }
 
 template <class T>
 void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, int C) {
-    for (int64_t i = 0; i < N; ++i) {
-        const T* xi = x + i * C;
-        const T* gi = dy + i * C;
-        T dot = 0;
-        for (int c = 0; c < C; ++c) dot += gi[c] * xi[c];
-        const T r = rstd[i];
-        const T k = r * r * r / T(C) * dot;
-        T* di = dx + i * C;
-        for (int c = 0; c < C; ++c) di[c] += r * gi[c] - k * xi[c];
-    }
+    rmsnorm_backward_kernel(dx, dy, x, rstd, N, C);  // dx += ...
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -158,12 +130,12 @@ void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, cons
 
 template <class T>
 void relu_forward(T* h, const T* u, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) h[i] = u[i] > T(0) ? u[i] : T(0);
+    relu_kernel(h, u, static_cast<const T*>(nullptr), n);
 }
 
 template <class T>
 void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) du[i] = u[i] > T(0) ? dh[i] : T(0);
+    relu_kernel(du, u, dh, n);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -397,8 +369,7 @@ void forward_with(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo
     const int64_t N = ws.N;
     auto w = [&](int idx) { return params + table[idx].offset; };
 
-    embed_forward(ws.e.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
-    rmsnorm_forward(ws.x[0].data(), ws.r0.data(), ws.e.data(), N, C);
+    embed_forward(ws.e.data(), ws.x[0].data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
     for (int l = 0; l < cfg.n_layer; ++l) {
         auto& c = ws.layers[l];
         const int base = kGlobalParams + kParamsPerLayer * l;
@@ -447,7 +418,7 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
     auto w = [&](int idx) { return params + table[idx].offset; };
     auto g = [&](int idx) { return grads + table[idx].offset; };
     T* dx = ws.dx.data();     // ∂loss/∂(residual stream), walked backwards through the layers
-    T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da, de in turn
+    T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da in turn
 
     softmax_xent_backward(ws.logits.data(), ws.logits.data(), ws.tok_tgt.data(), ws.weight.data(), N, V);
     linear_backward(mm, dx, g(2), ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
@@ -470,11 +441,9 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
         rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
     }
-    std::fill_n(tmp, N * C, T(0));
-    rmsnorm_backward(tmp, dx, ws.e.data(), ws.r0.data(), N, C);
     std::fill_n(g(0), table[0].rows * C, T(0));
     std::fill_n(g(1), table[1].rows * C, T(0));
-    embed_backward(g(0), g(1), tmp, ws.tok_in.data(), ws.pos.data(), N, C);
+    embed_backward(g(0), g(1), dx, ws.e.data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
