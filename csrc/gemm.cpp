@@ -53,6 +53,26 @@ void blas_gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a,
                             int, int);                                                                           \
     double fma_probe(bool, std::int64_t, double*);                                                               \
     bool attention_supports(int, int, int, std::size_t);                                                         \
+    void causal_softmax(float*, int, int, int, float*, float*, std::ptrdiff_t);                                  \
+    void causal_softmax(double*, int, int, int, double*, double*, std::ptrdiff_t);                               \
+    void causal_softmax_backward(float*, const float*, float*, int, int, int, const float*, const float*, std::ptrdiff_t,       \
+                                 const float*);                                                                  \
+    void causal_softmax_backward(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t,   \
+                                 const double*);                                                                 \
+    void rmsnorm(float*, float*, const float*, std::int64_t, int, float);                                        \
+    void embed_rmsnorm(float*, float*, float*, const std::int32_t*, const std::int32_t*, const float*, const float*,       \
+                       std::int64_t, int, float);                                                                  \
+    void rmsnorm_backward(float*, const float*, const float*, const float*, std::int64_t, int);                          \
+    void embed_rmsnorm_backward(float*, float*, const float*, const float*, const float*, const std::int32_t*,             \
+                                const std::int32_t*, std::int64_t, int);                                         \
+    void relu(float*, const float*, const float*, std::int64_t);                                                       \
+    void rmsnorm(double*, double*, const double*, std::int64_t, int, double);                                        \
+    void embed_rmsnorm(double*, double*, double*, const std::int32_t*, const std::int32_t*, const double*, const double*,       \
+                       std::int64_t, int, double);                                                                  \
+    void rmsnorm_backward(double*, const double*, const double*, const double*, std::int64_t, int);                          \
+    void embed_rmsnorm_backward(double*, double*, const double*, const double*, const double*, const std::int32_t*,             \
+                                const std::int32_t*, std::int64_t, int);                                         \
+    void relu(double*, const double*, const double*, std::int64_t);                                                       \
     }
 }  // namespace
 BLASGPT_DECLARE_KERNELS(kernels_base)
@@ -78,13 +98,34 @@ struct NativeKernels {
     void (*datt_b)(double*, const double*, const double*, const double*, const DocSpan*, std::int64_t, int, int);
     double (*fma_probe)(bool, std::int64_t, double*);
     bool (*attention_supports)(int, int, int, std::size_t);
+    void (*ssoft)(float*, int, int, int, float*, float*, std::ptrdiff_t);
+    void (*dsoft)(double*, int, int, int, double*, double*, std::ptrdiff_t);
+    void (*ssoft_b)(float*, const float*, float*, int, int, int, const float*, const float*, std::ptrdiff_t, const float*);
+    void (*dsoft_b)(double*, const double*, double*, int, int, int, const double*, const double*, std::ptrdiff_t, const double*);
+    void (*srms)(float*, float*, const float*, std::int64_t, int, float);
+    void (*serms)(float*, float*, float*, const std::int32_t*, const std::int32_t*, const float*, const float*, std::int64_t, int,
+                  float);
+    void (*srms_b)(float*, const float*, const float*, const float*, std::int64_t, int);
+    void (*serms_b)(float*, float*, const float*, const float*, const float*, const std::int32_t*, const std::int32_t*, std::int64_t,
+                    int);
+    void (*srelu)(float*, const float*, const float*, std::int64_t);
+    void (*drms)(double*, double*, const double*, std::int64_t, int, double);
+    void (*derms)(double*, double*, double*, const std::int32_t*, const std::int32_t*, const double*, const double*, std::int64_t, int,
+                  double);
+    void (*drms_b)(double*, const double*, const double*, const double*, std::int64_t, int);
+    void (*derms_b)(double*, double*, const double*, const double*, const double*, const std::int32_t*, const std::int32_t*, std::int64_t,
+                    int);
+    void (*drelu)(double*, const double*, const double*, std::int64_t);
 };
 
 #define BLASGPT_KERNEL_TABLE(ns, name)                                                                             \
     NativeKernels {                                                                                                \
         name, ns::panel_size, ns::gemm, ns::gemm, ns::adam, ns::adam, ns::softmax_xent, ns::softmax_xent,          \
             ns::attention_forward, ns::attention_forward, ns::attention_backward, ns::attention_backward,         \
-            ns::fma_probe, ns::attention_supports                                                                  \
+            ns::fma_probe, ns::attention_supports, ns::causal_softmax, ns::causal_softmax,                         \
+            ns::causal_softmax_backward, ns::causal_softmax_backward, ns::rmsnorm, ns::embed_rmsnorm,              \
+            ns::rmsnorm_backward, ns::embed_rmsnorm_backward, ns::relu, ns::rmsnorm, ns::embed_rmsnorm,            \
+            ns::rmsnorm_backward, ns::embed_rmsnorm_backward, ns::relu                                             \
     }
 
 // The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
@@ -136,7 +177,7 @@ template <class T>
 void Gemm::operator()(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
                       T* c, int ldc) const {
     if (m == 0 || n == 0) return;
-    if (backend == Backend::Blas) {
+    if (backend == Backend::Blas || double(m) * n * k >= kBlasMinVolume) {
         blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     } else {
         native_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -207,6 +248,52 @@ void attention_kernel_backward(double* dqkv, const double* dout, const double* q
                                const DocSpan* docs, std::int64_t ndocs, int C, int H) {
     native_kernels().datt_b(dqkv, dout, qkv, att, docs, ndocs, C, H);
 }
+
+void causal_softmax_kernel(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st) {
+    native_kernels().ssoft(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax_kernel(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st) {
+    native_kernels().dsoft(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax_backward_kernel(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx,
+                                    const float* inv, std::ptrdiff_t st, const float* dot) {
+    native_kernels().ssoft_b(ds, p, pout, rows, first, width, mx, inv, st, dot);
+}
+void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
+                                    const double* inv, std::ptrdiff_t st, const double* dot) {
+    native_kernels().dsoft_b(ds, p, pout, rows, first, width, mx, inv, st, dot);
+}
+
+void rmsnorm_kernel(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps) {
+    native_kernels().srms(y, rstd, x, N, C, eps);
+}
+void embed_rmsnorm_kernel(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                          const float* wpe, std::int64_t N, int C, float eps) {
+    native_kernels().serms(e, y, rstd, tok, pos, wte, wpe, N, C, eps);
+}
+void rmsnorm_backward_kernel(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C) {
+    native_kernels().srms_b(dx, dy, x, rstd, N, C);
+}
+void embed_rmsnorm_backward_kernel(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C) {
+    native_kernels().serms_b(dwte, dwpe, dy, x, rstd, tok, pos, N, C);
+}
+void relu_kernel(float* h, const float* u, const float* dh, std::int64_t n) { native_kernels().srelu(h, u, dh, n); }
+void rmsnorm_kernel(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps) {
+    native_kernels().drms(y, rstd, x, N, C, eps);
+}
+void embed_rmsnorm_kernel(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                          const double* wpe, std::int64_t N, int C, double eps) {
+    native_kernels().derms(e, y, rstd, tok, pos, wte, wpe, N, C, eps);
+}
+void rmsnorm_backward_kernel(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C) {
+    native_kernels().drms_b(dx, dy, x, rstd, N, C);
+}
+void embed_rmsnorm_backward_kernel(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C) {
+    native_kernels().derms_b(dwte, dwpe, dy, x, rstd, tok, pos, N, C);
+}
+void relu_kernel(double* h, const double* u, const double* dh, std::int64_t n) { native_kernels().drelu(h, u, dh, n); }
 
 std::string blas_info() {
     std::string info = scipy_openblas_get_config();

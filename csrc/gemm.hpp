@@ -11,9 +11,19 @@ namespace blasgpt {
 enum class Op { N, T };
 
 enum class Backend {
-    Blas,    // scipy-openblas32's cblas_?gemm: the production path
-    Native,  // blasgpt's own register-blocked kernels for small matrices (gemm_kernels.cpp), no BLAS involved
+    Blas,    // scipy-openblas32's cblas_?gemm for every product: the reference path
+    Native,  // blasgpt's own register-blocked kernels (kernels.cpp), and OpenBLAS for the large products it wins
 };
+
+// The native backend hands a product to OpenBLAS when m·n·k >= kBlasMinVolume. Measured on this project's machine
+// (AMD EPYC Zen 4, AVX-512, one core, float32 GFLOP/s native / OpenBLAS, /work/scratch-perf/gemmbench):
+//   d128 layer shapes, m·n·k <= 50M (768 x 512 x 128 and its transposes):   native 100-112, OpenBLAS 99-105
+//   2048 x 384 x 384 (302M):                                               native 103,     OpenBLAS 100
+//   2048 x 1152 x 384 NT (906M): 72 / 96;  1152 x 384 x 2048 TN: 62 / 97;  1536 x 384 x 2048 TN: 33 / 85;
+//   2048 x 1536 x 384 NN (1.2G): 83 / 99   (native has no k blocking and reads A with a stride: it falls off once
+//   its panels and A's column walk leave L1/L2)
+// so products of 2^29 (537M) multiply-adds or more (the d384 model's linear layers) go to OpenBLAS.
+constexpr double kBlasMinVolume = double(1 << 29);
 
 Backend backend_from_name(const std::string& name);  // "blas" | "native"; throws std::invalid_argument
 const char* backend_name(Backend b);

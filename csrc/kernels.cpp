@@ -4,8 +4,9 @@
 // any x86-64 and uses AVX-512 where it exists.
 //
 // gemm: every product is reduced to C (m, n) = alpha · A (m, k) · B (k, n) + beta · C where A is read element by
-// element through strides (so A or Aᵀ costs the same) and B is first packed into column panels of NR, zero
-// padded: the MR×NR accumulator tile then lives in vector registers for the whole k loop.
+// element through strides (so A or Aᵀ costs the same) and B goes by column panels of NR (packed and zero padded
+// when transposed or partial, else read in place): the MR×NR accumulator tile lives in vector registers for the
+// whole k loop.
 //
 // attention: one call per document does every head, with no gemm calls: vectors run along the document's positions
 // (padded to whole vectors), so each product is a broadcast-scalar × vector FMA, and exp is evaluated on vectors.
@@ -138,17 +139,18 @@ inline Vec<T> vexp(Vec<T> x) {
     return p * (Vec<T>)bits;
 }
 
-// acc (ROWS, NV·L) = A (ROWS, k) · panel (k, NV·L) in registers; then C[:, :nr] = alpha · acc + beta · C
+// acc (ROWS, NV·L) = A (ROWS, k) · panel (k, NV·L) in registers (panel row p at panel + p·sb); then
+// C[:, :nr] = alpha · acc + beta · C
 template <class T, int NV, int ROWS>
-inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, T* c, int ldc, int nr,
-                  T alpha, T beta) {
+inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, std::ptrdiff_t sb, T* c,
+                  int ldc, int nr, T alpha, T beta) {
     constexpr int L = lanes<T>(), NR = NV * L;
     Vec<T> acc[ROWS][NV];
     for (int i = 0; i < ROWS; ++i)
         for (int v = 0; v < NV; ++v) acc[i][v] = Vec<T>{};
     for (int p = 0; p < k; ++p) {
         Vec<T> b[NV];
-        for (int v = 0; v < NV; ++v) b[v] = load(panel + std::ptrdiff_t(p) * NR + v * L);
+        for (int v = 0; v < NV; ++v) b[v] = load(panel + p * sb + v * L);
         for (int i = 0; i < ROWS; ++i) {
             const T av = a[i * sai + p * sap];
             for (int v = 0; v < NV; ++v) acc[i][v] += av * b[v];
@@ -172,54 +174,66 @@ inline void micro(int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, con
 
 // micro<T, NV, rows> for a run-time row count 1 <= rows <= R (the leftover rows below a full tile)
 template <class T, int NV, int R>
-inline void micro_rows(int rows, int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel, T* c,
-                       int ldc, int nr, T alpha, T beta) {
+inline void micro_rows(int rows, int k, const T* a, std::ptrdiff_t sai, std::ptrdiff_t sap, const T* panel,
+                       std::ptrdiff_t sb, T* c, int ldc, int nr, T alpha, T beta) {
     if constexpr (R > 0) {
         if (rows == R) {
-            micro<T, NV, R>(k, a, sai, sap, panel, c, ldc, nr, alpha, beta);
+            micro<T, NV, R>(k, a, sai, sap, panel, sb, c, ldc, nr, alpha, beta);
         } else {
-            micro_rows<T, NV, R - 1>(rows, k, a, sai, sap, panel, c, ldc, nr, alpha, beta);
+            micro_rows<T, NV, R - 1>(rows, k, a, sai, sap, panel, sb, c, ldc, nr, alpha, beta);
         }
     }
 }
 
-// panel[jb·k + p·NR + j] = op(B)[p, jb + j], zero beyond column n
+// panel[p·NR + j] = op(B)[p, jb + j] for j < nb, zero up to NR (Bᵀ: row by row of B, so its reads are contiguous)
 template <class T>
-void pack(Op tb, int k, int n, const T* b, int ldb, T* panel, int NR) {
-    for (int jb = 0; jb < n; jb += NR) {
-        const int nb = std::min(NR, n - jb);
-        T* dst = panel + std::ptrdiff_t(jb) * k;
+void pack(Op tb, int k, int jb, int nb, const T* b, int ldb, T* panel, int NR) {
+    if (tb == Op::N) {
         for (int p = 0; p < k; ++p) {
-            T* row = dst + std::ptrdiff_t(p) * NR;
-            if (tb == Op::N) {
-                const T* src = b + std::ptrdiff_t(p) * ldb + jb;
-                for (int j = 0; j < nb; ++j) row[j] = src[j];
-            } else {
-                const T* src = b + std::ptrdiff_t(jb) * ldb + p;
-                for (int j = 0; j < nb; ++j) row[j] = src[std::ptrdiff_t(j) * ldb];
-            }
+            T* row = panel + std::ptrdiff_t(p) * NR;
+            const T* src = b + std::ptrdiff_t(p) * ldb + jb;
+            for (int j = 0; j < nb; ++j) row[j] = src[j];
             for (int j = nb; j < NR; ++j) row[j] = T(0);
         }
+        return;
+    }
+    for (int j = 0; j < NR; ++j) {
+        T* col = panel + j;
+        if (j < nb) {
+            const T* src = b + std::ptrdiff_t(jb + j) * ldb;
+            for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = src[p];
+        } else {
+            for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = T(0);
+        }
     }
 }
 
+// One column panel of NR at a time: a whole panel of an untransposed B is read where it lies (row p at b + p·ldb),
+// anything else (Bᵀ, or the last partial panel) is packed first.
 template <class T, int NV>
 void gemm_tiles(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                 int ldc, T* panel) {
     constexpr int MR = max_rows<NV>(), NR = NV * lanes<T>();
-    pack(tb, k, n, b, ldb, panel, NR);
     const std::ptrdiff_t sai = ta == Op::N ? lda : 1, sap = ta == Op::N ? 1 : lda;
     for (int jb = 0; jb < n; jb += NR) {
         const int nr = std::min(NR, n - jb);
-        const T* pb = panel + std::ptrdiff_t(jb) * k;
+        const T* pb = b + jb;
+        std::ptrdiff_t sb = ldb;
+        if (tb == Op::T || nr < NR) {
+            pack(tb, k, jb, nr, b, ldb, panel, NR);
+            pb = panel;
+            sb = NR;
+        }
         int i = 0;
         for (; i + MR <= m; i += MR)
-            micro<T, NV, MR>(k, a + i * sai, sai, sap, pb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr, alpha, beta);
+            micro<T, NV, MR>(k, a + i * sai, sai, sap, pb, sb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr, alpha, beta);
         if (i < m)
-            micro_rows<T, NV, MR - 1>(m - i, k, a + i * sai, sai, sap, pb, c + std::ptrdiff_t(i) * ldc + jb, ldc, nr,
-                                      alpha, beta);
+            micro_rows<T, NV, MR - 1>(m - i, k, a + i * sai, sai, sap, pb, sb, c + std::ptrdiff_t(i) * ldc + jb, ldc,
+                                      nr, alpha, beta);
     }
 }
+
+inline int round_up(int n, int L) { return (n + L - 1) / L * L; }
 
 template <class T>
 void gemm_impl(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
@@ -232,7 +246,8 @@ void gemm_impl(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, 
             }
         return;
     }
-    if (n <= lanes<T>()) {
+    constexpr int L = lanes<T>();
+    if (round_up(n, L) < round_up(n, 2 * L)) {  // one-vector panels waste fewer lanes (n = 48 at d16, 65 at vocab 65)
         gemm_tiles<T, 1>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
     } else {
         gemm_tiles<T, 2>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
@@ -248,27 +263,18 @@ T* scratch(std::size_t n) {
     return reinterpret_cast<T*>(buf.data());
 }
 
-inline int round_up(int n, int L) { return (n + L - 1) / L * L; }
 
 // Causal attention of one document, all heads at once, with vectors along the embedding (C = CV vectors of L).
 // For a pair of positions (i, j), q_i ⊙ k_j summed within each head's hd lanes gives every head's score at once,
-// replicated across that head's lanes (a butterfly of shuffles, or vector adds when a head spans vectors), so
+// replicated across that head's lanes (a butterfly of shuffles), so
 // exp, the softmax sums and P·V are plain vector arithmetic and nothing is ever transposed. Needs C % L == 0 and
-// hd | L or L | hd. Forward keeps, per row, each head's max score and 1/Σexp (2C values, replicated) in `stats`;
+// hd | L: each score is replicated across its head's hd lanes, so exp does hd times the work of attention's gemm
+// path, whose softmax runs along the keys. Measured (float32, AVX-512, one core): at hd = 4 (d16) the fused kernel
+// takes 0.6x the gemm path's time per step, at hd = 16 (d64) about the same, at hd = 32 (d128 L4 T64) 1.4x, so
+// wider heads take the gemm path. Forward keeps, per row, each head's max score and 1/Σexp (2C values, replicated) in `stats`;
 // backward recomputes P from them (as flash attention does) rather than storing n² probabilities.
 template <class T>
 inline void segment_sum(Vec<T>* x, int CV, int hd) {
-    constexpr int L = lanes<T>();
-    if (hd >= L) {
-        const int per = hd / L;  // vectors per head
-        for (int h0 = 0; h0 < CV; h0 += per) {
-            Vec<T> t = x[h0];
-            for (int k = 1; k < per; ++k) t += x[h0 + k];
-            t = group_sum<T>(t, L);  // every lane holds the head's total
-            for (int k = 0; k < per; ++k) x[h0 + k] = t;
-        }
-        return;
-    }
     for (int v = 0; v < CV; ++v) x[v] = group_sum<T>(x[v], hd);
 }
 
@@ -278,7 +284,7 @@ template <class T>
 bool fused_ok(int C, int H, int n) {
     constexpr int L = lanes<T>();
     const int hd = C / H;
-    return n <= kFusedMaxPositions && C % L == 0 && C / L <= kFusedMaxVectors && (L % hd == 0 || hd % L == 0);
+    return n <= kFusedMaxPositions && C % L == 0 && C / L <= kFusedMaxVectors && L % hd == 0;
 }
 
 template <class T>
@@ -405,6 +411,159 @@ double softmax_xent_impl(T* probs, const T* logits, const std::int32_t* target, 
     return loss;
 }
 
+// Causal softmax over score rows of attention's gemm path (row stride `width`): row r is query position first + r
+// and keeps keys j <= first + r:  p_j = exp(s_j − m)·inv, m = max_j s_j, inv = 1 / Σ_j exp(s_j − m); p_j = 0 for the
+// later keys up to width. Each row's m and inv go to mx[r·st], inv[r·st] when mx is given.
+template <class T>
+inline Vec<T> lane_index() {
+    Vec<T> v{};
+    for (int l = 0; l < lanes<T>(); ++l) v[l] = T(l);
+    return v;
+}
+
+// lanes j0 + l < cnt of a vector loaded from p + j0 (the rest zero), without touching memory past cnt
+template <class T>
+inline Vec<T> load_part(const T* p, int j0, int cnt) {
+    if (j0 + lanes<T>() <= cnt) return load(p + j0);
+    Vec<T> v{};
+    for (int l = 0; j0 + l < cnt; ++l) v[l] = p[j0 + l];
+    return v;
+}
+
+template <class T>
+inline void store_part(T* p, int j0, int cnt, Vec<T> v) {
+    if (j0 + lanes<T>() <= cnt) return store(p + j0, v);
+    for (int l = 0; j0 + l < cnt; ++l) p[j0 + l] = v[l];
+}
+
+template <class T>
+void causal_softmax_impl(T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st) {
+    constexpr int L = lanes<T>();
+    const Vec<T> idx = lane_index<T>();
+    for (int r = 0; r < rows; ++r) {
+        T* p = s + std::ptrdiff_t(r) * width;
+        const int cnt = first + r + 1;
+        T m = p[0];
+        for (int j = 1; j < cnt; ++j) m = p[j] > m ? p[j] : m;
+        Vec<T> sum{};
+        for (int j0 = 0; j0 < cnt; j0 += L) {
+            Vec<T> e = vexp<T>(load_part(p, j0, cnt) - m);
+            e = idx + T(j0) < T(cnt) ? e : Vec<T>{};
+            sum += e;
+            store_part(p, j0, cnt, e);
+        }
+        const T iv = T(1) / hsum<T>(sum);
+        for (int j0 = 0; j0 < cnt; j0 += L) store_part(p, j0, cnt, load_part(p, j0, cnt) * iv);
+        std::fill(p + cnt, p + width, T(0));
+        if (mx) {
+            mx[r * st] = m;
+            inv[r * st] = iv;
+        }
+    }
+}
+
+// Its backward, dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place of dP (row stride width, zero past each row's keys), with
+// P either given in p (mx == nullptr; the dot is computed) or recomputed from the scores in p into pout (which may
+// be p) as exp(s_j − mx_r)·inv_r, with the dot given (dot_r = dO_r · O_r, the same sum).
+template <class T>
+void causal_softmax_backward_impl(T* ds, const T* p, T* pout, int rows, int first, int width, const T* mx, const T* inv,
+                                  std::ptrdiff_t st, const T* dot) {
+    constexpr int L = lanes<T>();
+    const Vec<T> idx = lane_index<T>();
+    for (int r = 0; r < rows; ++r) {
+        const T* pr = p + std::ptrdiff_t(r) * width;
+        T* dr = ds + std::ptrdiff_t(r) * width;
+        const int cnt = first + r + 1;
+        T* po = pout + (pout ? std::ptrdiff_t(r) * width : 0);
+        T d;
+        if (mx) {
+            const T m = mx[r * st], iv = inv[r * st];
+            for (int j0 = 0; j0 < cnt; j0 += L) {
+                Vec<T> e = vexp<T>(load_part(pr, j0, cnt) - m) * iv;
+                e = idx + T(j0) < T(cnt) ? e : Vec<T>{};
+                store_part(po, j0, cnt, e);
+            }
+            std::fill(po + cnt, po + width, T(0));
+            pr = po;
+            d = dot[r];
+        } else {
+            Vec<T> acc{};
+            for (int j0 = 0; j0 < cnt; j0 += L) acc += load_part(dr, j0, cnt) * load_part(pr, j0, cnt);
+            d = hsum<T>(acc);
+        }
+        for (int j0 = 0; j0 < cnt; j0 += L)
+            store_part(dr, j0, cnt, load_part(pr, j0, cnt) * (load_part(dr, j0, cnt) - d));
+        std::fill(dr + cnt, dr + width, T(0));
+    }
+}
+
+// Row-wise elementwise passes of the model (model.cpp states the formulas), vector by vector along each row.
+// rmsnorm: r = 1 / sqrt(mean_c x_c² + eps), y = r·x; with tok (the first norm), x is the embedding
+// e = wte[tok] + wpe[pos], written to e on the way.
+template <class T>
+void rmsnorm_impl(T* y, T* rstd, const T* x, std::int64_t N, int C, T eps, T* e, const std::int32_t* tok,
+                  const std::int32_t* pos, const T* wte, const T* wpe) {
+    constexpr int L = lanes<T>();
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        if (tok) {  // e_i = wte[tok_i] + wpe[pos_i]
+            const T* a = wte + std::int64_t(tok[i]) * C;
+            const T* b = wpe + std::int64_t(pos[i]) * C;
+            for (int j0 = 0; j0 < C; j0 += L) store_part(e + i * C, j0, C, load_part(a, j0, C) + load_part(b, j0, C));
+            xi = e + i * C;
+        }
+        Vec<T> ss{};
+        for (int j0 = 0; j0 < C; j0 += L) {
+            const Vec<T> v = load_part(xi, j0, C);
+            ss += v * v;
+        }
+        const T r = T(1) / std::sqrt(hsum<T>(ss) / T(C) + eps);
+        rstd[i] = r;
+        for (int j0 = 0; j0 < C; j0 += L) store_part(y + i * C, j0, C, load_part(xi, j0, C) * r);
+    }
+}
+
+// rmsnorm backward, dx += r·dy − (r³ / C)·x·Σ_c(dy_c x_c); with tok (the first norm) dx is not stored but added
+// to the embedding's gradient rows instead: dwte[tok_i] += dx_i, dwpe[pos_i] += dx_i.
+template <class T>
+void rmsnorm_backward_impl(T* dx, const T* dy, const T* x, const T* rstd, std::int64_t N, int C,
+                           const std::int32_t* tok, const std::int32_t* pos, T* dwte, T* dwpe) {
+    constexpr int L = lanes<T>();
+    for (std::int64_t i = 0; i < N; ++i) {
+        const T* xi = x + i * C;
+        const T* gi = dy + i * C;
+        Vec<T> dot{};
+        for (int j0 = 0; j0 < C; j0 += L) dot += load_part(gi, j0, C) * load_part(xi, j0, C);
+        const T r = rstd[i];
+        const T k = r * r * r / T(C) * hsum<T>(dot);
+        if (tok) {
+            T* a = dwte + std::int64_t(tok[i]) * C;
+            T* b = dwpe + std::int64_t(pos[i]) * C;
+            for (int j0 = 0; j0 < C; j0 += L) {
+                const Vec<T> d = r * load_part(gi, j0, C) - k * load_part(xi, j0, C);
+                store_part(a, j0, C, load_part(a, j0, C) + d);
+                store_part(b, j0, C, load_part(b, j0, C) + d);
+            }
+            continue;
+        }
+        T* di = dx + i * C;
+        for (int j0 = 0; j0 < C; j0 += L)
+            store_part(di, j0, C, load_part(di, j0, C) + (r * load_part(gi, j0, C) - k * load_part(xi, j0, C)));
+    }
+}
+
+// relu: h = max(u, 0); with dh: h = dh·[u > 0] (its backward, h may be dh)
+template <class T>
+void relu_impl(T* h, const T* u, const T* dh, std::int64_t n) {
+    constexpr int L = lanes<T>();
+    std::int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const Vec<T> ui = load(u + i);
+        store(h + i, ui > T(0) ? (dh ? load(dh + i) : ui) : Vec<T>{});
+    }
+    for (; i < n; ++i) h[i] = u[i] > T(0) ? (dh ? dh[i] : u[i]) : T(0);
+}
+
 // Adam, elementwise and branch-free so it vectorizes (division and sqrt included: built with -fno-math-errno)
 template <class T>
 void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
@@ -469,6 +628,52 @@ double softmax_xent(double* probs, const double* logits, const std::int32_t* tar
     return softmax_xent_impl(probs, logits, target, weight, N, V);
 }
 
+void causal_softmax(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st) {
+    causal_softmax_impl(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st) {
+    causal_softmax_impl(s, rows, first, width, mx, inv, st);
+}
+void causal_softmax_backward(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx, const float* inv,
+                             std::ptrdiff_t st, const float* dot) {
+    causal_softmax_backward_impl(ds, p, pout, rows, first, width, mx, inv, st, dot);
+}
+void causal_softmax_backward(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
+                             const double* inv, std::ptrdiff_t st, const double* dot) {
+    causal_softmax_backward_impl(ds, p, pout, rows, first, width, mx, inv, st, dot);
+}
+
+void rmsnorm(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps) {
+    rmsnorm_impl<float>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                   const float* wpe, std::int64_t N, int C, float eps) {
+    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
+}
+void rmsnorm_backward(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C) {
+    rmsnorm_backward_impl<float>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm_backward(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd, const std::int32_t* tok,
+                            const std::int32_t* pos, std::int64_t N, int C) {
+    rmsnorm_backward_impl<float>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
+}
+void relu(float* h, const float* u, const float* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
+void rmsnorm(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps) {
+    rmsnorm_impl<double>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                   const double* wpe, std::int64_t N, int C, double eps) {
+    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
+}
+void rmsnorm_backward(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C) {
+    rmsnorm_backward_impl<double>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
+}
+void embed_rmsnorm_backward(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd, const std::int32_t* tok,
+                            const std::int32_t* pos, std::int64_t N, int C) {
+    rmsnorm_backward_impl<double>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
+}
+void relu(double* h, const double* u, const double* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
+
 // The FMA peak of one core: A independent chains of acc = acc · x + y on full vectors (enough chains to cover the
 // FMA latency on every port), `iters` times. Returns a value derived from the results so nothing is optimized away.
 template <class T>
@@ -494,9 +699,8 @@ double fma_probe(bool single, std::int64_t iters, double* flops) {
     return fma_chains<double>(iters);
 }
 
-std::size_t panel_size(int k, int n, std::size_t elem) {
-    const int nr = 2 * BLASGPT_VEC_BYTES / int(elem);  // the wider of the two tile shapes
-    return std::size_t(k) * std::size_t((n + nr - 1) / nr * nr);
+std::size_t panel_size(int k, int, std::size_t elem) {
+    return std::size_t(k) * std::size_t(2 * BLASGPT_VEC_BYTES / int(elem));  // one panel of the wider tile shape
 }
 
 void gemm(Op ta, Op tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,

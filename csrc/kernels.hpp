@@ -28,6 +28,38 @@ double softmax_xent_kernel(float* probs, const float* logits, const std::int32_t
 double softmax_xent_kernel(double* probs, const double* logits, const std::int32_t* target, const double* weight,
                            std::int64_t N, int V);
 
+// Causal softmax of `rows` score rows of attention's gemm path (row stride `width`), row r being query position
+// first + r: p_j = exp(s_j − m)·inv over keys j <= first + r, zero after; m = max_j s_j and inv = 1 / Σ exp(s_j − m)
+// are stored at mx[r·st], inv[r·st] when mx is not null. Vector exp (kernels.cpp), the same as the fused kernel's.
+void causal_softmax_kernel(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st);
+void causal_softmax_kernel(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st);
+// Its backward in place of dP (same layout): dS = P ⊙ (dP − rowsum(dP ⊙ P)). With mx null, P is read from p and the
+// row sums computed; otherwise p holds the scores, P = exp(s − mx_r)·inv_r is recomputed into pout (may be p) and
+// dot_r is the row sum (dO_r · O_r).
+void causal_softmax_backward_kernel(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx,
+                                    const float* inv, std::ptrdiff_t st, const float* dot);
+void causal_softmax_backward_kernel(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
+                                    const double* inv, std::ptrdiff_t st, const double* dot);
+
+// The model's row-wise passes (model.cpp gives the formulas), vectorized per ISA. rmsnorm: y = r·x with
+// r = 1 / sqrt(mean_c x_c² + eps) -> rstd; embed_rmsnorm does the first one on e = wte[tok] + wpe[pos], storing e.
+// rmsnorm_backward: dx += r·dy − (r³ / C)·x·Σ_c(dy_c x_c); embed_rmsnorm_backward adds that dx to the rows
+// dwte[tok], dwpe[pos] instead. relu: h = max(u, 0), or with dh its backward h = dh·[u > 0] (h may alias dh).
+void rmsnorm_kernel(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps);
+void embed_rmsnorm_kernel(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
+                          const float* wpe, std::int64_t N, int C, float eps);
+void rmsnorm_backward_kernel(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C);
+void embed_rmsnorm_backward_kernel(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C);
+void relu_kernel(float* h, const float* u, const float* dh, std::int64_t n);
+void rmsnorm_kernel(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps);
+void embed_rmsnorm_kernel(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
+                          const double* wpe, std::int64_t N, int C, double eps);
+void rmsnorm_backward_kernel(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C);
+void embed_rmsnorm_backward_kernel(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd,
+                                   const std::int32_t* tok, const std::int32_t* pos, std::int64_t N, int C);
+void relu_kernel(double* h, const double* u, const double* dh, std::int64_t n);
+
 // Per-document layout of a packed batch.
 struct DocSpan {
     std::int64_t row;      // first row of the document in the packed matrices

@@ -80,61 +80,33 @@ int64_t num_params(const Config& cfg) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// embedding: e_r = wte[tok_r] + wpe[pos_r]                                     e (N, C)
-// backward:  dwte[tok_r] += de_r ;  dwpe[pos_r] += de_r   (callers zero dwte, dwpe first)
+// embedding and the first rmsnorm (below), one pass:  e_r = wte[tok_r] + wpe[pos_r],  y = rmsnorm(e)    e, y (N, C)
+// backward:  de = rmsnorm backward of dy ;  dwte[tok_r] += de_r ;  dwpe[pos_r] += de_r   (callers zero dwte, dwpe)
 
 template <class T>
-void embed_forward(T* e, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int C) {
-    for (int64_t r = 0; r < N; ++r) {
-        const T* a = wte + int64_t(tok[r]) * C;
-        const T* b = wpe + int64_t(pos[r]) * C;
-        T* y = e + r * C;
-        for (int c = 0; c < C; ++c) y[c] = a[c] + b[c];
-    }
+void embed_forward(T* e, T* y, T* rstd, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N,
+                   int C) {
+    embed_rmsnorm_kernel(e, y, rstd, tok, pos, wte, wpe, N, C, T(kRmsEps));
 }
 
 template <class T>
-void embed_backward(T* dwte, T* dwpe, const T* de, const int32_t* tok, const int32_t* pos, int64_t N, int C) {
-    for (int64_t r = 0; r < N; ++r) {
-        T* a = dwte + int64_t(tok[r]) * C;
-        T* b = dwpe + int64_t(pos[r]) * C;
-        const T* g = de + r * C;
-        for (int c = 0; c < C; ++c) {
-            a[c] += g[c];
-            b[c] += g[c];
-        }
-    }
+void embed_backward(T* dwte, T* dwpe, const T* dy, const T* e, const T* rstd, const int32_t* tok, const int32_t* pos,
+                    int64_t N, int C) {
+    embed_rmsnorm_backward_kernel(dwte, dwpe, dy, e, rstd, tok, pos, N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // rmsnorm, row-wise:  r = (mean_c x_c² + eps)^(-1/2),  y = r·x                      y (N, C), rstd = r (N)
-// backward:  ∂r/∂x_c = -r³ x_c / C, so  dx = r·dy − (r³ / C)·x·Σ_c(dy_c x_c)
+// backward:  ∂r/∂x_c = -r³ x_c / C, so  dx = r·dy − (r³ / C)·x·Σ_c(dy_c x_c)         (vector kernels, kernels.cpp)
 
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C) {
-    for (int64_t i = 0; i < N; ++i) {
-        const T* xi = x + i * C;
-        T ss = 0;
-        for (int c = 0; c < C; ++c) ss += xi[c] * xi[c];
-        const T r = T(1) / std::sqrt(ss / T(C) + T(kRmsEps));
-        rstd[i] = r;
-        T* yi = y + i * C;
-        for (int c = 0; c < C; ++c) yi[c] = r * xi[c];
-    }
+    rmsnorm_kernel(y, rstd, x, N, C, T(kRmsEps));
 }
 
 template <class T>
 void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, int C) {
-    for (int64_t i = 0; i < N; ++i) {
-        const T* xi = x + i * C;
-        const T* gi = dy + i * C;
-        T dot = 0;
-        for (int c = 0; c < C; ++c) dot += gi[c] * xi[c];
-        const T r = rstd[i];
-        const T k = r * r * r / T(C) * dot;
-        T* di = dx + i * C;
-        for (int c = 0; c < C; ++c) di[c] += r * gi[c] - k * xi[c];
-    }
+    rmsnorm_backward_kernel(dx, dy, x, rstd, N, C);  // dx += ...
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -158,12 +130,12 @@ void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, cons
 
 template <class T>
 void relu_forward(T* h, const T* u, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) h[i] = u[i] > T(0) ? u[i] : T(0);
+    relu_kernel(h, u, static_cast<const T*>(nullptr), n);
 }
 
 template <class T>
 void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) du[i] = u[i] > T(0) ? dh[i] : T(0);
+    relu_kernel(du, u, dh, n);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -187,22 +159,6 @@ int64_t attention_scratch(int block) {
     return std::max(c * c, block > kCachedPositions ? int64_t(2) * kAttnTile * block : 0);
 }
 
-// Causal softmax of row i (0-based within the document) of a score matrix: p_j for j <= i, zero after; returns the
-// max and 1/Σexp it used.
-template <class T>
-void causal_softmax_row(T* p, int i, int width, T& mx, T& inv) {
-    mx = p[0];
-    for (int j = 1; j <= i; ++j) mx = std::max(mx, p[j]);
-    T sum = 0;
-    for (int j = 0; j <= i; ++j) {
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
-    }
-    inv = T(1) / sum;
-    for (int j = 0; j <= i; ++j) p[j] *= inv;
-    for (int j = i + 1; j < width; ++j) p[j] = T(0);
-}
-
 }  // namespace
 
 template <class T>
@@ -217,11 +173,10 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
             const T* k = q + C;
             const T* v = q + 2 * C;
             T* o = out + d.row * C + h * hd;
-            T mx, inv;
             if (n <= kCachedPositions) {
                 T* p = att + d.att_off + int64_t(h) * n * n;
                 mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
-                for (int i = 0; i < n; ++i) causal_softmax_row(p + int64_t(i) * n, i, n, mx, inv);
+                causal_softmax_kernel(p, n, 0, n, static_cast<T*>(nullptr), nullptr, 0);
                 mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), o, C);
                 continue;
             }
@@ -230,11 +185,8 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
                 const int i1 = std::min(n, i0 + kAttnTile), rows = i1 - i0;
                 T* p = scratch;  // (rows, i1)
                 mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
-                for (int i = i0; i < i1; ++i) {
-                    causal_softmax_row(p + int64_t(i - i0) * i1, i, i1, mx, inv);
-                    stats[int64_t(i) * 2 * H + h] = mx;
-                    stats[int64_t(i) * 2 * H + H + h] = inv;
-                }
+                T* st = stats + int64_t(i0) * 2 * H + h;
+                causal_softmax_kernel(p, rows, i0, i1, st, st + H, 2 * H);
                 mm(Op::N, Op::N, rows, hd, i1, T(1), p, i1, v, ld, T(0), o + int64_t(i0) * C, C);
             }
         }
@@ -261,13 +213,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                 T* ds = scratch;  // dP, then dS in place
                 mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
                 mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
-                for (int i = 0; i < n; ++i) {
-                    const T* pi = p + int64_t(i) * n;
-                    T* si = ds + int64_t(i) * n;
-                    T dot = 0;
-                    for (int j = 0; j <= i; ++j) dot += si[j] * pi[j];
-                    for (int j = 0; j < n; ++j) si[j] = pi[j] * (si[j] - dot);  // P = 0 above the diagonal
-                }
+                causal_softmax_backward_kernel(ds, p, static_cast<T*>(nullptr), n, 0, n, nullptr, nullptr, 0, nullptr);
                 mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
                 mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
                 continue;
@@ -284,18 +230,14 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                 T* ds = scratch + int64_t(kAttnTile) * i1;    // (rows, i1): dP, then dS in place
                 mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
                 mm(Op::N, Op::T, rows, i1, hd, T(1), dO + int64_t(i0) * C, C, v, ld, T(0), ds, i1);
+                T dot[kAttnTile];  // rowsum(dP ⊙ P)_i = dO_i · O_i
                 for (int i = i0; i < i1; ++i) {
-                    T* pi = p + int64_t(i - i0) * i1;
-                    T* si = ds + int64_t(i - i0) * i1;
-                    const T mx = stats[int64_t(i) * 2 * H + h], inv = stats[int64_t(i) * 2 * H + H + h];
-                    T dot = 0;  // rowsum(dP ⊙ P)_i = dO_i · O_i
-                    for (int c = 0; c < hd; ++c) dot += dO[int64_t(i) * C + c] * o[int64_t(i) * C + c];
-                    for (int j = 0; j <= i; ++j) {
-                        pi[j] = std::exp(pi[j] - mx) * inv;
-                        si[j] = pi[j] * (si[j] - dot);
-                    }
-                    for (int j = i + 1; j < i1; ++j) pi[j] = si[j] = T(0);
+                    T acc = 0;
+                    for (int c = 0; c < hd; ++c) acc += dO[int64_t(i) * C + c] * o[int64_t(i) * C + c];
+                    dot[i - i0] = acc;
                 }
+                const T* st = stats + int64_t(i0) * 2 * H + h;
+                causal_softmax_backward_kernel(ds, p, p, rows, i0, i1, st, st + H, 2 * H, dot);
                 mm(Op::N, Op::N, rows, hd, i1, scale, ds, i1, k, ld, T(0), dq + int64_t(i0) * ld, ld);
                 mm(Op::T, Op::N, i1, hd, rows, scale, ds, i1, q + int64_t(i0) * ld, ld, T(1), dk, ld);
                 mm(Op::T, Op::N, i1, hd, rows, T(1), p, i1, dO + int64_t(i0) * C, C, T(1), dv, ld);
@@ -427,8 +369,7 @@ void forward_with(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo
     const int64_t N = ws.N;
     auto w = [&](int idx) { return params + table[idx].offset; };
 
-    embed_forward(ws.e.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
-    rmsnorm_forward(ws.x[0].data(), ws.r0.data(), ws.e.data(), N, C);
+    embed_forward(ws.e.data(), ws.x[0].data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
     for (int l = 0; l < cfg.n_layer; ++l) {
         auto& c = ws.layers[l];
         const int base = kGlobalParams + kParamsPerLayer * l;
@@ -477,7 +418,7 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
     auto w = [&](int idx) { return params + table[idx].offset; };
     auto g = [&](int idx) { return grads + table[idx].offset; };
     T* dx = ws.dx.data();     // ∂loss/∂(residual stream), walked backwards through the layers
-    T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da, de in turn
+    T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da in turn
 
     softmax_xent_backward(ws.logits.data(), ws.logits.data(), ws.tok_tgt.data(), ws.weight.data(), N, V);
     linear_backward(mm, dx, g(2), ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
@@ -500,11 +441,9 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
         rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
     }
-    std::fill_n(tmp, N * C, T(0));
-    rmsnorm_backward(tmp, dx, ws.e.data(), ws.r0.data(), N, C);
     std::fill_n(g(0), table[0].rows * C, T(0));
     std::fill_n(g(1), table[1].rows * C, T(0));
-    embed_backward(g(0), g(1), tmp, ws.tok_in.data(), ws.pos.data(), N, C);
+    embed_backward(g(0), g(1), dx, ws.e.data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

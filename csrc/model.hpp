@@ -67,10 +67,12 @@ struct AdamConfig {
 // The layers as forward/backward pairs. Argument order, as in llm.c: outputs, caches, inputs, parameters, sizes.
 // Backward functions receive the forward's inputs and caches, and write the d-prefixed gradients.
 
-template <class T>
-void embed_forward(T* e, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N, int C);
-template <class T>
-void embed_backward(T* dwte, T* dwpe, const T* de, const int32_t* tok, const int32_t* pos, int64_t N, int C);
+template <class T>  // the embedding and the first rmsnorm in one pass: e = wte[tok] + wpe[pos], y = rmsnorm(e)
+void embed_forward(T* e, T* y, T* rstd, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N,
+                   int C);
+template <class T>  // back through that rmsnorm (dy) to dwte[tok] += de, dwpe[pos] += de
+void embed_backward(T* dwte, T* dwpe, const T* dy, const T* e, const T* rstd, const int32_t* tok, const int32_t* pos,
+                    int64_t N, int C);
 
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C);

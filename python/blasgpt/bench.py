@@ -422,7 +422,9 @@ def run(quick: bool = False, only: Optional[str] = None) -> tuple[dict[str, Any]
         info["torch"] = torch.__version__
     except ImportError:
         have_torch = False
-    notes = []
+    notes = ["gemm 'native' is blasgpt's kernels, which hand a product to OpenBLAS from m*n*k >= 2^29 on (the "
+             "crossover measured per shape, csrc/gemm.hpp); every product of these workloads is below it, so the "
+             "native rows use no BLAS"]
     if not have_torch:
         notes.append("PyTorch not installed: its rows are skipped (pip install .[torch] to include them)")
     rows: list[Row] = []
