@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from . import __version__
 from ._core import blas_info, native_isa
+from .bench import WORKLOADS as BENCH_PARTS
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config
 from .data import DataError, Tokenizer, load_docs
@@ -113,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=_positive_int, default=None, help="sample only among the K likeliest tokens")
     s.add_argument("--prompt", default="", help="text every sample starts with")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    b = sub.add_parser("bench", help="benchmark table: µs per training document vs NumPy and PyTorch",
-                       description="Time whole training steps (d16 and d64 on names.txt) for blasgpt and two "
-                                   "baselines, each checked against blasgpt's float64 gradients first.")
+    b = sub.add_parser("bench", help="benchmark tables: training and generation speed vs NumPy and PyTorch",
+                       description="Time whole training steps (d16 and d64 on names.txt, text windows at d128 and "
+                                   "d384), the Python call paths, thread and MPI scaling and generation, each row "
+                                   "checked against blasgpt's float64 loss and gradients first.")
     b.add_argument("--quick", action="store_true", help="a smoke run (about 20 s)")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    b.add_argument("--only", choices=("d16", "d64"), help="one workload only")
+    b.add_argument("--only", choices=BENCH_PARTS, help="one part only")
     b.add_argument("--mpi", action="store_true", help="data-parallel scaling over 1 and 2 MPI ranks instead")
     sw = sub.add_parser("sweep", help="train a grid of settings in parallel processes and compare them",
                         description="Train one run per combination of --lr and --n-embd values (each in its own "
