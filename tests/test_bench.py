@@ -15,6 +15,7 @@ import pytest
 
 import blasgpt
 from blasgpt.baselines import TorchTextGPT
+from blasgpt import bench
 from blasgpt.bench import TEXT, WORKLOADS, text_stream
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -54,6 +55,15 @@ def test_bench_only_accepts_the_new_parts_and_rejects_others(tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bench_names_a_missing_text_file_in_one_line(tmp_path):
+    env = dict(os.environ, BLASGPT_SHAKESPEARE=str(tmp_path / "missing.txt"))
+    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--quick", "--only", "text-d128"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"blasgpt bench: error: BLASGPT_SHAKESPEARE={tmp_path / 'missing.txt'} "
+                                             "is not a file"]
+
+
 def test_text_stream_falls_back_to_names_and_rejects_a_missing_file(tmp_path, monkeypatch):
     monkeypatch.setenv("BLASGPT_SHAKESPEARE", str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="not a file"):
@@ -61,6 +71,18 @@ def test_text_stream_falls_back_to_names_and_rejects_a_missing_file(tmp_path, mo
     (tmp_path / "t.txt").write_text("to be or not to be")
     monkeypatch.setenv("BLASGPT_SHAKESPEARE", str(tmp_path / "t.txt"))
     assert text_stream() == ("to be or not to be", str(tmp_path / "t.txt"))
+    # found nowhere (no variable, nothing beside the package or the working directory): the bundled names
+    monkeypatch.delenv("BLASGPT_SHAKESPEARE")
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "site" / "blasgpt" / "bench.py"))
+    monkeypatch.chdir(tmp_path)
+    text, source = text_stream()
+    assert text == "\n".join(blasgpt.load_docs()) and "names.txt" in source
+    # a copy of shared/ beside the working directory's parent is found
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "tinyshakespeare.txt").write_text("First Citizen:")
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert text_stream()[0] == "First Citizen:"
 
 
 def test_torch_sdpa_text_baseline_matches_blasgpt_float64():

@@ -610,6 +610,9 @@ def run(quick: bool = False, only: Optional[str] = None) -> dict[str, Any]:
     def target(name: str, measured: str, goal: str, met: bool) -> None:
         targets.append(Target(name, measured, goal, bool(met)))
 
+    text_parts = ("text-d128", "text-d384", "generate", "threads", "d16", "d64")  # (the thread child reads it too)
+    text, source = text_stream() if want(*text_parts) else ("", "")  # (a bad $BLASGPT_SHAKESPEARE stops us here)
+
     # 1. the parts that run in other processes, before this one imports torch
     scaling: dict[str, Any] = {}
     if want("threads", "text-d128", "d16", "d64"):
@@ -680,7 +683,6 @@ def run(quick: bool = False, only: Optional[str] = None) -> dict[str, Any]:
     # 3. text windows
     text_works: dict[str, TextWorkload] = {}
     if want("text-d128", "text-d384", "generate"):
-        text, source = text_stream()
         tok = Tokenizer.from_docs([text])
         tokens = tok.encode(text)
         info["text"] = {"source": source, "tokens": int(tokens.size), "vocab_size": tok.vocab_size}
