@@ -566,6 +566,22 @@ def machine_info() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 # the run
 
+def _cpu_jiffies() -> Optional[tuple[float, float]]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (sum(v) - v[3] - v[4]) / tick, sum(v) / tick
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def probe_peaks(info: dict[str, Any], probes: int) -> None:
     """The FMA peak of one core (GFLOP/s), float32 and float64: the best of many short probes (each 20 ms of
     the core's probe, itself the best of 8 runs), so that a machine shared with other work still shows what an
@@ -592,6 +608,7 @@ def run(quick: bool = False, only: Optional[str] = None) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": info, "rows": rows, "targets": targets, "comparisons": lines, "notes": notes,
                            "part_seconds": spent}
     mark = [time.perf_counter()]
+    machine0, own0 = _cpu_jiffies(), _own_cpu()
 
     def done(part: str) -> None:  # wall seconds since the previous part ended
         now = time.perf_counter()
@@ -783,6 +800,10 @@ def run(quick: bool = False, only: Optional[str] = None) -> dict[str, Any]:
     if only is None:
         info["adam"] = bench_adam(quick)
         done("adam")
+    machine1 = _cpu_jiffies()
+    if machine0 and machine1 and machine1[1] > machine0[1]:  # how busy other processes kept the machine
+        others = (machine1[0] - machine0[0]) - (_own_cpu() - own0)
+        info["others_cpu_pct"] = max(0.0, 100 * others / (machine1[1] - machine0[1]))
     if rows:  # probe again at the end: a peak that grew means the first probes saw a busy core
         first = (info["peak_gflops_f32"], info["peak_gflops_f64"])
         probe_peaks(info, 10 if quick else 25)
@@ -829,6 +850,10 @@ def format_table(result: dict[str, Any], command: str) -> str:
         f"{info['peak_gflops_f32']:.0f} GFLOP/s float32, {info['peak_gflops_f64']:.0f} GFLOP/s float64 "
         "(the 'peak' column: that x the row's threads)",
     ]
+    if "others_cpu_pct" in info:
+        lines.append(f"machine load: other processes used {info['others_cpu_pct']:.0f} % of all {info['cores']} cores' "
+                     "time during this run (0 % = a quiet machine; single-thread rows count only their own "
+                     "thread's CPU time, wall-clock rows feel the load)")
     if info["env"]:
         lines.append("environment: " + " ".join(f"{k}={v}" for k, v in info["env"].items()))
     if "text" in info:
