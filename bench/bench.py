@@ -1,4 +1,4 @@
-"""The benchmark table (see blasgpt/bench.py): python bench/bench.py [--quick] [--json FILE] [--only d16|d64]."""
+"""The benchmark tables (see blasgpt/bench.py): python bench/bench.py [--quick] [--json FILE] [--only PART] [--mpi]."""
 
 import sys
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__, rundir
 from ._core import blas_info, native_isa
+from .bench import WORKLOADS as BENCH_PARTS
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .config import Config, MemoryLimitError, check_memory, memory_estimate
 from .data import DATASETS, DataError, Tokenizer, data_path, encode_text, load_docs, read_text, text_vocabulary
@@ -152,12 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", metavar="FILE", help="evaluate on all of this file (or named dataset) instead")
     ev.add_argument("--json", action="store_true", help="print one JSON object: loss, bits_per_char, targets, ...")
     ev.add_argument("--threads", type=_positive_int, default=1, help="worker threads (default 1)")
-    b = sub.add_parser("bench", help="benchmark table: µs per training document vs NumPy and PyTorch",
-                       description="Time whole training steps (d16 and d64 on names.txt) for blasgpt and two "
-                                   "baselines, each checked against blasgpt's float64 gradients first.")
+    b = sub.add_parser("bench", help="benchmark tables: training and generation speed vs NumPy and PyTorch",
+                       description="Time whole training steps (d16 and d64 on names.txt, text windows at d128 and "
+                                   "d384), the Python call paths, thread and MPI scaling and generation, each row "
+                                   "checked against blasgpt's float64 loss and gradients first.")
     b.add_argument("--quick", action="store_true", help="a smoke run (about 20 s)")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    b.add_argument("--only", choices=("d16", "d64"), help="one workload only")
+    b.add_argument("--only", choices=BENCH_PARTS, help="one part only")
     b.add_argument("--mpi", action="store_true", help="data-parallel scaling over 1 and 2 MPI ranks instead")
     sw = sub.add_parser("sweep", help="train a grid of settings in parallel processes and compare them",
                         description="Train one run per combination of --lr and --n-embd values (each in its own "
