@@ -145,7 +145,9 @@ class NumpyGPT:
 # ---------------------------------------------------------------------------------------------------------------
 # The PyTorch baseline: the same model in eager autograd, documents padded to the block.
 
-class TorchGPT:
+class _TorchModel:
+    """blasgpt's parameters as PyTorch leaf tensors (copied) with PyTorch's Adam at blasgpt's constants."""
+
     def __init__(self, params: dict[str, np.ndarray], cfg: Config, dtype: str):
         import torch
 
@@ -154,6 +156,9 @@ class TorchGPT:
         self.p = {k: torch.tensor(np.asarray(v), dtype=self.dtype, requires_grad=True) for k, v in params.items()}
         self.opt = torch.optim.Adam(list(self.p.values()), lr=0.01, betas=(ADAM["beta1"], ADAM["beta2"]),
                                     eps=ADAM["eps"])
+
+
+class TorchGPT(_TorchModel):
 
     def _batch(self, tokens: np.ndarray, offsets: np.ndarray) -> tuple[Any, Any, Any, int]:
         torch, T = self.torch, self.cfg.block_size
@@ -216,15 +221,7 @@ class TorchGPT:
 # scaled_dot_product_attention (causal). No biases, rmsnorm without a gain (eps 1e-5), relu MLP 4x, untied head,
 # learned positions: the architecture of blasgpt.
 
-class TorchTextGPT:
-    def __init__(self, params: dict[str, np.ndarray], cfg: Config, dtype: str):
-        import torch
-
-        self.torch, self.cfg = torch, cfg
-        self.dtype = getattr(torch, dtype)
-        self.p = {k: torch.tensor(np.asarray(v), dtype=self.dtype, requires_grad=True) for k, v in params.items()}
-        self.opt = torch.optim.Adam(list(self.p.values()), lr=0.01, betas=(ADAM["beta1"], ADAM["beta2"]),
-                                    eps=ADAM["eps"])
+class TorchTextGPT(_TorchModel):
 
     def windows(self, tokens: np.ndarray, starts: np.ndarray) -> tuple[Any, Any]:
         """(inputs, targets), int64 tensors (B, block_size), of the windows of ``tokens`` at ``starts`` (each must
