@@ -220,7 +220,6 @@ class _Data:
             return
         path = data_path(spec or DEFAULT_DATA[mode])
         text, self.fingerprint = read_text(path)
-        self._path = path
         self.tokenizer = tokenizer or text_vocabulary(text)
         self._text = text
         n_val = int(len(text) * val_fraction)

@@ -53,8 +53,8 @@ def _check(model: Model, tokenizer: Tokenizer, length: int, num: int, temperatur
     return temp
 
 
-def _start(model: Model, tokenizer: Tokenizer, prompt: str, mode: str) -> tuple[np.ndarray, bool]:
-    """(context ids, whether its first token is a start token that is not part of the text)."""
+def _start(model: Model, tokenizer: Tokenizer, prompt: str, mode: str) -> np.ndarray:
+    """The context ids generation starts from (see the module docstring); a start token it adds is not text."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a str, got {type(prompt).__name__}")
     if len(prompt) > MAX_PROMPT:
@@ -64,11 +64,11 @@ def _start(model: Model, tokenizer: Tokenizer, prompt: str, mode: str) -> tuple[
     if mode == "lines":
         if ids.size >= block:
             raise ValueError(f"prompt has {ids.size} characters; it must be shorter than block_size ({block})")
-        return np.concatenate([[tokenizer.bos], ids]).astype(np.int32), True
+        return np.concatenate([[tokenizer.bos], ids]).astype(np.int32)
     if ids.size:
-        return ids, False
+        return ids
     start = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else tokenizer.bos
-    return np.array([start], dtype=np.int32), True
+    return np.array([start], dtype=np.int32)
 
 
 def _seed(seed: Optional[int]) -> int:
@@ -81,7 +81,7 @@ def _seed(seed: Optional[int]) -> int:
 
 def _generator(model: Model, tokenizer: Tokenizer, prompt: str, num: int, temperature: float,
                top_k: Optional[int], seed: Optional[int], mode: str):
-    ctx, _ = _start(model, tokenizer, prompt, mode)
+    ctx = _start(model, tokenizer, prompt, mode)
     lines = mode == "lines"
     return model._core.generator(ctx, num, _seed(seed), temperature, top_k or 0,
                                  stop_token=tokenizer.bos if lines else -1,

@@ -289,7 +289,9 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
                          f"{model.config.vocab_size}")
     if checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
-    if val_docs is not None and len(val_docs) and (_stream(val_docs) is None) != (stream is None):
+    val_given = val_docs is not None and len(val_docs) > 0
+    val_tokens = _stream(val_docs) if val_given else None
+    if val_given and (val_tokens is None) != (stream is None):
         raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
     ranks = comm.Get_size() if comm is not None else 1
     if stream is not None:
@@ -315,7 +317,7 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
             raise ValueError(f"the text has {stream.size} tokens; training windows need block_size + 1 = "
                              f"{block + 1}")
         corpus = Batch.of_windows(stream, np.zeros(1, dtype=np.int64))
-        val_stream = _stream(val_docs) if val_docs is not None and len(val_docs) and root else None
+        val_stream = val_tokens if root else None
         if val_stream is not None and val_stream.size < 2:
             raise ValueError(f"the validation text has {val_stream.size} token(s); it needs at least 2 (one target)")
         if val_stream is not None:  # checked now, not when the first evaluation comes after training
