@@ -1,5 +1,7 @@
 // The only file that knows about Python: check arguments, release the GIL, call plain C++.
 // std::invalid_argument thrown by the core becomes ValueError (pybind11's standard translation).
+// Every call that computes holds a FloatMode<T> (fpenv.hpp) while it runs: float32 flushes subnormals, and the
+// caller's floating-point control word is back when the call returns.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "fpenv.hpp"
 #include "gemm.hpp"
 #include "kernels.hpp"
 #include "model.hpp"
@@ -167,6 +170,7 @@ void bind_model(py::module_& m, const char* name) {
                 BatchView view = args.view();
                 view.mean_over = int64_arg(mean_over, "mean_over");
                 py::gil_scoped_release nogil;
+                const FloatMode<T> mode;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.forward_backward(view);
             },
@@ -182,6 +186,7 @@ void bind_model(py::module_& m, const char* name) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
+                const FloatMode<T> mode;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.train_step(args.view(), lr, adam);
             },
@@ -205,6 +210,7 @@ void bind_model(py::module_& m, const char* name) {
                 int64_t done;
                 {
                     py::gil_scoped_release nogil;
+                    const FloatMode<T> mode;
                     std::lock_guard<std::mutex> lock(self.mutex());
                     done = self.train_steps(args.view(), ids.data(), steps, batch, lr.data(), losses.mutable_data(),
                                             adam);
@@ -223,6 +229,7 @@ void bind_model(py::module_& m, const char* name) {
             [](M& self, double lr, double beta1, double beta2, double eps) {
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
+                const FloatMode<T> mode;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 self.apply_adam(lr, adam);
             },
@@ -234,6 +241,7 @@ void bind_model(py::module_& m, const char* name) {
                bool windows) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 py::gil_scoped_release nogil;
+                const FloatMode<T> mode;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 return self.loss(args.view());
             },
@@ -247,6 +255,7 @@ void bind_model(py::module_& m, const char* name) {
                 T* dst = out.mutable_data();
                 {
                     py::gil_scoped_release nogil;
+                    const FloatMode<T> mode;
                     std::lock_guard<std::mutex> lock(self.mutex());
                     self.logits(dst, t.data(), n);
                 }
@@ -263,6 +272,7 @@ void bind_model(py::module_& m, const char* name) {
                 auto bound = std::make_unique<BoundGenerator<T>>();
                 bound->owner = owner;
                 py::gil_scoped_release nogil;
+                const FloatMode<T> mode;
                 std::lock_guard<std::mutex> lock(self.mutex());
                 bound->gen = std::make_unique<Generator<T>>(self, p.data(), p.size(), num, seed, sc);
                 return bound;
@@ -291,6 +301,7 @@ void bind_generator(py::module_& m, const char* name) {
                     buf.resize(size_t(self.num()) * count);
                     {
                         py::gil_scoped_release nogil;
+                        const FloatMode<T> mode;
                         done = self.next(buf.data(), count);
                     }
                     out = py::array_t<int32_t>({self.num(), done});
@@ -319,6 +330,7 @@ void adam_arrays(const py::array& p, const py::array& m, const py::array& v, con
     T* vp = Vv.mutable_data();
     const T* gp = G.data();
     py::gil_scoped_release nogil;
+    const FloatMode<T> mode;
     adam_update(pp, mp, vp, gp, n, lr, a, t);
 }
 
@@ -366,6 +378,18 @@ PYBIND11_MODULE(_core, m) {
         "Token ids given one per byte, documents back to back as [BOS] text [BOS], as int32 tokens and the int64 "
         "offsets of the documents (each starts at every other BOS; the last offset is the length): one call where "
         "numpy would take four (Tokenizer.batch may run once per training step).");
+    m.def("_fp_control", [] { return fp_control(); },
+          "This thread's floating-point control word (x86 MXCSR, AArch64 FPCR, 0 elsewhere); for tests: every call "
+          "into the core must leave it as it found it.");
+    m.def(
+        "_set_fp_control",
+        [](std::uint64_t word) {
+#if defined(BLASGPT_FP_X86)
+            if (word > 0xFFFF) fail("an MXCSR value has 16 bits (the others are reserved)");
+#endif
+            set_fp_control(word);
+        },
+        py::arg("word"), "Set this thread's floating-point control word (tests only; see _fp_control).");
     m.def("blas_info", &blas_info, "OpenBLAS build configuration and the CPU kernel it selected.");
     m.def("native_isa", &native_isa, "Instruction set of the native gemm kernels chosen for this CPU.");
     m.def(

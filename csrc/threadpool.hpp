@@ -3,6 +3,9 @@
 //
 // Between runs a worker spins briefly (a training step comes every few hundred microseconds, and waking a sleeping
 // thread costs tens of them), then sleeps on a condition variable, so an idle team costs nothing.
+//
+// A worker runs its task in the calling thread's floating-point mode (fpenv.hpp: float32 work flushes subnormals)
+// and gets its own back afterwards.
 #pragma once
 
 #include <atomic>
@@ -12,6 +15,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "fpenv.hpp"
 
 namespace blasgpt {
 
@@ -48,6 +53,7 @@ class ThreadPool {
             return;
         }
         job_ = &fn;
+        fp_ = fp_control();
         active_ = n;
         error_ = nullptr;
         pending_.store(n - 1, std::memory_order_relaxed);
@@ -89,6 +95,7 @@ class ThreadPool {
             seen = generation_.load(std::memory_order_acquire);
             if (t >= active_) continue;
             try {
+                const FpScope mode(fp_);
                 (*job_)(t);
             } catch (...) {
                 std::lock_guard<std::mutex> lock(m_);
@@ -105,6 +112,7 @@ class ThreadPool {
     std::mutex m_;
     std::condition_variable wake_, done_;
     const std::function<void(int)>* job_ = nullptr;  // written before generation_ is bumped (release)
+    std::uint64_t fp_ = 0;                           // the caller's floating-point control word, likewise
     int active_ = 0;
     std::exception_ptr error_;
     std::atomic<unsigned> generation_{0};
