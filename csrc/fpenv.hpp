@@ -11,7 +11,7 @@
 // float64 keeps IEEE gradual underflow (the flush bits cleared, even if the caller set them): it is microgpt's
 // arithmetic, bit for bit (Python's floats never flush), including the moments that end up subnormal. Those appear
 // only after ~4400 steps (β1^t from 1e-3 to 1e-308), and on an AMD EPYC (Zen 4) a names d64 batch-32 float64 run
-// of 8000 steps with ~8600 subnormal moments at the end kept its per-step time flat (README, Performance).
+// of 8000 steps, 8,576 subnormal moments at the end, kept its per-step time flat (README, How it is built).
 //
 // Every entry point that computes (csrc/bindings.cpp) holds a FloatMode for its element type, and ThreadPool::run
 // hands the calling thread's control word to its workers for the task, so no thread computes in another mode and
