@@ -12,8 +12,10 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "bpe.hpp"
 #include "fpenv.hpp"
 #include "gemm.hpp"
 #include "kernels.hpp"
@@ -334,6 +336,83 @@ void adam_arrays(const py::array& p, const py::array& m, const py::array& v, con
     adam_update(pp, mp, vp, gp, n, lr, a, t);
 }
 
+// The bytes of a Python bytes object, at most 2**31 - 1 of them (the encoder's positions are int32).
+std::string_view bytes_arg(const py::handle& obj, const char* name) {
+    if (!PyBytes_Check(obj.ptr())) fail(std::string(name) + " must be bytes, got " + Py_TYPE(obj.ptr())->tp_name);
+    char* data = nullptr;
+    Py_ssize_t n = 0;
+    PyBytes_AsStringAndSize(obj.ptr(), &data, &n);
+    if (n > Py_ssize_t(INT32_MAX)) fail(std::string(name) + " is too long to encode at once (2**31 bytes or more)");
+    return {data, std::size_t(n)};
+}
+
+py::array_t<int32_t> int32_array(const std::vector<int32_t>& v) {
+    py::array_t<int32_t> a(static_cast<py::ssize_t>(v.size()));
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+void bind_bpe(py::module_& m) {
+    const auto u8 = [](std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); };
+    py::class_<BpeEncoder>(m, "BpeEncoder", "Byte-level BPE encoding with a fixed list of merges (see bpe.hpp).")
+        .def(py::init([](const py::handle& merges) {
+                 const auto a = array_arg<int32_t>(merges, "merges", 2);
+                 if (a.shape(1) != 2) fail("merges must have shape (count, 2)");
+                 return BpeEncoder(a.data(), a.shape(0));
+             }),
+             py::arg("merges"))
+        .def_property_readonly("vocab_size", &BpeEncoder::vocab_size, "256 bytes + the merges (BOS not counted)")
+        .def(
+            "encode",
+            [u8](const BpeEncoder& self, const py::bytes& text) {
+                const std::string_view s = bytes_arg(text, "text");
+                std::vector<int32_t> out;
+                {
+                    py::gil_scoped_release nogil;
+                    out.reserve(s.size() / 2);
+                    self.encode(u8(s), s.size(), out);
+                }
+                return int32_array(out);
+            },
+            py::arg("text"), "int32 ids of UTF-8 bytes.")
+        .def(
+            "encode_documents",
+            [u8](const BpeEncoder& self, const std::vector<py::bytes>& docs, int32_t bos) {
+                std::vector<std::string_view> views;
+                for (const auto& d : docs) views.push_back(bytes_arg(d, "document"));
+                std::vector<int32_t> out;
+                std::vector<int64_t> starts;
+                {
+                    py::gil_scoped_release nogil;
+                    for (const auto s : views) {
+                        starts.push_back(int64_t(out.size()));
+                        out.push_back(bos);
+                        self.encode(u8(s), s.size(), out);
+                        out.push_back(bos);
+                    }
+                    starts.push_back(int64_t(out.size()));
+                }
+                py::array_t<int64_t> offsets(static_cast<py::ssize_t>(starts.size()));
+                std::copy(starts.begin(), starts.end(), offsets.mutable_data());
+                return py::make_tuple(int32_array(out), offsets);
+            },
+            py::arg("docs"), py::arg("bos"),
+            "Documents (UTF-8 bytes each) packed as [BOS] ids [BOS]: int32 tokens and int64 offsets (num_docs + 1).")
+        .def_static(
+            "pretokens",
+            [u8](const py::bytes& text) {
+                const std::string_view s = bytes_arg(text, "text");
+                py::list parts;
+                for (std::size_t i = 0; i < s.size();) {
+                    const std::size_t end = pretoken_end(u8(s), s.size(), i);
+                    parts.append(py::bytes(s.data() + i, end - i));
+                    i = end;
+                }
+                return parts;
+            },
+            py::arg("text"), "The pre-tokens of UTF-8 bytes, as the encoder cuts them (for tests).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -343,6 +422,7 @@ PYBIND11_MODULE(_core, m) {
     bind_generator<double>(m, "GeneratorF64");
     bind_model<float>(m, "ModelF32");
     bind_model<double>(m, "ModelF64");
+    bind_bpe(m);
     m.def(
         "check_batch",
         [](const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids, bool windows) {

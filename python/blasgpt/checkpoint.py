@@ -2,8 +2,10 @@
 
 Tensors: each parameter under its own name (``wte``, ``layer0.attn_wq``, ...; readable by any safetensors tool),
 plus Adam's moments as flat buffers ``adam.m`` and ``adam.v``. Metadata (strings): format, format_version,
-config (JSON), dtype, step, vocab (JSON list of characters, may be absent), extra (JSON: caller's run state), and
-checksum (sha256 over the tensors' bytes in key order). Files are written to a temp file, fsynced and renamed.
+config (JSON), dtype, step, the tokenizer (may be absent): ``tokenizer`` = its kind, char or bpe (char if absent),
+with ``vocab`` = the JSON list of a char tokenizer's characters or ``bpe`` = a BPE tokenizer's JSON (bpe.py); extra
+(JSON: caller's run state), and checksum (sha256 over the tensors' bytes in key order). Files are written to a temp
+file, fsynced and renamed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 
 from . import _core
 from .config import Config
-from .data import Tokenizer, atomic_write_bytes
+from .bpe import AnyTokenizer, tokenizer_from_metadata, tokenizer_metadata
+from .data import atomic_write_bytes
 from .model import Model
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -34,7 +37,7 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass
 class Checkpoint:
     model: Model
-    tokenizer: Optional[Tokenizer]
+    tokenizer: Optional[AnyTokenizer]
     extra: dict[str, Any]
 
     @property
@@ -50,9 +53,9 @@ def _checksum(tensors: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[Tokenizer] = None,
+def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[AnyTokenizer] = None,
                     extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``model`` (params, Adam m/v, step), its config, vocabulary and ``extra`` to ``path`` atomically."""
+    """Write ``model`` (params, Adam m/v, step), its config, tokenizer and ``extra`` to ``path`` atomically."""
     from safetensors.numpy import save
 
     tensors = {name: np.array(view) for name, view in model.params.items()}
@@ -72,7 +75,7 @@ def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[Tokenizer]
         "checksum": _checksum(tensors),
     }
     if tokenizer is not None:
-        metadata["vocab"] = json.dumps(tokenizer.chars, ensure_ascii=False)
+        metadata.update(tokenizer_metadata(tokenizer))
     path = Path(path)
     atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
@@ -108,7 +111,7 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         dtype = np.dtype(meta["dtype"])
         step = int(meta["step"])
         extra = json.loads(meta.get("extra", "{}"))
-        tokenizer = Tokenizer(json.loads(meta["vocab"])) if "vocab" in meta else None
+        tokenizer = tokenizer_from_metadata(meta)
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise bad(f"invalid metadata ({type(e).__name__}: {e})") from None
     if dtype not in (np.float32, np.float64) or step < 0 or not isinstance(extra, dict):
