@@ -176,7 +176,7 @@ def test_bad_merges_are_refused() -> None:
     with pytest.raises(ValueError, match=r"shape \(count, 2\)"):
         BPETokenizer([[1, 2, 3]])
     with pytest.raises(ValueError, match=r"shape \(count, 2\)"):
-        BPETokenizer([[0.5, 1.0]])
+        BPETokenizer([[0.5, 1.0]])  # type: ignore[list-item]
 
 
 def test_batch_packs_documents_like_the_char_tokenizer() -> None:
@@ -314,7 +314,7 @@ def test_trained_tokenizer_round_trips_and_encodes_as_hugging_face_does() -> Non
     names = [sym[b] for b in range(256)]
     for a, b in tok.merges.tolist():
         names.append(names[a] + names[b])
-    vocab = {}
+    vocab: dict[str, int] = {}
     for i, n in enumerate(names):
         vocab.setdefault(n, i)
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=[(names[a], names[b]) for a, b in tok.merges.tolist()]))
@@ -365,12 +365,13 @@ def test_vocabulary_size_bounds() -> None:
     for bad in [0, 1, 256, -5, 2**20 + 1]:
         with pytest.raises(ValueError, match=r"vocabulary size must be in \[257, 1048576\], got"):
             BPETokenizer.train(CORPUS, bad)
-    for bad in [True, 300.0, "300", None]:
+    for wrong in [True, 300.0, "300", None]:
         with pytest.raises(ValueError, match="vocabulary size must be an integer"):
-            BPETokenizer.train(CORPUS, bad)  # type: ignore[arg-type]
+            BPETokenizer.train(CORPUS, wrong)  # type: ignore[arg-type]
     assert BPETokenizer.train(CORPUS, 257).merges.shape == (0, 2)
     with pytest.raises(DataError, match=r"the corpus allows a vocabulary of at most (\d+) .*; 5000 was asked for"):
         BPETokenizer.train(CORPUS, 5000)
+    most = 0
     try:
         BPETokenizer.train(CORPUS, 5000)
     except DataError as e:

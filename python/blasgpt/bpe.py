@@ -14,14 +14,14 @@ and ``sample`` / ``eval`` run without the extra.
 from __future__ import annotations
 
 import json
+import os
 import re
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from .data import Batch, DataError, PathLike, Tokenizer, read_text
+from .data import Batch, DataError, PathLike, Tokenizer, check_batch_args, read_text
 
 NUM_BYTES = 256
 MIN_VOCAB_SIZE = NUM_BYTES + 1  # the bytes and BOS: no merges
@@ -152,12 +152,7 @@ class BPETokenizer:
     def batch(self, docs: Sequence[str], block_size: Optional[int] = None) -> Batch:
         """Pack ``docs`` as ``[BOS] + ids + [BOS]`` each; with ``block_size``, each cut to its first
         ``block_size + 1`` tokens (as Tokenizer.batch)."""
-        if isinstance(docs, str):
-            raise ValueError("batch expects a sequence of documents, not a single str")
-        if len(docs) == 0:
-            raise ValueError("the batch is empty: it needs at least one document")
-        if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
-            raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
+        check_batch_args(docs, block_size)
         raw = [_utf8(d, f"document {i}") for i, d in enumerate(docs)]
         tokens, offsets = self._encoder.encode_documents(raw, self.bos)
         if block_size is None or int(np.diff(offsets).max()) <= block_size + 1:
@@ -261,7 +256,7 @@ class BPETokenizer:
     def train_files(cls, paths: Union[PathLike, Sequence[PathLike]], vocab_size: int) -> "BPETokenizer":
         """``train`` on the running text of one or more files (read as text mode reads them: UTF-8, under 1 GiB;
         DataError otherwise). No merge crosses a file's edges."""
-        if isinstance(paths, (str, Path)):
+        if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         _check_vocab_size(vocab_size)  # before reading anything
         texts = (read_text(p)[0] for p in paths)
@@ -287,7 +282,7 @@ def token_chars(tokenizer: AnyTokenizer) -> np.ndarray:
     return counts
 
 
-def chars_covered(tokenizer: AnyTokenizer, ids: np.ndarray) -> int:
+def chars_covered(tokenizer: AnyTokenizer, ids: Union[np.ndarray, Sequence[int]]) -> int:
     """Characters of the original text that the ids (of an encoding, or any window of one) cover, so that a loss of
     L nats summed over those ids is L / (ln 2 * chars) bits per character, on one scale for every tokenizer."""
     return int(token_chars(tokenizer)[np.asarray(ids, dtype=np.int64)].sum())

@@ -293,6 +293,16 @@ def _code_points(text: str, offset: int = 0) -> np.ndarray:
                          f"a character (undecodable bytes?)") from None
 
 
+def check_batch_args(docs: Sequence[str], block_size: Optional[int]) -> None:
+    """The arguments of a tokenizer's batch(): a non-empty sequence of documents, an optional positive block size."""
+    if isinstance(docs, str):
+        raise ValueError("batch expects a sequence of documents, not a single str")
+    if len(docs) == 0:
+        raise ValueError("the batch is empty: it needs at least one document")
+    if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
+        raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
+
+
 class Tokenizer:
     """Characters ↔ ids. ``chars`` are the vocabulary in sorted order; ``bos = len(chars)``."""
 
@@ -399,12 +409,7 @@ class Tokenizer:
     def batch(self, docs: Sequence[str], block_size: Optional[int] = None) -> Batch:
         """Pack ``docs`` as ``[BOS] + chars + [BOS]`` each. With ``block_size``, each document is cut to its first
         ``block_size + 1`` tokens (all the model reads: it trains on ``min(block_size, len - 1)`` positions)."""
-        if isinstance(docs, str):
-            raise ValueError("batch expects a sequence of documents, not a single str")
-        if len(docs) == 0:
-            raise ValueError("the batch is empty: it needs at least one document")
-        if block_size is not None and not (isinstance(block_size, int) and 1 <= block_size <= 1 << 30):
-            raise ValueError(f"block_size must be an integer between 1 and 2**30, got {block_size!r}")
+        check_batch_args(docs, block_size)
         n = len(docs)
         if self._sep is not None:  # one join, one translate, one C call (a batch may be made per training step)
             raw = self._bytes(self._sep + (self._sep * 2).join(docs) + self._sep)
