@@ -201,8 +201,9 @@ def test_batch_packs_documents_like_the_char_tokenizer() -> None:
 
 def test_chars_covered_counts_the_original_characters() -> None:
     tok = _hand_merges()
-    char_tok = text_vocabulary("".join(ADVERSARIAL[1:]))
-    for text in ADVERSARIAL:
+    texts = ADVERSARIAL + _random_texts(7, 100)
+    char_tok = text_vocabulary("".join(texts))
+    for text in texts:
         ids = tok.encode(text)
         assert chars_covered(tok, ids) == len(text)
         assert chars_covered(tok, np.concatenate([[tok.bos], ids, [tok.bos]])) == len(text)
@@ -297,6 +298,12 @@ def _made_up_text(seed: int, words: int) -> str:
 
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
           + _made_up_text(0, 3000))
+
+
+def test_training_without_the_library_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'needs the tokenizers package: pip install "blasgpt\[bpe\]"'):
+        BPETokenizer.train("some text", 300)
 
 
 @needs_hf
