@@ -19,10 +19,10 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from .corpus import MODES
 from .data import Tokenizer
 from .model import Model
 
-MODES = ("text", "lines")
 MAX_LENGTH = 1 << 24      # characters one call may generate (num x length)
 MAX_PROMPT = 1 << 20      # characters of prompt (only the last block_size of them condition the first token)
 STREAM_FIRST = 1          # tokens per C++ call when streaming: the first characters appear at once ...
@@ -110,11 +110,11 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str = "", length: int =
         return iter(()) if stream else []
     gen = _generator(model, tokenizer, prompt, num, temp, top_k, seed, mode)
     if stream:
-        return _stream(gen, tokenizer, prompt, length, num)
+        return _pieces(gen, tokenizer, prompt, length, num)
     return [prompt + piece for piece in _decode_rows(tokenizer, gen.next(length))]
 
 
-def _stream(gen, tokenizer: Tokenizer, prompt: str, length: int, num: int) -> Iterator:
+def _pieces(gen, tokenizer: Tokenizer, prompt: str, length: int, num: int) -> Iterator:
     yield prompt if num == 1 else [prompt] * num
     done, step = 0, STREAM_FIRST
     while done < length:
@@ -136,4 +136,4 @@ def sample(model: Model, tokenizer: Tokenizer, num: int = 20, temperature: float
                     seed=seed, mode="lines")  # type: ignore[return-value]
 
 
-__all__ = ["MODES", "generate", "sample"]
+__all__ = ["generate", "sample"]

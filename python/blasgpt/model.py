@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .config import Config, MemoryLimitError, check_memory, format_bytes, memory_estimate
+from .config import Config, MemoryEstimate, MemoryLimitError, check_memory, format_bytes, memory_estimate
 from .data import Batch
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
@@ -74,7 +74,7 @@ class Model:
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
-        self._activations_sized = 0  # activation bytes train() has checked this model's memory for (the most so far)
+        self._activations_sized = 0  # activation bytes reserve() has checked this model's memory for (the most so far)
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:
@@ -144,6 +144,16 @@ class Model:
         check_memory(memory_estimate(self.config, self.dtype, threads=_check_threads(n)),
                      f"this model with {n} threads", resident=now.total)
         self._core.threads = n
+
+    def reserve(self, need: MemoryEstimate, what: str) -> Optional[str]:
+        """Refuse (MemoryLimitError, before anything is allocated) a use of this model that needs more memory than
+        is available — counting as already held this model's buffers and the largest activation workspace reserved
+        so far (workspaces only grow) — and remember ``need``'s activations. Returns check_memory's note when the
+        use fits but comes close to the limit."""
+        held = memory_estimate(self.config, self.dtype, threads=self.threads).total + self._activations_sized
+        note = check_memory(need, what, resident=min(held, need.total))
+        self._activations_sized = max(self._activations_sized, need.activations)
+        return note
 
     def __repr__(self) -> str:
         c = self.config
