@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import blasgpt
-from blasgpt import corpus as corpus_module
 from blasgpt import data as data_module
 from blasgpt.data import Batch, encode_text, load_text, read_text, text_vocabulary
 from blasgpt.train import evaluate_text, lr_at, window_starts
