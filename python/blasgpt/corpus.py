@@ -143,7 +143,9 @@ class Corpus(abc.ABC):
     Class attributes describe the mode: ``mode`` (its --data-mode name), ``unit`` (what a rate counts),
     ``sequences`` (what a step's batch holds), ``default_data`` (the named dataset used without --data) and the
     defaults of the samples a model trained on it prints (``sample_num``, ``sample_temperature``,
-    ``sample_length``: None for block_size, ``sample_max_length``: whether block_size bounds a sample)."""
+    ``sample_length``: None for block_size) and ``framed``: its sequences are documents framed by BOS, so generation
+    starts at BOS and a sample ends at BOS or block_size (lines mode), else a stream generation continues past
+    block_size, never drawing BOS (text mode)."""
 
     mode: ClassVar[str]
     unit: ClassVar[str]
@@ -153,7 +155,7 @@ class Corpus(abc.ABC):
     sample_num: ClassVar[int]
     sample_temperature: ClassVar[float]
     sample_length: ClassVar[Optional[int]]
-    sample_bounded: ClassVar[bool]
+    framed: ClassVar[bool]
     samples_title: ClassVar[str]  # printed above the samples after training: .format(num=, length=, temperature=)
 
     def __init__(self, tokenizer: Tokenizer, *, source: str = "", where: str = "", fingerprint: Optional[str] = None,
@@ -225,7 +227,7 @@ class Documents(Corpus):
 
     mode, unit, sequences, default_data = "lines", "docs", "documents", "names"
     changed = "documents or their number"
-    sample_num, sample_temperature, sample_length, sample_bounded = 20, 0.5, None, True
+    framed, sample_num, sample_temperature, sample_length = True, 20, 0.5, None
     samples_title = "--- {num} samples (temperature {temperature}) ---"
 
     def __init__(self, docs: Sequence[str], tokenizer: Tokenizer, **meta: Any):
@@ -283,7 +285,9 @@ class Documents(Corpus):
     def evaluation(self, model: Model) -> tuple[dict[str, Any], str]:
         block = model.config.block_size
         loss = self.loss(model)
-        lengths = np.diff(self.packed(block).offsets)  # type: ignore[arg-type]
+        offsets = self.packed(block).offsets
+        assert offsets is not None  # (documents, not windows)
+        lengths = np.diff(offsets)
         targets = int(np.minimum(lengths - 1, block).sum())
         result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets, "documents": int(lengths.size)}
         return result, (f"{loss:.4f} nats/token | {result['bits_per_char']:.4f} bits/token | mean over "
@@ -302,7 +306,7 @@ class TextStream(Corpus):
 
     mode, unit, sequences, default_data = "text", "tok", "windows", "shakespeare"
     changed = "text"
-    sample_num, sample_temperature, sample_length, sample_bounded = 1, 0.8, 500, False
+    framed, sample_num, sample_temperature, sample_length = False, 1, 0.8, 500
     samples_title = "--- {num} sample(s) of {length} characters (temperature {temperature}) ---"
 
     def __init__(self, tokens: np.ndarray, tokenizer: Tokenizer, **meta: Any):

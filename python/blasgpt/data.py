@@ -163,7 +163,7 @@ def data_path(spec: PathLike) -> Path:
     return p
 
 
-SeqT = TypeVar("SeqT", bound=Sequence)
+SeqT = TypeVar("SeqT")  # anything sliced like a list: documents, a token array
 
 
 def split_tail(items: SeqT, fraction: float) -> tuple[SeqT, SeqT]:
@@ -171,8 +171,9 @@ def split_tail(items: SeqT, fraction: float) -> tuple[SeqT, SeqT]:
     shuffled documents or of a text by position —, so holding it out draws no random numbers."""
     if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
         raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
-    cut = len(items) - int(len(items) * fraction)
-    return items[:cut], items[cut:]  # type: ignore[return-value]
+    n = len(items)  # type: ignore[arg-type]
+    cut = n - int(n * fraction)
+    return items[:cut], items[cut:]  # type: ignore[index]
 
 
 def current_umask() -> int:

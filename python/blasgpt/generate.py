@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from .corpus import MODES
+from .corpus import MODES, corpus_class
 from .data import Tokenizer
 from .model import Model
 
@@ -61,7 +61,7 @@ def _start(model: Model, tokenizer: Tokenizer, prompt: str, mode: str) -> np.nda
         raise ValueError(f"prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} are allowed")
     ids = tokenizer.encode(prompt)
     block = model.config.block_size
-    if mode == "lines":
+    if corpus_class(mode).framed:  # a document: BOS, then the prompt
         if ids.size >= block:
             raise ValueError(f"prompt has {ids.size} characters; it must be shorter than block_size ({block})")
         return np.concatenate([[tokenizer.bos], ids]).astype(np.int32)
@@ -82,10 +82,10 @@ def _seed(seed: Optional[int]) -> int:
 def _generator(model: Model, tokenizer: Tokenizer, prompt: str, num: int, temperature: float,
                top_k: Optional[int], seed: Optional[int], mode: str):
     ctx = _start(model, tokenizer, prompt, mode)
-    lines = mode == "lines"
+    framed = corpus_class(mode).framed  # documents end at BOS; a stream never draws it and slides past the block
     return model._core.generator(ctx, num, _seed(seed), temperature, top_k or 0,
-                                 stop_token=tokenizer.bos if lines else -1,
-                                 ban_token=-1 if lines else tokenizer.bos, slide=not lines)
+                                 stop_token=tokenizer.bos if framed else -1,
+                                 ban_token=-1 if framed else tokenizer.bos, slide=not framed)
 
 
 def _decode_rows(tokenizer: Tokenizer, tokens: np.ndarray) -> list[str]:

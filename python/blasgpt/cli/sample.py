@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     mode = TrainConfig.from_checkpoint(ck.extra, ck.step).data_mode
     kind = corpus_class(mode)  # its sampling defaults
     block = model.config.block_size
-    if kind.sample_bounded and args.length is not None and args.length > block:
+    if kind.framed and args.length is not None and args.length > block:
         raise UsageError(f"--length {args.length}: {args.checkpoint} was trained in {mode} mode, so its samples are "
                          f"documents of at most block_size ({block}) characters; train with --data-mode text for "
                          f"long text")
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             print(text)
         made = sum(len(t) - len(args.prompt) for t in texts)
     seconds = time.perf_counter() - t0
-    if not kind.sample_bounded:  # long text: say how fast it came
+    if not kind.framed:  # long text: say how fast it came
         print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} tokens/s, "
               f"{num} sample(s) together, KV cache)", file=sys.stderr)
     return EXIT_OK

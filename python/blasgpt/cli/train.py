@@ -214,7 +214,7 @@ def _finish(args: argparse.Namespace, cfg: TrainConfig, corpus: Corpus, model: M
     print(f"saved {ckpt}; metrics in {out_dir / METRICS_FILE}")
     num = args.samples if args.samples is not None else corpus.sample_num
     if num:
-        length = block if corpus.sample_bounded else args.sample_length
+        length = block if corpus.framed else args.sample_length
         print(corpus.samples_title.format(num=num, length=length, temperature=args.temperature))
         for text in generate(model, corpus.tokenizer, length=length, num=num, temperature=args.temperature,
                              seed=cfg.seed, mode=corpus.mode):
