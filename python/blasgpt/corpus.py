@@ -8,8 +8,9 @@ that differs between the modes — the train/validation split, the data fingerpr
 sequences of step s, evaluation, the memory a run needs — is a method here, so the training loop, the command line
 and resume never ask which mode they are in.
 
-The tokenizer is a seam: a corpus asks its tokenizer to encode documents (``Tokenizer.batch``) or a text
-(``encode_text``) and never looks inside it.
+The tokenizer is a seam: a corpus asks its tokenizer to pack documents (``Tokenizer.batch``) or to encode a text
+(``Tokenizer.encode_text``), and otherwise only reads its ``vocab_size``; another kind of tokenizer with those
+methods slots in.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .config import Config, MemoryEstimate, memory_estimate
-from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, encode_text, load_docs, read_text,
-                   split_tail, text_vocabulary)
+from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, load_docs, read_text, split_tail,
+                   text_vocabulary)
 from .model import Model
 
 EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
@@ -423,7 +424,7 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     text, digest = read_text(path)
     verify(digest)  # before tokenizing: changed text is reported as such, not as characters outside the vocabulary
     tok = tokenizer or text_vocabulary(text)
-    return TextStream(encode_text(text, tok), tok, source=str(spec or cls.default_data), where=str(path),
+    return TextStream(tok.encode_text(text), tok, source=str(spec or cls.default_data), where=str(path),
                       fingerprint=digest)
 
 

@@ -390,6 +390,10 @@ class Tokenizer:
             raise ValueError(f"{len(unseen)} character(s) not in the vocabulary: {shown}")
         return ids.astype(np.int32, copy=False)
 
+    def encode_text(self, text: str) -> np.ndarray:
+        """Ids (int32) of a whole text of any size, newlines included (text mode; see encode_text)."""
+        return encode_text(text, self)
+
     def _bytes(self, text: str) -> Optional[bytes]:
         """The ids of ``text`` as bytes (_sep -> BOS), or None if it holds a character outside the vocabulary."""
         try:

@@ -187,6 +187,28 @@ def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm
     return losses
 
 
+def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfig, steps: int,
+           out_dir: Optional[Union[str, "os.PathLike[str]"]], comm: Optional[Any]) -> None:
+    """Refuse a run that cannot start (ValueError, MemoryLimitError) before anything is allocated or written; the
+    same checks on every rank, before any collective call."""
+    tok, start = data.tokenizer, model.step
+    if len(data) == 0:
+        raise ValueError("no documents to train on")
+    if tok.vocab_size != model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} symbols but the model expects {model.config.vocab_size}")
+    if config.checkpoint_every and out_dir is None:
+        raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
+    if val is not None and type(val) is not type(data):
+        raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
+    ranks = comm.Get_size() if comm is not None else 1
+    model.reserve(data.memory(model.config, model.dtype, config.batch_size, model.threads, ranks, val),
+                  "this training run")
+    if config.total_steps < start + steps:
+        raise ValueError(f"schedule_steps ({config.total_steps}) must cover this run (model at step {start}, "
+                         f"{steps} more)")
+    data.check(tok, model.config.block_size)
+
+
 def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus] = None, steps: Optional[int] = None,
         out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_extra: Optional[dict[str, Any]] = None,
         log: Callable[[str], None] = print, progress_bar: bool = False, comm: Optional[Any] = None) -> History:
@@ -195,21 +217,8 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     start = model.step
     steps = config.total_steps - start if steps is None else steps
     tok, B, block = data.tokenizer, config.batch_size, model.config.block_size
-    if len(data) == 0:
-        raise ValueError("no documents to train on")
-    if tok.vocab_size != model.config.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} symbols but the model expects {model.config.vocab_size}")
-    if config.checkpoint_every and out_dir is None:  # (checked on every rank, before any collective call)
-        raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
-    if val is not None and type(val) is not type(data):
-        raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
-    ranks = comm.Get_size() if comm is not None else 1
-    model.reserve(data.memory(model.config, model.dtype, B, model.threads, ranks, val), "this training run")
-    if config.total_steps < start + steps:
-        raise ValueError(f"schedule_steps ({config.total_steps}) must cover this run (model at step {start}, "
-                         f"{steps} more)")
     root = comm is None or comm.Get_size() <= 1 or comm.Get_rank() == 0
-    data.check(tok, block)
+    _admit(model, data, val, config, steps, out_dir, comm)
     val = val if root else None  # only rank 0 validates
     if val is not None:
         val.check(tok, block, validation=True)
