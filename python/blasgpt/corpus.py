@@ -187,8 +187,8 @@ class Corpus(abc.ABC):
         """One line for the start of a run: how much trains and validates (this is the training part)."""
 
     @abc.abstractmethod
-    def check(self, tokenizer: Tokenizer, block_size: int, validation: bool = False) -> None:
-        """ValueError if this data cannot train (``validation``: be evaluated) with ``tokenizer`` and block_size."""
+    def check(self, block_size: int, validation: bool = False) -> None:
+        """ValueError if this data cannot train (``validation``: be evaluated) at block_size."""
 
     @abc.abstractmethod
     def feed(self, start: int, steps: int, batch_size: int, block_size: int, seed: int) -> Feed:
@@ -252,7 +252,7 @@ class Documents(Corpus):
     def summary(self, val: Corpus) -> str:
         return f"{len(self):,} train + {len(val):,} val docs"
 
-    def check(self, tokenizer: Tokenizer, block_size: int, validation: bool = False) -> None:
+    def check(self, block_size: int, validation: bool = False) -> None:
         pass  # every character is checked against the vocabulary when the documents are packed
 
     def packed(self, block_size: int) -> Batch:
@@ -334,18 +334,17 @@ class TextStream(Corpus):
     def summary(self, val: Corpus) -> str:
         return f"{len(self):,} train + {len(val):,} val characters (text mode)"
 
-    def check(self, tokenizer: Tokenizer, block_size: int, validation: bool = False) -> None:
-        n = self.tokens.size
+    def check(self, block_size: int, validation: bool = False) -> None:
+        n, vocab = self.tokens.size, self.tokenizer.vocab_size
         if not validation:  # (token ids are checked by the core as each window trains)
             if n < block_size + 1:
                 raise ValueError(f"the text has {n} tokens; training windows need block_size + 1 = {block_size + 1}")
             return
         if n < 2:
             raise ValueError(f"the validation text has {n} token(s); it needs at least 2 (one target)")
-        bad = self.tokens[(self.tokens < 0) | (self.tokens >= tokenizer.vocab_size)]
+        bad = self.tokens[(self.tokens < 0) | (self.tokens >= vocab)]
         if bad.size:  # checked now, not when the first evaluation comes after training
-            raise ValueError(f"the validation text holds token id {int(bad[0])}, out of range "
-                             f"[0, {tokenizer.vocab_size})")
+            raise ValueError(f"the validation text holds token id {int(bad[0])}, out of range [0, {vocab})")
 
     def feed(self, start: int, steps: int, batch_size: int, block_size: int, seed: int) -> Feed:
         n = self.tokens.size

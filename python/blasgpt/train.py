@@ -206,7 +206,7 @@ def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfi
     if config.total_steps < start + steps:
         raise ValueError(f"schedule_steps ({config.total_steps}) must cover this run (model at step {start}, "
                          f"{steps} more)")
-    data.check(tok, model.config.block_size)
+    data.check(model.config.block_size)
 
 
 def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus] = None, steps: Optional[int] = None,
@@ -221,7 +221,7 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     _admit(model, data, val, config, steps, out_dir, comm)
     val = val if root else None  # only rank 0 validates
     if val is not None:
-        val.check(tok, block, validation=True)
+        val.check(block, validation=True)
     feed = data.feed(start, steps, B, block, config.seed)
     schedule = make_schedule(config.schedule, config.lr, config.total_steps)
     out = Path(out_dir) if out_dir is not None and root else None
