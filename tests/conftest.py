@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import subprocess
 import sys
+from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pytest
@@ -44,6 +47,17 @@ def make_setup(seed: int, n_embd: int, n_head: int, n_layer: int, block_size: in
     for w in model.params.values():
         w[...] = nrng.normal(0.0, 0.3, size=w.shape)
     return model, tok, docs
+
+
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1"}  # a small, machine-independent address space at start-up
+
+
+def blasgpt_cli(args: Sequence[str], cwd: Path, *, timeout: float = 300, env: Optional[dict[str, str]] = None,
+                **kw) -> subprocess.CompletedProcess:
+    """``python -m blasgpt *args`` in ``cwd``, as a user runs it: a real subprocess, its output captured as text;
+    ``env`` adds variables to this process's environment; other keywords go to subprocess.run."""
+    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **env) if env else None, **kw)
 
 
 def interrupt_training(args: list, cwd, sig: int) -> subprocess.CompletedProcess:

@@ -65,6 +65,7 @@ undecodable bytes gave Python's codec message about 'utf-32-le'.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -76,7 +77,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -84,6 +85,7 @@ import pytest
 import blasgpt
 from blasgpt.data import TextData, encode_text
 from blasgpt.train import evaluate_text, window_starts
+from conftest import ONE_BLAS_THREAD, blasgpt_cli
 
 DOCS = ["anna", "bob", "clara", "dave", "eve", "frank"]  # 12 characters + BOS: vocabulary 13, no 'z'
 QUICK = ["--steps", "2", "--samples", "0", "--log-every", "0"]
@@ -96,11 +98,7 @@ TEXT_TRAIN = ["train", "--data", "book.txt", *TEXT, *QUICK, "--out", "run"]
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-def run_cli(args: Sequence[str], cwd: Path, preexec_fn: Optional[Callable[[], None]] = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # a small, machine-independent address space at start-up
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec_fn, env=env)
+run_cli = functools.partial(blasgpt_cli, timeout=60, env=ONE_BLAS_THREAD)
 
 
 def tree(root: Path) -> set[str]:

@@ -63,3 +63,34 @@ def test_damaged_files_raise_clear_errors(tmp_path, damage):
 def test_missing_checkpoint():
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         blasgpt.load_checkpoint("/nonexistent/c.safetensors")
+
+
+def test_model_save_and_load_round_trip(tmp_path):
+    """model.save / Model.load are save_checkpoint / load_checkpoint: the same file, the same model back (params,
+    Adam moments, step, config, dtype), and training continues bit-exactly from it."""
+    model, tok, docs = make_setup(33, 8, 2, 1, 6, dtype="float32")
+    blasgpt.train(model, tok, docs, steps=5, batch_size=2, schedule_steps=9)
+    path = model.save(tmp_path / "m.safetensors", tok, {"note": "hi"})
+    assert path == tmp_path / "m.safetensors" and not list(tmp_path.glob("*.tmp"))
+    back = blasgpt.Model.load(path, backend=model.backend)  # (the same gemm: float32 sums in its order)
+    assert isinstance(back, blasgpt.Model) and back.config == model.config and back.dtype == np.float32
+    assert back.step == 5
+    for a, b in ((back.flat_params, model.flat_params), (back.adam_m, model.adam_m), (back.adam_v, model.adam_v)):
+        np.testing.assert_array_equal(a, b)
+    ck = blasgpt.load_checkpoint(path)
+    assert ck.tokenizer == tok and ck.extra == {"note": "hi"}
+    blasgpt.save_checkpoint(tmp_path / "same.safetensors", model, tok, {"note": "hi"})
+    from safetensors import safe_open
+
+    with safe_open(str(path), "numpy") as f, safe_open(str(tmp_path / "same.safetensors"), "numpy") as g:
+        assert f.metadata() == g.metadata() and sorted(f.keys()) == sorted(g.keys())
+        for key in f.keys():
+            np.testing.assert_array_equal(f.get_tensor(key), g.get_tensor(key))
+    assert blasgpt.Model.load(path).backend == blasgpt.model.default_backend()
+    rest = blasgpt.train(back, tok, docs, steps=4, batch_size=2, schedule_steps=9).losses
+    assert rest == blasgpt.train(model, tok, docs, steps=4, batch_size=2, schedule_steps=9).losses
+    model.save(tmp_path / "novocab.safetensors")  # no tokenizer: a model alone
+    assert blasgpt.load_checkpoint(tmp_path / "novocab.safetensors").tokenizer is None
+    with pytest.raises(blasgpt.CheckpointError, match="not a readable safetensors file"):
+        (tmp_path / "junk.safetensors").write_bytes(b"junk")
+        blasgpt.Model.load(tmp_path / "junk.safetensors")

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import interrupt_training
+from conftest import blasgpt_cli, interrupt_training
 
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.fixture
@@ -25,15 +19,15 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def test_train_then_sample(tmp_path, corpus):
-    r = run("train", "--data", str(corpus), "--steps", "60", "--batch-size", "4", "--out", "run",
-            "--samples", "5", "--log-every", "20", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--steps", "60", "--batch-size", "4", "--out", "run", "--samples",
+                     "5", "--log-every", "20"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "step    60 / 60" in r.stdout and "saved" in r.stdout
     samples = r.stdout.split("samples (temperature 0.5) ---\n")[1].splitlines()
     assert len(samples) == 5 and all(set(s) <= set("abcdefghijklmnopqrstuvwxyz") for s in samples)
     ckpt = tmp_path / "run" / "ckpt.safetensors"
     assert ckpt.is_file()
-    r = run("sample", "--checkpoint", str(ckpt), "--num", "4", "--prompt", "a", "--top-k", "3", cwd=tmp_path)
+    r = blasgpt_cli(["sample", "--checkpoint", str(ckpt), "--num", "4", "--prompt", "a", "--top-k", "3"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 4 and all(s.startswith("a") for s in lines)
@@ -54,10 +48,10 @@ def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path, corpus):
     stopped = blasgpt.load_checkpoint(tmp_path / "part" / "ckpt.safetensors").model.step
     assert 0 < stopped < 40000
 
-    r = run("train", "--data", str(corpus), "--resume", "part/ckpt.safetensors", "--out", "resumed",
-            "--samples", "0", "--log-every", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--resume", "part/ckpt.safetensors", "--out", "resumed",
+                     "--samples", "0", "--log-every", "0"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = run("train", *common, "--out", "full", "--log-every", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", *common, "--out", "full", "--log-every", "0"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     full = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt.safetensors").model
     resumed = blasgpt.load_checkpoint(tmp_path / "resumed" / "ckpt.safetensors").model
@@ -67,9 +61,9 @@ def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path, corpus):
 
 
 def test_help_explains_itself(tmp_path):
-    r = run("--help", cwd=tmp_path)
+    r = blasgpt_cli(["--help"], cwd=tmp_path)
     assert r.returncode == 0 and "train" in r.stdout and "sample" in r.stdout
-    r = run("train", "--help", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--help"], cwd=tmp_path)
     assert r.returncode == 0 and "--batch-size" in r.stdout and "microgpt" in r.stdout
 
 
@@ -83,7 +77,7 @@ def test_help_explains_itself(tmp_path):
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, code, message):
-    r = run(*args, cwd=tmp_path)
+    r = blasgpt_cli([*args], cwd=tmp_path)
     assert r.returncode == code
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists(), "an error left a run directory behind"
@@ -94,14 +88,14 @@ def test_bad_data_files(tmp_path):
     (tmp_path / "bin.dat").write_bytes(b"\x00\x01\x02abc\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     for name, message in [("empty.txt", "holds no documents"), ("bin.dat", "binary"), ("latin1.txt", "UTF-8")]:
-        r = run("train", "--data", name, "--steps", "1", cwd=tmp_path)
+        r = blasgpt_cli(["train", "--data", name, "--steps", "1"], cwd=tmp_path)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_sampling_errors(tmp_path, corpus):
-    r = run("train", "--data", str(corpus), "--steps", "2", "--samples", "0", "--out", "r", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--steps", "2", "--samples", "0", "--out", "r"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for args, message in [(["--prompt", "xyz!"], "not in the vocabulary"), (["--top-k", "99"], "top_k"),
                           (["--temperature", "0"], "temperature")]:
-        r = run("sample", "--checkpoint", "r/ckpt.safetensors", *args, cwd=tmp_path)
+        r = blasgpt_cli(["sample", "--checkpoint", "r/ckpt.safetensors", *args], cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -8,8 +8,6 @@ import hashlib
 import http.server
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +17,7 @@ import pytest
 import blasgpt
 from blasgpt import data
 from blasgpt.data import DATASETS, Dataset, cache_dir, data_path, load_text
+from conftest import ONE_BLAS_THREAD, blasgpt_cli
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 UNREACHABLE = "http://127.0.0.1:9/nothing-listens-here"  # the discard port: a refused connection, at once
@@ -187,9 +186,7 @@ def test_shakespeare_with_the_wrong_bytes_writes_nothing(server, cache, monkeypa
     assert everything_under(cache) == []
 
 
-def cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, OPENBLAS_NUM_THREADS="1", **env))
+cli = blasgpt_cli
 
 
 def test_cli_trains_on_shakespeare_from_a_local_server(server, tmp_path):
@@ -200,17 +197,18 @@ def test_cli_trains_on_shakespeare_from_a_local_server(server, tmp_path):
     server.files["input.txt"] = raw
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BLASGPT_SHAKESPEARE_URL": server.url("input.txt")}
     quick = ["--steps", "2", "--batch-size", "2", "--samples", "0", "--log-every", "0"]
-    r = cli(["train", "--data", "shakespeare", "--data-mode", "text", *quick, "--out", "run"], tmp_path, env)
+    r = cli(["train", "--data", "shakespeare", "--data-mode", "text", *quick, "--out", "run"], tmp_path,
+             env={**ONE_BLAS_THREAD, **env})
     assert r.returncode == 0, r.stderr
     assert "data shakespeare: 1,003,855 train + 111,539 val characters (text mode), vocab 66" in r.stdout
     assert (tmp_path / "xdg" / "blasgpt" / "tinyshakespeare.txt").read_bytes() == raw
     assert server.hits == {"input.txt": 1}
     server.close()
     env["BLASGPT_SHAKESPEARE_URL"] = UNREACHABLE
-    r = cli(["train", "--data-mode", "text", *quick, "--out", "run2"], tmp_path, env)
+    r = cli(["train", "--data-mode", "text", *quick, "--out", "run2"], tmp_path, env={**ONE_BLAS_THREAD, **env})
     assert r.returncode == 0, r.stderr
     assert "data shakespeare: 1,003,855 train" in r.stdout
-    r = cli(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], tmp_path, env)
+    r = cli(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], tmp_path, env={**ONE_BLAS_THREAD, **env})
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["targets"] == 111_539 - 1 and result["data"] == "shakespeare (validation split)"

@@ -7,31 +7,56 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import blasgpt
 
 PACKAGE = Path(blasgpt.__file__).resolve().parent
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
-NAMES = set(MODULES) | {p.name.split(".")[0] for p in PACKAGE.glob("*.pyi")}  # + compiled ones (_core)
+
+
+def module_name(path: Path) -> str:
+    """A module's name inside the package: "train", "cli.train"; a package is named by its __init__ ("cli"), the
+    top-level one is "__init__"."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+FILES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+MODULES = sorted(FILES)
+COMPILED = {p.name.split(".")[0] for p in PACKAGE.glob("*.pyi")}  # compiled modules (_core): no edges of their own
+
+
+def resolve(base: list[str], names: list[str]) -> str:
+    """The module ``base + names`` names: that module if it exists, else the package whose name it is in."""
+    parts = base + names
+    while parts and ".".join(parts) not in FILES:
+        parts.pop()
+    return ".".join(parts) or "__init__"
 
 
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
-    for name in MODULES:
+    for name, path in FILES.items():
         edges = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:  # from .x import y
-                    edges.add(node.module.split(".")[0])
-                else:  # from . import x: a module if there is one of that name, else a name from __init__
-                    edges.update(a.name if a.name in NAMES else "__init__" for a in node.names)
+        package = name.split(".") if path.name == "__init__.py" and name != "__init__" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:  # relative: from .x import y, from .. import z
+                base = package[:len(package) - (node.level - 1)]
+                mod = node.module.split(".") if node.module else []
+                for a in node.names:  # a name may be a module (from . import x) or a name defined in one
+                    if not base and (mod or [a.name])[0] in COMPILED:
+                        continue
+                    edges.add(resolve(base, mod + [a.name]))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 mod = node.module if isinstance(node, ast.ImportFrom) else None
                 for full in [mod] if mod else [a.name for a in node.names]:  # type: ignore[union-attr]
                     parts = (full or "").split(".")
                     if parts[0] == "blasgpt":
-                        edges.add(parts[1] if len(parts) > 1 and parts[1] in MODULES else "__init__")
+                        edges.add(resolve([], parts[1:]))
         edges.discard(name)
         edges.intersection_update(MODULES)
     return graph
@@ -76,7 +101,21 @@ def test_no_import_cycles() -> None:
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
+def test_the_graph_reaches_into_subpackages() -> None:
+    graph = import_graph()
+    assert "cli.train" in graph["cli"] and {"train", "corpus", "cli.common"} <= graph["cli.train"]
+
+
 def test_every_module_imports_on_its_own() -> None:
     for name in MODULES:
         if name != "__main__":
             importlib.import_module(f"blasgpt.{name}" if name != "__init__" else "blasgpt")
+
+
+def test_the_command_line_starts_without_the_benchmark_or_torch() -> None:
+    """``blasgpt`` (and ``import blasgpt``) load no benchmark code and no torch: ``bench`` imports them when run."""
+    code = ("import sys, blasgpt.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or "
+            "m in ('blasgpt.bench', 'blasgpt.baselines')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import blasgpt
+from conftest import blasgpt_cli
 
 pytest.importorskip("mpi4py", reason="mpi4py not installed: pip install .[mpi] to run the MPI tests")
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
@@ -23,10 +24,6 @@ def mpirun(n: int, *args: str, cwd: Path, timeout: float = 240) -> subprocess.Co
     return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240)
 
 
 @pytest.fixture
@@ -47,7 +44,7 @@ def test_two_ranks_equal_one_process(tmp_path, corpus, batch):
     r = mpirun(2, "-m", "blasgpt", "train", *common, "--out", "mpi", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "data-parallel over 2 MPI ranks" in r.stdout and r.stdout.count("saved") == 1  # rank 0 alone speaks
-    r = cli("train", *common, "--out", "single", cwd=tmp_path)
+    r = blasgpt_cli(["train", *common, "--out", "single"], cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr
     a, b = params(tmp_path / "mpi" / "ckpt.safetensors"), params(tmp_path / "single" / "ckpt.safetensors")
     assert a.step == b.step == 25
@@ -60,10 +57,10 @@ def test_resume_with_a_different_number_of_ranks(tmp_path, corpus):
     r = mpirun(2, "-m", "blasgpt", "train", *common, "--steps", "40", "--checkpoint-every", "20", "--out", "two",
                cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = cli("train", "--data", str(corpus), "--resume", "two/ckpt-20.safetensors", "--out", "one", "--samples", "0",
-            "--log-every", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--resume", "two/ckpt-20.safetensors", "--out", "one",
+                     "--samples", "0", "--log-every", "0"], cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr
-    r = cli("train", *common, "--steps", "40", "--out", "ref", cwd=tmp_path)
+    r = blasgpt_cli(["train", *common, "--steps", "40", "--out", "ref"], cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr
     a, b = params(tmp_path / "one" / "ckpt.safetensors"), params(tmp_path / "ref" / "ckpt.safetensors")
     assert a.step == b.step == 40 and np.abs(a.flat_params - b.flat_params).max() <= 1e-12

@@ -20,13 +20,12 @@ import blasgpt
 from blasgpt import rundir
 from blasgpt.data import current_umask
 from blasgpt.rundir import LOCK_FILE
+from conftest import blasgpt_cli
 
 QUICK = ["--steps", "2", "--samples", "0", "--log-every", "0"]
 
 
-def run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **kw)
+run = blasgpt_cli
 
 
 @pytest.fixture

@@ -15,12 +15,8 @@ import pytest
 
 import blasgpt
 from blasgpt.train import evaluate, split_validation
-from conftest import interrupt_training, make_setup
+from conftest import blasgpt_cli, interrupt_training, make_setup
 
-
-def run(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **kw)
 
 
 @pytest.fixture
@@ -67,9 +63,9 @@ def test_validation_split_is_the_tail_and_keeps_microgpts_order():
 
 
 def test_metrics_checkpoints_and_plot(tmp_path, corpus):
-    r = run("train", "--data", str(corpus), "--steps", "50", "--batch-size", "4", "--out", "run", "--samples", "0",
-            "--log-every", "10", "--eval-every", "20", "--checkpoint-every", "10", "--keep-checkpoints", "2",
-            cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--steps", "50", "--batch-size", "4", "--out", "run", "--samples",
+                     "0", "--log-every", "10", "--eval-every", "20", "--checkpoint-every", "10", "--keep-checkpoints",
+                     "2"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rundir = tmp_path / "run"
     assert sorted(p.name for p in rundir.glob("ckpt*.safetensors")) == [
@@ -82,7 +78,7 @@ def test_metrics_checkpoints_and_plot(tmp_path, corpus):
     assert rows[0]["lr"] > rows[-1]["lr"] > 0
     assert "val" in r.stdout
     pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install .[plot]")
-    r = run("plot", "run", cwd=tmp_path)
+    r = blasgpt_cli(["plot", "run"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     png = (rundir / "loss.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -101,11 +97,12 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
 
 def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, corpus):
     common = ["--data", str(corpus), "--batch-size", "3", "--steps", "60", "--samples", "0", "--log-every", "0"]
-    assert run("train", *common, "--out", "full", cwd=tmp_path).returncode == 0
-    r = run("train", *common, "--out", "part", "--checkpoint-every", "20", "--keep-checkpoints", "5", cwd=tmp_path)
+    assert blasgpt_cli(["train", *common, "--out", "full"], cwd=tmp_path).returncode == 0
+    r = blasgpt_cli(["train", *common, "--out", "part", "--checkpoint-every", "20", "--keep-checkpoints", "5"],
+                     cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    r = run("train", "--data", str(corpus), "--resume", "part/ckpt-20.safetensors", "--out", "resumed",
-            "--samples", "0", "--log-every", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--resume", "part/ckpt-20.safetensors", "--out", "resumed",
+                     "--samples", "0", "--log-every", "0"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     full = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt.safetensors").model
     resumed = blasgpt.load_checkpoint(tmp_path / "resumed" / "ckpt.safetensors").model
@@ -116,11 +113,11 @@ def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, corpus):
 
 
 def test_resume_refuses_different_data(tmp_path, corpus):
-    r = run("train", "--data", str(corpus), "--steps", "5", "--out", "run", "--samples", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(corpus), "--steps", "5", "--out", "run", "--samples", "0"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text().replace("aal", "aam"))
-    r = run("train", "--data", str(other), "--resume", "run/ckpt.safetensors", "--samples", "0", cwd=tmp_path)
+    r = blasgpt_cli(["train", "--data", str(other), "--resume", "run/ckpt.safetensors", "--samples", "0"], cwd=tmp_path)
     assert r.returncode == 1 and "data differs from the run being resumed" in r.stderr
 
 

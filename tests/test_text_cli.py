@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,16 +21,13 @@ import pytest
 import blasgpt
 from blasgpt.data import encode_text, read_text
 from blasgpt.train import evaluate, evaluate_text, shuffle_docs
-from conftest import interrupt_training
+from conftest import ONE_BLAS_THREAD, blasgpt_cli, interrupt_training
 
 SMALL = ["--block-size", "8", "--n-embd", "8", "--n-head", "2"]
 QUIET = ["--samples", "0", "--log-every", "0"]
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "blasgpt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+run = functools.partial(blasgpt_cli, env=ONE_BLAS_THREAD)
 
 
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -56,9 +54,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     split's targets are not a multiple of it)."""
     d = tmp_path_factory.mktemp("textrun")
     write_text(d / "book.txt", 0, 100)
-    r = ok(run("train", "--data", "book.txt", "--data-mode", "text", "--steps", "60", "--batch-size", "4",
-               "--val-fraction", "0.2", "--log-every", "20", "--samples", "1", "--sample-length", "40",
-               "--out", "run", cwd=d))
+    r = ok(run(["train", "--data", "book.txt", "--data-mode", "text", "--steps", "60", "--batch-size", "4",
+                "--val-fraction", "0.2", "--log-every", "20", "--samples", "1", "--sample-length", "40", "--out",
+                "run"], cwd=d))
     (d / "train.stdout").write_text(r.stdout)
     return d
 
@@ -81,7 +79,7 @@ def test_final_val_is_evals_default_and_counts_every_target(run_dir):
     target once), and that equals evaluate_text on the tail of the text."""
     rows = [json.loads(line) for line in (run_dir / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [20, 40, 60] and all("tok_per_s" in row for row in rows)
-    r = ok(run("eval", "--checkpoint", "run/ckpt.safetensors", "--json", cwd=run_dir))
+    r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], cwd=run_dir))
     result = json.loads(r.stdout)
     assert set(result) == {"loss", "bits_per_char", "targets", "mode", "data", "checkpoint", "step"}
     text, _ = read_text(run_dir / "book.txt")
@@ -93,7 +91,7 @@ def test_final_val_is_evals_default_and_counts_every_target(run_dir):
     assert result["loss"] == rows[-1]["val_loss"] == evaluate_text(ck.model, val)[0]
     assert result["bits_per_char"] == pytest.approx(result["loss"] / math.log(2), rel=1e-15)
     assert result["mode"] == "text" and result["step"] == 60 and result["data"] == "book.txt (validation split)"
-    r = ok(run("eval", "--checkpoint", "run/ckpt.safetensors", cwd=run_dir))
+    r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors"], cwd=run_dir))
     line = r.stdout.strip()
     assert re.fullmatch(rf"book\.txt \(validation split\): {result['loss']:.4f} nats/char \| "
                         rf"{result['bits_per_char']:.4f} bits/char \| {n_val - 1:,} targets \(text mode, windows "
@@ -104,7 +102,7 @@ def test_eval_on_another_file(run_dir):
     """--data evaluates every target of the whole file (here: another text in the same vocabulary)."""
     write_text(run_dir / "other.txt", 5, 30)
     text, _ = read_text(run_dir / "other.txt")
-    r = ok(run("eval", "--checkpoint", "run/ckpt.safetensors", "--data", "other.txt", "--json", cwd=run_dir))
+    r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--data", "other.txt", "--json"], cwd=run_dir))
     result = json.loads(r.stdout)
     ck = blasgpt.load_checkpoint(run_dir / "run" / "ckpt.safetensors")
     assert result["targets"] == len(text) - 1 and result["data"] == "other.txt"
@@ -116,19 +114,19 @@ def test_sample_on_a_text_checkpoint(run_dir):
     the defaults are one 500-character sample at temperature 0.8 from seed 0; the speed goes to stderr."""
     ck = blasgpt.load_checkpoint(run_dir / "run" / "ckpt.safetensors")
     model, tok = ck.model, ck.tokenizer
-    r = ok(run("sample", "--checkpoint", "run/ckpt.safetensors", "--prompt", "the café", "--length", "100",
-               "--top-k", "1", cwd=run_dir))
+    r = ok(run(["sample", "--checkpoint", "run/ckpt.safetensors", "--prompt", "the café", "--length", "100", "--top-k",
+                "1"], cwd=run_dir))
     assert r.stdout == blasgpt.generate(model, tok, "the café", length=100, top_k=1, temperature=0.8)[0] + "\n"
     assert re.search(r"generated 100 characters in .* s \(.* tokens/s, 1 sample\(s\) together, KV cache\)",
                      r.stderr), r.stderr
-    r = ok(run("sample", "--checkpoint", "run/ckpt.safetensors", cwd=run_dir))
+    r = ok(run(["sample", "--checkpoint", "run/ckpt.safetensors"], cwd=run_dir))
     want = blasgpt.generate(model, tok, "", length=500, temperature=0.8, seed=0)[0]
     assert r.stdout == want + "\n" and len(want) == 500
-    r = ok(run("sample", "--checkpoint", "run/ckpt.safetensors", "--num", "3", "--length", "30", "--seed", "4",
-               "--temperature", "1.5", "--prompt", "to", cwd=run_dir))
+    r = ok(run(["sample", "--checkpoint", "run/ckpt.safetensors", "--num", "3", "--length", "30", "--seed", "4",
+                "--temperature", "1.5", "--prompt", "to"], cwd=run_dir))
     texts = blasgpt.generate(model, tok, "to", length=30, num=3, temperature=1.5, seed=4)
     assert r.stdout == "".join(t + "\n" for t in texts) and len(set(texts)) == 3
-    r = ok(run("sample", "--checkpoint", "run/ckpt.safetensors", "--length", "0", "--prompt", "cat", cwd=run_dir))
+    r = ok(run(["sample", "--checkpoint", "run/ckpt.safetensors", "--length", "0", "--prompt", "cat"], cwd=run_dir))
     assert r.stdout == "cat\n"
 
 
@@ -136,7 +134,7 @@ def test_sample_streams_to_a_terminal(run_dir):
     """On a terminal one sample is written piece by piece as it is generated: the same text as when piped."""
     import pty
 
-    r = ok(run("sample", "--checkpoint", "run/ckpt.safetensors", "--length", "200", "--seed", "2", cwd=run_dir))
+    r = ok(run(["sample", "--checkpoint", "run/ckpt.safetensors", "--length", "200", "--seed", "2"], cwd=run_dir))
     leader, follower = pty.openpty()
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "sample", "--checkpoint", "run/ckpt.safetensors",
@@ -166,8 +164,8 @@ def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, mode):
     its mode and every setting come from the checkpoint): the same windows (documents) and updates, so the same
     parameters and Adam moments as the uninterrupted run, bit for bit (float64), and the same final val loss."""
     write_text(tmp_path / "t.txt", 1, 60)
-    ok(run("train", "--data", "t.txt", "--data-mode", mode, *SMALL, "--steps", "30", "--batch-size", "3",
-           "--checkpoint-every", "10", "--keep-checkpoints", "5", "--out", "full", *QUIET, cwd=tmp_path))
+    ok(run(["train", "--data", "t.txt", "--data-mode", mode, *SMALL, "--steps", "30", "--batch-size", "3",
+            "--checkpoint-every", "10", "--keep-checkpoints", "5", "--out", "full", *QUIET], cwd=tmp_path))
     assert sorted(p.name for p in (tmp_path / "full").glob("ckpt-*")) == [
         "ckpt-10.safetensors", "ckpt-20.safetensors", "ckpt-30.safetensors"]
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BLASGPT_SHAKESPEARE_URL": "http://127.0.0.1:9/"}  # no fetch
@@ -196,9 +194,9 @@ def test_ctrl_c_then_resume_is_bit_exact(tmp_path):
     assert "continue with --resume" in r.stderr and "Traceback" not in r.stderr
     stopped = blasgpt.load_checkpoint(tmp_path / "part" / "ckpt.safetensors").model.step
     assert 0 < stopped < 30000
-    ok(run("train", "--data", "t.txt", "--data-mode", "text", "--resume", "part/ckpt.safetensors", "--out",
-           "resumed", *QUIET, cwd=tmp_path))
-    ok(run("train", *common, "--out", "full", "--log-every", "0", cwd=tmp_path))
+    ok(run(["train", "--data", "t.txt", "--data-mode", "text", "--resume", "part/ckpt.safetensors", "--out", "resumed",
+            *QUIET], cwd=tmp_path))
+    ok(run(["train", *common, "--out", "full", "--log-every", "0"], cwd=tmp_path))
     full = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt.safetensors").model
     resumed = blasgpt.load_checkpoint(tmp_path / "resumed" / "ckpt.safetensors").model
     assert full.step == 30000 and same_state(resumed, full)
@@ -208,9 +206,9 @@ def test_smallest_text_trains(tmp_path):
     """A text of exactly block_size + 1 characters is enough with --val-fraction 0 (one possible window); a
     negative --seed is fine, as in lines mode."""
     (tmp_path / "t.txt").write_text("abcdefgh\n", encoding="utf-8")
-    ok(run("train", "--data", "t.txt", "--data-mode", "text", *SMALL, "--steps", "3", "--val-fraction", "0",
-           "--seed", "-3", "--out", "run", *QUIET, cwd=tmp_path))
-    r = ok(run("eval", "--checkpoint", "run/ckpt.safetensors", "--data", "t.txt", "--json", cwd=tmp_path))
+    ok(run(["train", "--data", "t.txt", "--data-mode", "text", *SMALL, "--steps", "3", "--val-fraction", "0", "--seed",
+            "-3", "--out", "run", *QUIET], cwd=tmp_path))
+    r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--data", "t.txt", "--json"], cwd=tmp_path))
     assert json.loads(r.stdout)["targets"] == 8
 
 
@@ -219,9 +217,9 @@ def test_eval_in_lines_mode_is_the_mean_over_documents(tmp_path):
     one's loss, equal to training's final val loss."""
     words = [f"{a}{b}{c}" for a in "abcde" for b in "aeiou" for c in "lmnrs"]
     (tmp_path / "w.txt").write_text("\n".join(words) + "\n")
-    ok(run("train", "--data", "w.txt", "--steps", "20", "--batch-size", "4", "--val-fraction", "0.2",
-           "--out", "run", *QUIET, cwd=tmp_path))
-    result = json.loads(ok(run("eval", "--checkpoint", "run/ckpt.safetensors", "--json", cwd=tmp_path)).stdout)
+    ok(run(["train", "--data", "w.txt", "--steps", "20", "--batch-size", "4", "--val-fraction", "0.2", "--out", "run",
+            *QUIET], cwd=tmp_path))
+    result = json.loads(ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], cwd=tmp_path)).stdout)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result["mode"] == "lines" and result["documents"] == int(len(words) * 0.2)
     assert result["loss"] == rows[-1]["val_loss"]
@@ -248,7 +246,7 @@ def test_two_mpi_ranks_train_text_like_one_process(tmp_path):
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "data-parallel over 2 MPI ranks: each step's 5 windows" in r.stdout and r.stdout.count("saved") == 1
-    ok(run(*common, "--out", "single", cwd=tmp_path))
+    ok(run([*common, "--out", "single"], cwd=tmp_path))
     a = blasgpt.load_checkpoint(tmp_path / "mpi" / "ckpt.safetensors").model
     b = blasgpt.load_checkpoint(tmp_path / "single" / "ckpt.safetensors").model
     assert a.step == b.step == 25

@@ -10,10 +10,12 @@
 from ._version import __version__
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, MemoryLimitError, memory_estimate, training_flops
+from .corpus import Corpus, Documents, TextStream, load_corpus
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
 from .generate import generate, sample
 from .model import Model
-from .train import History, TrainingError, evaluate_text, lr_at, microgpt_start, train
+from .train import History, TrainingError, evaluate_text, fit, lr_at, microgpt_start, train
+from .train_config import TrainConfig
 from ._core import blas_info
 
 __all__ = [
@@ -22,19 +24,25 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Config",
+    "Corpus",
     "DataError",
+    "Documents",
     "History",
     "MemoryLimitError",
     "Model",
     "TextData",
+    "TextStream",
     "Tokenizer",
+    "TrainConfig",
     "TrainingError",
     "__version__",
     "blas_info",
     "download_names",
     "evaluate_text",
+    "fit",
     "generate",
     "load_checkpoint",
+    "load_corpus",
     "load_docs",
     "load_text",
     "lr_at",

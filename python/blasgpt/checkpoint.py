@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from . import _core
+from . import model as model_module
 from .config import Config
 from .bpe import AnyTokenizer, tokenizer_from_metadata, tokenizer_metadata
 from .data import atomic_write_bytes
@@ -138,5 +139,7 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         raise bad(f"vocabulary has {tokenizer.vocab_size} symbols but the config says {config.vocab_size}")
     return Checkpoint(model, tokenizer, extra)
 
+
+model_module.CHECKPOINT_IO.update(save=save_checkpoint, load=load_checkpoint)  # Model.save / Model.load
 
 __all__ = ["Checkpoint", "CheckpointError", "FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]

@@ -14,7 +14,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -161,6 +161,21 @@ def data_path(spec: PathLike) -> Path:
     if not p.exists() and str(spec) in DATASETS:
         return DATASETS[str(spec)].path()
     return p
+
+
+SeqT = TypeVar("SeqT")  # anything sliced like a list: documents, a token array
+
+
+def split_tail(items: SeqT, fraction: float) -> tuple[SeqT, SeqT]:
+    """(head, tail) of ``items``: the tail ``int(len(items) * fraction)`` of them is the validation split — of
+    shuffled documents or of a text by position —, so holding it out draws no random numbers."""
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
+    n = len(items)  # type: ignore[arg-type]
+    cut = n - int(n * fraction)
+    return items[:cut], items[cut:]  # type: ignore[index]
+
+
 def current_umask() -> int:
     """This process's umask, read without changing it (/proc/self/status; elsewhere set and restored at once)."""
     try:
@@ -385,6 +400,10 @@ class Tokenizer:
             raise ValueError(f"{len(unseen)} character(s) not in the vocabulary: {shown}")
         return ids.astype(np.int32, copy=False)
 
+    def encode_text(self, text: str) -> np.ndarray:
+        """Ids (int32) of a whole text of any size, newlines included (text mode; see encode_text)."""
+        return encode_text(text, self)
+
     def _bytes(self, text: str) -> Optional[bytes]:
         """The ids of ``text`` as bytes (_sep -> BOS), or None if it holds a character outside the vocabulary."""
         try:
@@ -498,10 +517,7 @@ class TextData:
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, validation) token streams: the validation split is the tail ``val_fraction`` of the text by
         position (text is never shuffled). Views, not copies."""
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"the validation fraction must be in [0, 1), got {val_fraction!r}")
-        n_val = int(len(self) * val_fraction)
-        return self.tokens[:len(self) - n_val], self.tokens[len(self) - n_val:]
+        return split_tail(self.tokens, val_fraction)
 
 
 def read_text(path: PathLike) -> tuple[str, str]:
@@ -533,6 +549,7 @@ __all__ = [
     "encode_text",
     "load_text",
     "read_text",
+    "split_tail",
     "text_vocabulary",
     "NAMES_SHA256",
     "NAMES_URL",

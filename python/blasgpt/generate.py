@@ -19,10 +19,10 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from .corpus import MODES, corpus_class
 from .data import Tokenizer
 from .model import Model
 
-MODES = ("text", "lines")
 MAX_LENGTH = 1 << 24      # characters one call may generate (num x length)
 MAX_PROMPT = 1 << 20      # characters of prompt (only the last block_size of them condition the first token)
 STREAM_FIRST = 1          # tokens per C++ call when streaming: the first characters appear at once ...
@@ -61,7 +61,7 @@ def _start(model: Model, tokenizer: Tokenizer, prompt: str, mode: str) -> np.nda
         raise ValueError(f"prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} are allowed")
     ids = tokenizer.encode(prompt)
     block = model.config.block_size
-    if mode == "lines":
+    if corpus_class(mode).framed:  # a document: BOS, then the prompt
         if ids.size >= block:
             raise ValueError(f"prompt has {ids.size} characters; it must be shorter than block_size ({block})")
         return np.concatenate([[tokenizer.bos], ids]).astype(np.int32)
@@ -82,10 +82,10 @@ def _seed(seed: Optional[int]) -> int:
 def _generator(model: Model, tokenizer: Tokenizer, prompt: str, num: int, temperature: float,
                top_k: Optional[int], seed: Optional[int], mode: str):
     ctx = _start(model, tokenizer, prompt, mode)
-    lines = mode == "lines"
+    framed = corpus_class(mode).framed  # documents end at BOS; a stream never draws it and slides past the block
     return model._core.generator(ctx, num, _seed(seed), temperature, top_k or 0,
-                                 stop_token=tokenizer.bos if lines else -1,
-                                 ban_token=-1 if lines else tokenizer.bos, slide=not lines)
+                                 stop_token=tokenizer.bos if framed else -1,
+                                 ban_token=-1 if framed else tokenizer.bos, slide=not framed)
 
 
 def _decode_rows(tokenizer: Tokenizer, tokens: np.ndarray) -> list[str]:
@@ -110,11 +110,11 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str = "", length: int =
         return iter(()) if stream else []
     gen = _generator(model, tokenizer, prompt, num, temp, top_k, seed, mode)
     if stream:
-        return _stream(gen, tokenizer, prompt, length, num)
+        return _pieces(gen, tokenizer, prompt, length, num)
     return [prompt + piece for piece in _decode_rows(tokenizer, gen.next(length))]
 
 
-def _stream(gen, tokenizer: Tokenizer, prompt: str, length: int, num: int) -> Iterator:
+def _pieces(gen, tokenizer: Tokenizer, prompt: str, length: int, num: int) -> Iterator:
     yield prompt if num == 1 else [prompt] * num
     done, step = 0, STREAM_FIRST
     while done < length:
@@ -136,4 +136,4 @@ def sample(model: Model, tokenizer: Tokenizer, num: int = 20, temperature: float
                     seed=seed, mode="lines")  # type: ignore[return-value]
 
 
-__all__ = ["MODES", "generate", "sample"]
+__all__ = ["generate", "sample"]

@@ -6,12 +6,12 @@ import math
 import os
 import random
 import sys
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from .config import Config, MemoryLimitError, check_memory, format_bytes, memory_estimate
+from .config import Config, MemoryEstimate, MemoryLimitError, check_memory, format_bytes, memory_estimate
 from .data import Batch
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
@@ -52,8 +52,9 @@ class Model:
     stream, as microgpt does after shuffling its documents), else from ``random.Random(seed)`` — parameter by
     parameter in table order, each row-major.
 
-    Saving and loading live in blasgpt.checkpoint: ``save_checkpoint(path, model, tokenizer)``,
-    ``load_checkpoint(path).model``.
+    ``model.save(path, tokenizer)`` writes a checkpoint (parameters, Adam state, step, config, vocabulary) and
+    ``Model.load(path)`` reads the model back; both are blasgpt.checkpoint's ``save_checkpoint`` /
+    ``load_checkpoint`` (which also return the tokenizer and the run's settings).
     """
 
     def __init__(self, config: Config, dtype: Any = "float64", seed: int = 42, *,
@@ -74,7 +75,7 @@ class Model:
         self._table: list[tuple[str, tuple[int, int], int]] = self._core.param_table()
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
-        self._activations_sized = 0  # activation bytes train() has checked this model's memory for (the most so far)
+        self._activations_sized = 0  # activation bytes reserve() has checked this model's memory for (the most so far)
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:
@@ -145,6 +146,29 @@ class Model:
                      f"this model with {n} threads", resident=now.total)
         self._core.threads = n
 
+    def reserve(self, need: MemoryEstimate, what: str) -> Optional[str]:
+        """Refuse (MemoryLimitError, before anything is allocated) a use of this model that needs more memory than
+        is available — counting as already held this model's buffers and the largest activation workspace reserved
+        so far (workspaces only grow) — and remember ``need``'s activations. Returns check_memory's note when the
+        use fits but comes close to the limit."""
+        held = memory_estimate(self.config, self.dtype, threads=self.threads).total + self._activations_sized
+        note = check_memory(need, what, resident=min(held, need.total))
+        self._activations_sized = max(self._activations_sized, need.activations)
+        return note
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def save(self, path: Union[str, "os.PathLike[str]"], tokenizer: Any = None, extra: Any = None) -> Any:
+        """Write this model — parameters, Adam moments, step, config — and ``tokenizer``'s vocabulary (if given) and
+        ``extra`` (JSON metadata) to one safetensors checkpoint at ``path``, atomically; returns the path.
+        Same as ``blasgpt.save_checkpoint(path, model, tokenizer, extra)``."""
+        return _checkpoint_io("save")(path, self, tokenizer, extra)
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"], backend: Optional[str] = None) -> "Model":
+        """The model of a checkpoint (``model.save`` / ``save_checkpoint``), ready to train on bit-exactly or to
+        sample from; ``blasgpt.load_checkpoint(path)`` gives its tokenizer and run settings too."""
+        return _checkpoint_io("load")(path, backend=backend).model
+
     def __repr__(self) -> str:
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, n_embd={c.n_embd}, n_head={c.n_head}, n_layer={c.n_layer}, "
@@ -193,6 +217,17 @@ class Model:
     def forward(self, tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Logits (n, vocab_size) for a sequence of n <= block_size token ids at positions 0..n-1."""
         return self._core.logits(_token_array(tokens))
+
+
+# blasgpt.checkpoint sits above this module (it builds Models), so Model.save / Model.load cannot import it: it
+# installs its save_checkpoint and load_checkpoint here when imported, which ``import blasgpt`` always does.
+CHECKPOINT_IO: dict[str, Callable[..., Any]] = {}
+
+
+def _checkpoint_io(name: str) -> Callable[..., Any]:
+    if name not in CHECKPOINT_IO:
+        raise RuntimeError("blasgpt.checkpoint is not loaded (import blasgpt)")
+    return CHECKPOINT_IO[name]
 
 
 def _check_batch(batch: Any) -> None:

@@ -76,23 +76,25 @@ def _abort(comm: Any, what: str, code: int) -> None:
 
 
 def share(ids: np.ndarray, rank: int, size: int) -> np.ndarray:
-    """Rank ``rank``'s contiguous share of a batch's document ids (shares differ in size by at most one)."""
+    """Rank ``rank``'s contiguous share of a step's row of sequences (documents or window starts; shares differ in
+    size by at most one)."""
     n = ids.size
     lo = rank * (n // size) + min(rank, n % size)
     hi = lo + n // size + (1 if rank < n % size else 0)
     return ids[lo:hi]
 
 
-def data_parallel_step(model: Model, corpus: Batch, ids: np.ndarray, lr: float, comm: Any) -> float:
-    """One training step on documents ``ids`` of ``corpus``, split across the ranks of ``comm``. Returns the
-    batch loss (the same on every rank); a non-finite loss is returned without updating the model."""
+def data_parallel_step(model: Model, batch: Batch, row: np.ndarray, lr: float, comm: Any) -> float:
+    """One training step on the sequences ``row`` selects from ``batch`` (a corpus's Feed: documents, or windows
+    starting at those offsets), split across the ranks of ``comm``. Returns the batch loss (the same on every
+    rank); a non-finite loss is returned without updating the model."""
     from mpi4py import MPI
 
-    mine = share(ids, comm.Get_rank(), comm.Get_size())
+    mine = share(row, comm.Get_rank(), comm.Get_size())
     grads = model.flat_grads
-    if mine.size:  # this rank's part of the batch mean: its documents' losses divided by the whole batch's count
-        loss = model.forward_backward(corpus.select(mine), mean_over=ids.size)
-    else:  # fewer documents than ranks: this rank contributes nothing
+    if mine.size:  # this rank's part of the batch mean: its sequences' losses divided by the whole batch's count
+        loss = model.forward_backward(batch.select(mine), mean_over=row.size)
+    else:  # fewer sequences than ranks: this rank contributes nothing
         loss = 0.0
         grads[...] = 0
     total = np.array([loss])

@@ -1,0 +1,68 @@
+"""``blasgpt sample``: text from a checkpoint, generated in C++ with a KV cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..corpus import corpus_class
+from ..generate import MAX_LENGTH, generate
+from ..train_config import TrainConfig
+from .common import EXIT_OK, UsageError, load_for_text, nonneg_int, positive_int
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    s = sub.add_parser("sample", help="generate text from a checkpoint",
+                       description="Sample from a trained model, drawing each next character from "
+                                   "softmax(logits / temperature) in C++ with a KV cache. Lines-mode models start at "
+                                   "BOS (plus --prompt) and stop at BOS or block_size; text-mode models continue "
+                                   "--prompt (empty: a newline) for --length characters, sliding the context window "
+                                   "past block_size. One sample on a terminal appears as it is generated; the speed "
+                                   "goes to stderr.")
+    s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
+    s.add_argument("--num", type=nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
+    s.add_argument("--length", type=nonneg_int, default=None,
+                   help=f"new characters per sample (text mode, default 500; --num x --length at most {MAX_LENGTH:,}; "
+                        "lines mode: at most block_size, the default)")
+    s.add_argument("--temperature", type=float, default=None,
+                   help="> 0; lower is more conservative (default 0.5; text mode 0.8)")
+    s.add_argument("--top-k", type=positive_int, default=None, help="sample only among the K likeliest tokens")
+    s.add_argument("--prompt", default="", help="text every sample starts with")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    ck = load_for_text(args.checkpoint)
+    model, tok = ck.model, ck.tokenizer
+    assert tok is not None
+    mode = TrainConfig.from_checkpoint(ck.extra, ck.step).data_mode
+    kind = corpus_class(mode)  # its sampling defaults
+    block = model.config.block_size
+    if kind.framed and args.length is not None and args.length > block:
+        raise UsageError(f"--length {args.length}: {args.checkpoint} was trained in {mode} mode, so its samples are "
+                         f"documents of at most block_size ({block}) characters; train with --data-mode text for "
+                         f"long text")
+    num = args.num if args.num is not None else kind.sample_num
+    length = args.length if args.length is not None else (kind.sample_length or block)
+    temperature = args.temperature if args.temperature is not None else kind.sample_temperature
+    common = dict(num=num, temperature=temperature, top_k=args.top_k, seed=args.seed, mode=mode)
+    t0 = time.perf_counter()
+    if num == 1 and sys.stdout.isatty():  # one sample on a terminal: characters as they come
+        chars = 0
+        for piece in generate(model, tok, args.prompt, length, stream=True, **common):  # type: ignore[arg-type]
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            chars += len(piece)
+        sys.stdout.write("\n")
+        made = chars - len(args.prompt)
+    else:
+        texts = generate(model, tok, args.prompt, length, **common)  # type: ignore[arg-type]
+        for text in texts:
+            print(text)
+        made = sum(len(t) - len(args.prompt) for t in texts)
+    seconds = time.perf_counter() - t0
+    if not kind.framed:  # long text: say how fast it came
+        print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} tokens/s, "
+              f"{num} sample(s) together, KV cache)", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,89 @@
+"""TrainConfig: the settings of a training run, in one frozen dataclass.
+
+It is what ``blasgpt train`` builds from its flags, what ``fit`` runs and what every checkpoint of the run stores
+(as JSON in its ``extra`` metadata, beside the data's fingerprint); a resumed run reads it back with
+``TrainConfig.from_checkpoint`` — the one place where checkpoints written before a setting existed get its value.
+New settings are new fields with a default that keeps today's behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+from .corpus import MODES
+from .schedule import SCHEDULES
+
+# What a checkpoint without run settings (written by save_checkpoint from Python, or before a field existed) means:
+# microgpt's seed, batch and learning rate, no validation split, lines mode, microgpt's schedule.
+LEGACY: dict[str, Any] = {"seed": 42, "batch_size": 1, "lr": 0.01, "val_fraction": 0.0, "data": None,
+                          "data_mode": "lines", "schedule": "linear"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A run's settings. The run: ``seed`` (lines mode: the shuffle and the weights; text mode: the windows),
+    ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps``, the data (``data``: a file or named
+    dataset, None for the mode's default; ``data_mode``: "lines" or "text") and the tail ``val_fraction`` held out.
+    How it is run (may change when resuming): ``log_every``, ``eval_every``, ``checkpoint_every`` and
+    ``keep_checkpoints`` (0: never), ``dtype``, ``threads``, ``backend`` (None: the default)."""
+
+    seed: int = 42
+    batch_size: int = 1
+    lr: float = 0.01
+    total_steps: int = 1000
+    schedule: str = "linear"
+    data: Optional[str] = None
+    data_mode: str = "lines"
+    val_fraction: float = 0.1
+    log_every: int = 100
+    eval_every: int = 100
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    dtype: str = "float64"
+    threads: int = 1
+    backend: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name, lo in (("batch_size", 1), ("total_steps", 0), ("log_every", 0), ("eval_every", 0),
+                         ("checkpoint_every", 0), ("keep_checkpoints", 1), ("threads", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"the validation fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.data_mode not in MODES:
+            raise ValueError(f"the data mode must be one of {', '.join(MODES)}, got {self.data_mode!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.schedule!r}")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (what a checkpoint stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, extra: Mapping[str, Any], step: int, dtype: str = "float64") -> "TrainConfig":
+        """The settings a checkpoint's run had: its ``extra`` metadata, with LEGACY values for what it lacks, the
+        total steps defaulting to the checkpoint's own ``step``, and the dtype its parameters have. Keys that are no
+        setting (the data's fingerprint, notes of the caller) are ignored; an unknown data mode reads as lines."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {**LEGACY, "total_steps": step, **{k: v for k, v in extra.items() if k in names}, "dtype": dtype}
+        if values["data_mode"] not in MODES:
+            values["data_mode"] = "lines"
+        values["seed"], values["batch_size"] = int(values["seed"]), int(values["batch_size"])
+        values["lr"], values["val_fraction"] = float(values["lr"]), float(values["val_fraction"])
+        values["total_steps"] = int(values["total_steps"])
+        values["data"] = values["data"] or None
+        return cls(**values)
+
+
+__all__ = ["LEGACY", "TrainConfig"]
