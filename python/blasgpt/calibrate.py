@@ -108,8 +108,8 @@ def machine() -> dict[str, str]:
                     flags = " ".join(f for f in _ISA_FLAGS if f in have)
     except OSError:
         pass
-    return {"cpu": name or platform.processor(), "machine": platform.machine(), "flags": flags, "isa": _core.native_isa(),
-            "openblas": _core.blas_info(), "blasgpt": __version__}
+    return {"cpu": name or platform.processor(), "machine": platform.machine(), "flags": flags,
+            "isa": _core.native_isa(), "openblas": _core.blas_info(), "blasgpt": __version__}
 
 
 def cache_path(info: Optional[dict[str, str]] = None) -> Path:
@@ -121,14 +121,14 @@ def read_cache(path: Path, info: dict[str, str]) -> dict[str, list[float]]:
     """The timings in a cache file: {} when it is missing, unreadable, corrupt or from another machine."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not (isinstance(data, dict) and data.get("format") == PLAN_FORMAT and data.get("version") == PLAN_VERSION
             and data.get("machine") == info and isinstance(data.get("timings"), dict)):
         return {}
     return {k: [float(x) for x in v] for k, v in data["timings"].items()
             if isinstance(k, str) and isinstance(v, list) and len(v) == 2
-            and all(isinstance(x, (int, float)) and x >= 0 for x in v)}
+            and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v)}
 
 
 def write_cache(path: Path, info: dict[str, str], timings: dict[str, list[float]]) -> bool:
