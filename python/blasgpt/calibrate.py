@@ -9,9 +9,9 @@ path (``_core.time_attention``). The timings are cached per CPU model, instructi
 leave a valid file; a cache that cannot be read or written is measured around, never an error) and reused by
 every later model and process on the machine.
 
-The plan is made for the rows a step runs per thread (batch positions / threads), rounded to a power of two;
-products of other sizes take the nearest planned shape (within a factor of 4 in each size), others the native
-backend's rule.
+The plan is made for the rows a step runs per thread (batch positions / threads), rounded (row_bucket); products
+of other sizes take the nearest planned shape (within a factor of 4 in each size), others the native backend's
+rule (and so do products too large to time quickly, see MAX_ROWS and MAX_OPERAND).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from .data import cache_dir
 PLAN_FORMAT = "blasgpt gemm plan"
 PLAN_VERSION = 1
 SECONDS_PER_PRODUCT = 0.01  # thread CPU seconds of timing per shape (at least one call of each kernel)
+MAX_ROWS = 4096  # plans are measured at most at this many rows (larger steps take the nearest, or the native rule)
+MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger products follow the native backend's rule
 ATTN_TILE = 64  # model.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # model.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -183,10 +185,15 @@ def _timings(wanted: dict[str, Any]) -> tuple[dict[str, list[float]], str]:
         _memo.update({k: v for k, v in read_cache(path, _machine).items() if k in wanted})
         missing = [k for k in wanted if k not in _memo]
         if missing:
-            new = {k: list(wanted[k]()) for k in missing}
+            new = {}
+            for k in missing:
+                try:
+                    new[k] = list(wanted[k]())
+                except MemoryError:  # left out of the plan (and of the cache: it may fit another time)
+                    pass
             _memo.update(new)
             source = "measured" if write_cache(path, _machine, new) else "measured, not cached"
-    return {k: _memo[k] for k in wanted}, source
+    return {k: _memo[k] for k in wanted if k in _memo}, source
 
 
 @dataclass
@@ -210,16 +217,18 @@ class Plan:
     def summary(self) -> str:
         blas = sum(p["choice"] == "blas" for p in self.products)
         att = "" if self.attention is None else f", attention {self.attention['choice']}"
-        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{att} "
-                f"({self.source}, {self.rows} rows)")
+        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{att}; "
+                f"{self.source} at {self.rows} rows")
 
 
 def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
-    """The plan of a training step of ``rows`` positions per thread (rounded to a power of two) over documents of
-    ``doc_len`` positions."""
-    bucket = row_bucket(rows)
+    """The plan of a training step of ``rows`` positions per thread (rounded to row_bucket, at most MAX_ROWS) over
+    documents of ``doc_len`` positions. Products with an operand of more than MAX_OPERAND elements are left out
+    (they follow the native backend's rule), and so is a product the machine has no memory to time."""
+    bucket = row_bucket(min(rows, MAX_ROWS))
     n = max(1, min(int(doc_len), cfg.block_size))
-    products = model_products(cfg, bucket, n)
+    products = {p: role for p, role in model_products(cfg, bucket, n).items()
+                if max(p.m * p.k, p.k * p.n, p.m * p.n) <= MAX_OPERAND}
     with _lock:
         wanted = {_gemm_key(dtype, p): (lambda p=p: _core.time_gemm(dtype, p.ta, p.tb, p.m, p.n, p.k,
                                                                     SECONDS_PER_PRODUCT))
@@ -227,16 +236,19 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
         timed, source = _timings(wanted)
         rows_out = []
         for p, role in products.items():
+            if _gemm_key(dtype, p) not in timed:
+                continue
             native, blas = timed[_gemm_key(dtype, p)]
             rows_out.append({"role": role, "ta": p.ta, "tb": p.tb, "m": p.m, "n": p.n, "k": p.k, "shape": p.key,
                              "native_s": native, "blas_s": blas, "choice": "blas" if blas < native else "native"})
         plan = Plan(dtype, bucket, n, rows_out, None, source)
-        if n <= CACHED_POSITIONS:  # the fused kernel takes at most 128 positions
-            docs = max(1, min(bucket // n, 64))
+        # the fused kernel takes at most 128 positions; time at most 64 documents and MAX_OPERAND values a buffer
+        docs = min(max(1, bucket // n), 64, MAX_OPERAND // (n * max(3 * cfg.n_embd, cfg.n_head * n)))
+        if n <= CACHED_POSITIONS and docs >= 1:
             key = _attention_key(dtype, cfg, n, docs)
             att, att_source = _timings({key: lambda: _core.time_attention(
                 dtype, cfg.n_embd, cfg.n_head, n, docs, plan.choices(), SECONDS_PER_PRODUCT)})
-            fused, gemm = att[key]
+            fused, gemm = att.get(key, (0.0, 0.0))
             if fused > 0:  # 0: the fused kernel does not take this head width or length
                 plan.attention = {"role": f"attention of {docs} documents of {n} positions", "fused_s": fused,
                                   "gemm_s": gemm, "choice": "fused" if fused <= gemm else "gemm"}

@@ -168,10 +168,11 @@ class Model:
         try:
             block = self.config.block_size
             if batch.windows:
-                docs, rows, n = ids.size // steps, ids.size // steps * block, block  # type: ignore[union-attr]
+                docs = np.asarray(ids).size // steps
+                rows, n = docs * block, block
             else:
-                lens = np.diff(batch.offsets)
-                each = np.minimum(block, (lens if ids is None else lens[ids.reshape(-1)]) - 1)
+                lens = np.diff(np.asarray(batch.offsets))
+                each = np.minimum(block, (lens if ids is None else lens[np.asarray(ids).reshape(-1)]) - 1)
                 docs, rows, n = each.size // steps, int(each.sum()) // steps, int(round(float(each.mean())))
         except (AttributeError, IndexError, TypeError, ValueError):
             return
