@@ -79,16 +79,25 @@ std::vector<T> operand(std::size_t n, int seed) {
     return v;
 }
 
+constexpr std::size_t kColdBytes = std::size_t(8) << 20;  // operand copies cycled through: more than an L2 holds
+
 template <class T>
 GemmTiming time_gemm_of(const GemmShape& s, double seconds) {
-    // stored shapes: A (m,k), or (k,m) when transposed; B (k,n), or (n,k)
+    // stored shapes: A (m,k), or (k,m) when transposed; B (k,n), or (n,k). In a training step a product's operands
+    // were mostly written a while before (other layers' work in between): each call takes the next of several
+    // copies, together larger than a core's L2, so no call finds its operands where the previous one left them.
     const int lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
-    const std::vector<T> a = operand<T>(std::size_t(s.m) * s.k, 1), b = operand<T>(std::size_t(s.k) * s.n, 2);
-    std::vector<T> c(std::size_t(s.m) * s.n, T(0));
+    const std::size_t na = std::size_t(s.m) * s.k, nb = std::size_t(s.k) * s.n, nc = std::size_t(s.m) * s.n;
+    const int copies = int(std::clamp(kColdBytes / ((na + nb + nc) * sizeof(T)), std::size_t(1), std::size_t(64)));
+    const std::vector<T> a = operand<T>(na * copies, 1), b = operand<T>(nb * copies, 2);
+    std::vector<T> c(nc * copies, T(0));
     const Op ta = s.ta ? Op::T : Op::N, tb = s.tb ? Op::T : Op::N;
+    int next[2] = {0, 0};
     const auto [native, blas] = race(
         [&](int i) {
-            gemm_on<T>(i == 1, ta, tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb, T(0), c.data(), s.n);
+            const std::size_t j = std::size_t(next[i]++ % copies);
+            gemm_on<T>(i == 1, ta, tb, s.m, s.n, s.k, T(1), a.data() + j * na, lda, b.data() + j * nb, ldb, T(0),
+                       c.data() + j * nc, s.n);
         },
         seconds);
     return {native, blas};
