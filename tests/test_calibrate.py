@@ -240,6 +240,11 @@ def test_large_steps_plan_within_bounds(cache, monkeypatch):
     small = make_plan(CFG, "float64", 96, 8)
     assert all(max(p["m"] * p["k"], p["k"] * p["n"], p["m"] * p["n"]) <= 2000 for p in small.products)
     assert 0 < len(small.products) < 18
+    monkeypatch.setattr(calibrate, "LARGE_VOLUME", 96 * 64 * 16)  # as many multiply-adds as the MLP's products
+    large = make_plan(CFG, "float64", 96, 8)
+    assert sorted(large.large) == sorted(p.key for p in model_products(CFG, 96, 8) if p.m * p.n * p.k >= 96 * 64 * 16)
+    assert large.large and not {p["shape"] for p in large.products} & set(large.large)
+    assert f"+ {len(large.large)} of 2^29" in large.summary()
 
 
 def test_set_gemm_plan_checks_its_input():

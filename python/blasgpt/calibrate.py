@@ -11,7 +11,7 @@ every later model and process on the machine.
 
 The plan is made for the rows a step runs per thread (batch positions / threads), rounded (row_bucket); products
 of other sizes take the nearest planned shape (within a factor of 4 in each size), others the native backend's
-rule (and so do products too large to time quickly, see MAX_ROWS and MAX_OPERAND).
+rule (and so do products too large to time quickly, see MAX_ROWS, MAX_OPERAND and LARGE_VOLUME).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,6 +37,9 @@ PLAN_VERSION = 1
 SECONDS_PER_PRODUCT = 0.01  # thread CPU seconds of timing per shape (at least one call of each kernel)
 MAX_ROWS = 4096  # plans are measured at most at this many rows (larger steps take the nearest, or the native rule)
 MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger products follow the native backend's rule
+# Products of this many multiply-adds or more go to OpenBLAS untimed, as on the native backend (csrc/gemm.hpp
+# kBlasMinVolume): the native kernels do not block k and fall far behind there, and timing them would take seconds.
+LARGE_VOLUME = 1 << 29
 ATTN_TILE = 64  # model.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # model.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -206,6 +209,7 @@ class Plan:
     products: list[dict[str, Any]]
     attention: Optional[dict[str, Any]]  # fused kernel vs gemm path, when the fused kernel applies
     source: str
+    large: list[str] = field(default_factory=list)  # shapes of LARGE_VOLUME or more: OpenBLAS, untimed
 
     def choices(self) -> list[tuple[bool, bool, int, int, int, bool]]:
         return [(p["ta"], p["tb"], p["m"], p["n"], p["k"], p["choice"] == "blas") for p in self.products]
@@ -217,7 +221,8 @@ class Plan:
     def summary(self) -> str:
         blas = sum(p["choice"] == "blas" for p in self.products)
         att = "" if self.attention is None else f", attention {self.attention['choice']}"
-        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{att}; "
+        large = f" (+ {len(self.large)} of 2^29 multiply-adds or more: OpenBLAS)" if self.large else ""
+        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{large}{att}; "
                 f"{self.source} at {self.rows} rows")
 
 
@@ -227,8 +232,10 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
     (they follow the native backend's rule), and so is a product the machine has no memory to time."""
     bucket = row_bucket(min(rows, MAX_ROWS))
     n = max(1, min(int(doc_len), cfg.block_size))
-    products = {p: role for p, role in model_products(cfg, bucket, n).items()
-                if max(p.m * p.k, p.k * p.n, p.m * p.n) <= MAX_OPERAND}
+    every = model_products(cfg, bucket, n)
+    large = [p.key for p in every if p.m * p.n * p.k >= LARGE_VOLUME]
+    products = {p: role for p, role in every.items()
+                if max(p.m * p.k, p.k * p.n, p.m * p.n) <= MAX_OPERAND and p.m * p.n * p.k < LARGE_VOLUME}
     with _lock:
         wanted = {_gemm_key(dtype, p): (lambda p=p: _core.time_gemm(dtype, p.ta, p.tb, p.m, p.n, p.k,
                                                                     SECONDS_PER_PRODUCT))
@@ -241,7 +248,7 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
             native, blas = timed[_gemm_key(dtype, p)]
             rows_out.append({"role": role, "ta": p.ta, "tb": p.tb, "m": p.m, "n": p.n, "k": p.k, "shape": p.key,
                              "native_s": native, "blas_s": blas, "choice": "blas" if blas < native else "native"})
-        plan = Plan(dtype, bucket, n, rows_out, None, source)
+        plan = Plan(dtype, bucket, n, rows_out, None, source, large)
         # the fused kernel takes at most 128 positions; time at most 64 documents and MAX_OPERAND values a buffer
         docs = min(max(1, bucket // n), 64, MAX_OPERAND // (n * max(3 * cfg.n_embd, cfg.n_head * n)))
         if n <= CACHED_POSITIONS and docs >= 1:
