@@ -89,6 +89,7 @@ def main() -> None:
             model, run = setup(be)
             run()  # warm up (auto: plans its products here)
             runs[be] = (model, run)
+        setup_s = time.process_time() - t0
         ms: dict[str, list[float]] = {be: [] for be in BACKENDS}
         for r in range(args.repeats):
             for be in BACKENDS[r % 3:] + BACKENDS[:r % 3]:
@@ -103,7 +104,7 @@ def main() -> None:
               f"{med['auto'] / min(med['native'], med['blas']):.3f}   ms/step min (median)")
         plan = runs["auto"][0].gemm_plan
         if plan is not None:
-            print(f"{'':20s} auto: {plan.summary()} (setup and warm-up {time.process_time() - t0:.1f} s CPU)")
+            print(f"{'':20s} auto: {plan.summary()} (setup and warm-up {setup_s:.1f} s CPU)")
             if args.plan:
                 for p in plan.products:
                     print(f"{'':22s}{p['role']:24s} {p['shape']:18s} native {p['native_s'] * 1e6:9.1f} µs  "
