@@ -138,6 +138,17 @@ double seconds_arg(double seconds) {
     return seconds;
 }
 
+// f() in the floating-point mode the model computes elements of `elem` bytes in (timings as a training step sees).
+template <class F>
+auto in_float_mode(int elem, F f) {
+    if (elem == int(sizeof(float))) {
+        const FloatMode<float> mode;
+        return f();
+    }
+    const FloatMode<double> mode;
+    return f();
+}
+
 // A gemm plan from Python: (ta, tb, m, n, k, blas) per product shape, for elements of `elem` bytes.
 std::vector<GemmChoice> plan_arg(const py::handle& choices, int elem) {
     std::vector<GemmChoice> out;
@@ -551,7 +562,7 @@ PYBIND11_MODULE(_core, m) {
             const GemmShape s = shape_arg(elem_arg(dtype), ta, tb, m, n, k);
             seconds = seconds_arg(seconds);
             py::gil_scoped_release nogil;
-            const GemmTiming t = time_gemm(s, seconds);
+            const GemmTiming t = in_float_mode(s.elem, [&] { return time_gemm(s, seconds); });
             return std::make_pair(t.native, t.blas);
         },
         py::arg("dtype"), py::arg("ta"), py::arg("tb"), py::arg("m"), py::arg("n"), py::arg("k"),
@@ -570,7 +581,8 @@ PYBIND11_MODULE(_core, m) {
             GemmPlan plan(plan_arg(choices, elem), false);
             seconds = seconds_arg(seconds);
             py::gil_scoped_release nogil;
-            const AttentionTiming t = time_attention(elem, int(C), int(H), int(n), int(docs), plan, seconds);
+            const AttentionTiming t = in_float_mode(
+                elem, [&] { return time_attention(elem, int(C), int(H), int(n), int(docs), plan, seconds); });
             return std::make_pair(t.fused, t.gemm);
         },
         py::arg("dtype"), py::arg("C"), py::arg("H"), py::arg("n"), py::arg("docs"), py::arg("choices"),
