@@ -112,6 +112,62 @@ struct BatchArgs {
     }
 };
 
+constexpr int64_t kMaxTimedElements = int64_t(1) << 28;  // per operand of a timed product (1 GiB of float32)
+
+// One product size for the timing functions: in [1, 65536].
+int dim_arg(int64_t v, const char* name) {
+    if (v < 1 || v > (1 << 16)) fail(std::string(name) + " must be between 1 and 65536, got " + std::to_string(v));
+    return int(v);
+}
+
+GemmShape shape_arg(int elem, bool ta, bool tb, int64_t m, int64_t n, int64_t k) {
+    const GemmShape s{elem, ta, tb, dim_arg(m, "m"), dim_arg(n, "n"), dim_arg(k, "k")};
+    if (int64_t(s.m) * s.k > kMaxTimedElements || int64_t(s.k) * s.n > kMaxTimedElements ||
+        int64_t(s.m) * s.n > kMaxTimedElements)
+        fail("a timed product's operands must each hold at most 2^28 elements");
+    return s;
+}
+
+int elem_arg(const std::string& dtype) {
+    if (dtype != "float32" && dtype != "float64") fail("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+    return dtype == "float32" ? int(sizeof(float)) : int(sizeof(double));
+}
+
+double seconds_arg(double seconds) {
+    if (!(seconds >= 0 && seconds <= 60)) fail("seconds must be in [0, 60]");
+    return seconds;
+}
+
+// f() in the floating-point mode the model computes elements of `elem` bytes in (timings as a training step sees).
+template <class F>
+auto in_float_mode(int elem, F f) {
+    if (elem == int(sizeof(float))) {
+        const FloatMode<float> mode;
+        return f();
+    }
+    const FloatMode<double> mode;
+    return f();
+}
+
+// A gemm plan from Python: (ta, tb, m, n, k, blas) per product shape, for elements of `elem` bytes.
+std::vector<GemmChoice> plan_arg(const py::handle& choices, int elem) {
+    std::vector<GemmChoice> out;
+    for (const py::handle& item : py::iter(choices)) {
+        const auto t = py::cast<std::tuple<bool, bool, int64_t, int64_t, int64_t, bool>>(item);
+        out.push_back({shape_arg(elem, std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t),
+                                 std::get<4>(t)),
+                       std::get<5>(t)});
+    }
+    return out;
+}
+
+py::list plan_list(const GemmPlan& plan) {
+    py::list out;
+    for (const GemmChoice& c : plan.choices())
+        out.append(py::make_tuple(c.shape.ta, c.shape.tb, c.shape.m, c.shape.n, c.shape.k, c.blas));
+    return out;
+}
+
 // A numpy view of one of the model's buffers; `owner` (the Python model object) stays alive while the view does.
 template <class T>
 py::array_t<T> buffer_view(py::object owner, T* data, int64_t n) {
@@ -143,6 +199,24 @@ void bind_model(py::module_& m, const char* name) {
         .def_property(
             "backend", [](const M& self) { return std::string(backend_name(self.backend())); },
             [](M& self, const std::string& b) { self.set_backend(backend_from_name(b)); })
+        .def_property_readonly(
+            "gemm_plan",
+            [](M& self) {
+                std::lock_guard<std::mutex> lock(self.mutex());
+                return py::make_tuple(plan_list(self.gemm_plan()), self.gemm_plan().fused_attention());
+            },
+            "The auto backend's plan: ([(ta, tb, m, n, k, blas), ...], fused attention).")
+        .def(
+            "set_gemm_plan",
+            [](M& self, const py::object& choices, bool fused_attention) {
+                GemmPlan plan(plan_arg(choices, int(sizeof(T))), fused_attention);
+                py::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.set_gemm_plan(std::move(plan));
+            },
+            py::arg("choices"), py::arg("fused_attention"),
+            "Set the auto backend's plan: OpenBLAS (blas true) or native per (ta, tb, m, n, k) product shape; shapes "
+            "near none of them follow the native backend's rule.")
         .def_property(
             "threads", &M::threads,
             [](M& self, int n) {
@@ -482,6 +556,40 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("dtype"), py::arg("seconds") = 0.2,
         "Measured FMA peak of one core (GFLOP/s) with the native kernels' vectors.");
+    m.def(
+        "time_gemm",
+        [](const std::string& dtype, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double seconds) {
+            const GemmShape s = shape_arg(elem_arg(dtype), ta, tb, m, n, k);
+            seconds = seconds_arg(seconds);
+            py::gil_scoped_release nogil;
+            const GemmTiming t = in_float_mode(s.elem, [&] { return time_gemm(s, seconds); });
+            return std::make_pair(t.native, t.blas);
+        },
+        py::arg("dtype"), py::arg("ta"), py::arg("tb"), py::arg("m"), py::arg("n"), py::arg("k"),
+        py::arg("seconds") = 0.01,
+        "(native, OpenBLAS) thread CPU seconds per call of C (m,n) = op(A) op(B): the fastest of rounds taken in "
+        "turns for about `seconds` (at least one call each).");
+    m.def(
+        "time_attention",
+        [](const std::string& dtype, int64_t C, int64_t H, int64_t n, int64_t docs, const py::object& choices,
+           double seconds) {
+            const int elem = elem_arg(dtype);
+            if (C < 1 || C > (1 << 16) || H < 1 || C % H != 0) fail("C must be in [1, 65536] and a multiple of H");
+            if (n < 1 || n > kCachedPositions) fail("n must be between 1 and " + std::to_string(kCachedPositions));
+            if (docs < 1 || docs * n * 3 * C > kMaxTimedElements || docs * H * n * n > kMaxTimedElements)
+                fail("docs must be >= 1 and the timed attention at most 2^28 elements per buffer");
+            GemmPlan plan(plan_arg(choices, elem), false);
+            seconds = seconds_arg(seconds);
+            py::gil_scoped_release nogil;
+            const AttentionTiming t = in_float_mode(
+                elem, [&] { return time_attention(elem, int(C), int(H), int(n), int(docs), plan, seconds); });
+            return std::make_pair(t.fused, t.gemm);
+        },
+        py::arg("dtype"), py::arg("C"), py::arg("H"), py::arg("n"), py::arg("docs"), py::arg("choices"),
+        py::arg("seconds") = 0.01,
+        "(fused kernel, gemm path) thread CPU seconds of attention forward + backward over `docs` documents of n "
+        "positions, the gemm path's products placed by `choices` as in set_gemm_plan; fused is 0 where the kernel "
+        "does not apply.");
     m.def(
         "adam_update",
         [](const py::array& p, const py::array& mo, const py::array& v, const py::array& g, double lr, int64_t step,

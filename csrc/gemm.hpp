@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "gemm_plan.hpp"
+
 namespace blasgpt {
 
 // Whether an operand is used as stored (N) or transposed (T). Matrices are row-major.
@@ -13,6 +15,7 @@ enum class Op { N, T };
 enum class Backend {
     Blas,    // scipy-openblas32's cblas_?gemm for every product: the reference path
     Native,  // blasgpt's own register-blocked kernels (kernels.cpp), and OpenBLAS for the large products it wins
+    Auto,    // per product shape, whichever of the two was faster on this machine (Gemm::plan), else as Native
 };
 
 // The native backend hands a product to OpenBLAS when m·n·k >= kBlasMinVolume. Measured on this project's machine
@@ -25,17 +28,30 @@ enum class Backend {
 // so products of 2^29 (537M) multiply-adds or more (the d384 model's linear layers) go to OpenBLAS.
 constexpr double kBlasMinVolume = double(1 << 29);
 
-Backend backend_from_name(const std::string& name);  // "blas" | "native"; throws std::invalid_argument
+Backend backend_from_name(const std::string& name);  // "blas" | "native" | "auto"; throws std::invalid_argument
 const char* backend_name(Backend b);
 
 // C (m,n) = alpha * op(A) op(B) + beta * C, with op(A) (m,k) and op(B) (k,n); lda/ldb/ldc are row strides.
 struct Gemm {
     Backend backend = Backend::Blas;
+    GemmPlan plan;  // the Auto backend's measured choices (empty: the Native backend's rule)
 
     template <class T>
     void operator()(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
                     T* c, int ldc) const;
+
+    // The one decision: does this product go to OpenBLAS?
+    bool use_blas(const GemmShape& s) const;
+    // Does attention run as the native fused kernel where it applies (else as gemm products)?
+    bool fused_attention() const {
+        return backend == Backend::Native || (backend == Backend::Auto && plan.fused_attention());
+    }
 };
+
+// One product on the given kernels, no decision (what Gemm runs once it has decided; the calibration times both).
+template <class T>
+void gemm_on(bool blas, Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta,
+             T* c, int ldc);
 
 // Keep OpenBLAS single-threaded (our matrices are tiny; parallelism is ours to schedule) and report its build.
 void blas_init();

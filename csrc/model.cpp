@@ -246,6 +246,15 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
     }
 }
 
+template void attention_forward<float>(const Gemm&, float*, float*, float*, const float*, const std::vector<DocSpan>&,
+                                      int, int);
+template void attention_forward<double>(const Gemm&, double*, double*, double*, const double*,
+                                       const std::vector<DocSpan>&, int, int);
+template void attention_backward<float>(const Gemm&, float*, float*, const float*, const float*, const float*,
+                                       const float*, const std::vector<DocSpan>&, int, int);
+template void attention_backward<double>(const Gemm&, double*, double*, const double*, const double*, const double*,
+                                        const double*, const std::vector<DocSpan>&, int, int);
+
 // ---------------------------------------------------------------------------------------------------------------
 // softmax cross-entropy, row-wise with weight w_r = 1 / (B · n_doc):
 //   p = softmax(z) ;  loss = Σ_r w_r · (−log p_r[t_r])
@@ -353,11 +362,12 @@ int64_t plan_docs(Workspace<T>& ws, const Config& cfg, size_t count, Lengths n_o
     return r;
 }
 
-// The native backend runs attention as one fused kernel per document (kernels.cpp) when the shapes suit its vectors;
-// the BLAS backend, and shapes the kernel does not take, use the gemm-based functions above.
+// The native backend runs attention as one fused kernel per document (kernels.cpp) when the shapes suit its vectors
+// (the auto backend when its plan says so); the BLAS backend, and shapes the kernel does not take, use the
+// gemm-based functions above.
 template <class T>
 bool fused_attention(const Gemm& mm, const Config& cfg, const Workspace<T>& ws) {
-    return mm.backend == Backend::Native && attention_kernel_supports(cfg.n_embd, cfg.n_head, ws.max_n, sizeof(T));
+    return mm.fused_attention() && attention_kernel_supports(cfg.n_embd, cfg.n_head, ws.max_n, sizeof(T));
 }
 
 // The forward pass over ws.N planned rows, with attend(layer, cache) filling cache.o from cache.qkv: whole

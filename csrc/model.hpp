@@ -237,6 +237,9 @@ class Model {
     void set_step(int64_t s);
     Backend backend() const { return mm_.backend; }
     void set_backend(Backend b) { mm_.backend = b; }
+    // The auto backend's choices per product shape (gemm_plan.hpp); the other backends ignore them.
+    const GemmPlan& gemm_plan() const { return mm_.plan; }
+    void set_gemm_plan(GemmPlan plan) { mm_.plan = std::move(plan); }
     int threads() const;
     void set_threads(int threads);
 

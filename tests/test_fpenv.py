@@ -57,6 +57,8 @@ def computing_calls(model: blasgpt.Model, tok: blasgpt.Tokenizer, docs: list[str
         ("generate", lambda: blasgpt.generate(model, tok, "a", length=12, num=2)),
         ("sample", lambda: blasgpt.sample(model, tok, num=3)),
         ("adam_update", lambda: _core.adam_update(*(np.full(n, 1e-3, dt) for _ in range(4)), 0.01, 1)),
+        ("time_gemm", lambda: _core.time_gemm(dt.name, False, True, 8, 8, 8, 0.0)),
+        ("time_attention", lambda: _core.time_attention(dt.name, 16, 4, 6, 2, [], 0.0)),
         ("a call that fails in the core", lambda: pytest.raises(ValueError, model._core.loss, bad,
                                                                np.array([0, 2], dtype=np.int64))),
     ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import blasgpt
-from conftest import make_setup
+from conftest import FORCED_BACKENDS, make_setup
 
 # (seed, n_embd, n_head, n_layer, block_size): odd head widths, several layers, short and long blocks
 CONFIGS = [
@@ -38,6 +38,7 @@ def finite_difference_grads(model: blasgpt.Model, batch: blasgpt.Batch, h: float
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{1}H{2}L{3}T{4}".format(*c))
+@pytest.mark.parametrize("backend", FORCED_BACKENDS)
 def test_gradients_match_finite_differences(cfg, backend):
     seed, C, H, L, T = cfg
     model, tok, docs = make_setup(seed, C, H, L, T, backend=backend)

@@ -16,6 +16,7 @@ import pytest
 
 import blasgpt
 from blasgpt import _core
+from conftest import FORCED_BACKENDS
 
 TESTS = Path(__file__).parent
 NAMES = Path(blasgpt.__file__).parent / "datasets" / "names.txt"
@@ -140,6 +141,7 @@ def torch_reference(model: blasgpt.Model, batch: blasgpt.Batch) -> tuple[float, 
 
 @pytest.mark.parametrize("kind", ["windows", "documents"])
 @pytest.mark.parametrize("cfg", [(5, 16, 4, 2, 300), (6, 8, 1, 1, 130)], ids=lambda c: "C{1}H{2}L{3}T{4}".format(*c))
+@pytest.mark.parametrize("backend", FORCED_BACKENDS)
 def test_long_gradients_equal_autograd(cfg, kind, backend):
     seed, C, H, L, T = cfg
     model = random_model(seed, C, H, L, T, backend)

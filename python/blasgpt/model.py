@@ -11,19 +11,20 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from .calibrate import Plan, make_plan, row_bucket
 from .config import Config, MemoryEstimate, MemoryLimitError, check_memory, format_bytes, memory_estimate
 from .data import Batch
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
 DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
-BACKENDS = ("blas", "native")
+BACKENDS = ("auto", "native", "blas")
 _MAX_FLOAT = sys.float_info.max
 
 
 def default_backend() -> str:
-    """The gemm backend: $BLASGPT_GEMM (blas | native), else native (faster than OpenBLAS at every size this
-    project benchmarks, d16 to d512; see README "Performance")."""
-    name = os.environ.get("BLASGPT_GEMM", "native") or "native"
+    """The gemm backend: $BLASGPT_GEMM (auto | native | blas), else auto: per product shape, whichever of the native
+    kernels and OpenBLAS was faster on this machine (blasgpt.calibrate; measured once, cached)."""
+    name = os.environ.get("BLASGPT_GEMM", "auto") or "auto"
     if name not in BACKENDS:
         raise ValueError(f"BLASGPT_GEMM must be one of {', '.join(BACKENDS)}, got {name!r}")
     return name
@@ -76,6 +77,8 @@ class Model:
         self._flat = {"params": self._core.params(), "grads": self._core.grads(),
                       "adam_m": self._core.adam_m(), "adam_v": self._core.adam_v()}
         self._activations_sized = 0  # activation bytes reserve() has checked this model's memory for (the most so far)
+        self._plan: Optional[Plan] = None  # the auto backend's plan in use (see plan_gemm)
+        self._plan_pending = self.backend == "auto"  # plan from the first batch trained on
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:
@@ -127,12 +130,54 @@ class Model:
 
     @property
     def backend(self) -> str:
-        """The gemm backend in use: 'native' (blasgpt's kernels, the default) or 'blas' (OpenBLAS)."""
+        """The gemm backend in use: 'auto' (the default: per product shape, the faster of the two on this machine,
+        see ``plan_gemm``), 'native' (blasgpt's kernels, OpenBLAS for products of 2^29 multiply-adds or more) or
+        'blas' (OpenBLAS for every product)."""
         return str(self._core.backend)
 
     @backend.setter
     def backend(self, name: str) -> None:
         self._core.backend = name
+        self._plan_pending = name == "auto" and self._plan is None
+
+    @property
+    def gemm_plan(self) -> Optional[Plan]:
+        """The plan the auto backend uses (each product shape's choice and both timings), None before one is made."""
+        return self._plan
+
+    def plan_gemm(self, rows: int, doc_len: Optional[int] = None) -> Plan:
+        """Decide each product of a training step of ``rows`` positions per thread (documents of ``doc_len``
+        positions, default block_size) for the auto backend: timings from the machine's cache, or measured now
+        (blasgpt.calibrate), and used by this model from now on (the other backends keep them for when it is
+        switched to auto). ``train`` calls this; a first step without a plan makes one from its batch."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"rows must be a positive integer, got {rows!r}")
+        n = self.config.block_size if doc_len is None else int(doc_len)
+        n = max(1, min(n, self.config.block_size))
+        plan = self._plan
+        if plan is None or plan.rows != row_bucket(rows) or plan.doc_len != n:
+            plan = make_plan(self.config, self.dtype.name, rows, n)
+            self._core.set_gemm_plan(plan.choices(), plan.fused_attention)
+            self._plan = plan
+        self._plan_pending = False
+        return plan
+
+    def _plan_from(self, batch: Batch, ids: Optional[np.ndarray], steps: int = 1) -> None:
+        """plan_gemm for the positions per step and thread of ``steps`` steps of documents ``ids`` of ``batch``
+        (nothing when the batch is malformed: the core says what is wrong with it)."""
+        try:
+            block = self.config.block_size
+            if batch.windows:
+                docs = np.asarray(ids).size // steps
+                rows, n = docs * block, block
+            else:
+                lens = np.diff(np.asarray(batch.offsets))
+                each = np.minimum(block, (lens if ids is None else lens[np.asarray(ids).reshape(-1)]) - 1)
+                docs, rows, n = each.size // steps, int(each.sum()) // steps, int(round(float(each.mean())))
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return
+        if rows >= 1:
+            self.plan_gemm(max(1, rows // max(1, min(self.threads, docs))), n)
 
     @property
     def threads(self) -> int:
@@ -184,6 +229,8 @@ class Model:
                           or not batch.num_docs <= mean_over <= 1 << 62):
             raise ValueError(f"mean_over must be an integer between the batch size ({batch.num_docs}) and 2**62, "
                              f"got {mean_over!r}")
+        if self._plan_pending:
+            self._plan_from(batch, batch.doc_ids)
         return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0, batch.windows)
 
     def train_step(self, batch: Batch, lr: float = 0.01) -> float:
@@ -194,6 +241,8 @@ class Model:
             _check_batch(batch)
         if not (isinstance(lr, float) and 0.0 <= lr <= _MAX_FLOAT):  # (NaN fails the comparison)
             lr = _check_lr(lr)
+        if self._plan_pending:
+            self._plan_from(batch, batch.doc_ids)
         return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows)
 
     def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray) -> np.ndarray:
@@ -202,6 +251,8 @@ class Model:
         (``Batch.of_windows``), on the windows starting at ``doc_ids[s]`` — with learning rate ``lrs[s]``
         (float64). Returns the losses; stops after the first non-finite loss, which is returned but not applied."""
         _check_batch(corpus)
+        if self._plan_pending and isinstance(doc_ids, np.ndarray) and doc_ids.ndim == 2 and doc_ids.shape[0]:
+            self._plan_from(corpus, doc_ids, doc_ids.shape[0])
         return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs, windows=corpus.windows)
 
     def apply_adam(self, lr: float) -> None:

@@ -22,9 +22,10 @@ import numpy as np
 
 from .checkpoint import save_checkpoint
 from .config import Config
-from .corpus import (EVAL_CHUNK_DOCS, EVAL_CHUNK_TOKENS, EVAL_DURING_TRAINING, WINDOW_DRAW_STEPS, Corpus, Feed,
-                     as_corpus, evaluate, evaluate_text, shuffle_docs, split_validation, window_starts)
+from .corpus import (EVAL_CHUNK_DOCS, EVAL_CHUNK_TOKENS, EVAL_DURING_TRAINING, WINDOW_DRAW_STEPS, Corpus, Documents,
+                     Feed, as_corpus, evaluate, evaluate_text, shuffle_docs, split_validation, window_starts)
 from .data import TextData, Tokenizer
+from .calibrate import Plan
 from .model import Model
 from .schedule import lr_at, make_schedule
 from .train_config import TrainConfig
@@ -209,6 +210,21 @@ def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfi
     data.check(model.config.block_size)
 
 
+def plan_run(model: Model, data: Corpus, batch_size: int, ranks: int = 1) -> Optional[Plan]:
+    """With the auto gemm backend, the model's plan (Model.plan_gemm) for training on ``data`` in batches of
+    ``batch_size`` split over ``ranks`` processes: positions per step and thread from the batch and the documents'
+    mean length (all of them, so a resumed run plans the same), or block_size in text mode. None for the others."""
+    if model.backend != "auto":
+        return None
+    block = model.config.block_size
+    n = block
+    if isinstance(data, Documents) and len(data):  # a document of c characters trains on c + 1 positions, <= block
+        lengths = np.fromiter(map(len, data.docs), np.int64, len(data))
+        n = int(round(float(np.minimum(block, lengths + 1).mean())))
+    per_rank = -(-batch_size // ranks)
+    return model.plan_gemm(max(1, per_rank * n // max(1, min(model.threads, per_rank))), n)
+
+
 def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus] = None, steps: Optional[int] = None,
         out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_extra: Optional[dict[str, Any]] = None,
         log: Callable[[str], None] = print, progress_bar: bool = False, comm: Optional[Any] = None) -> History:
@@ -219,6 +235,7 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     tok, B, block = data.tokenizer, config.batch_size, model.config.block_size
     root = comm is None or comm.Get_size() <= 1 or comm.Get_rank() == 0
     _admit(model, data, val, config, steps, out_dir, comm)
+    plan_run(model, data, B, comm.Get_size() if comm is not None else 1)
     val = val if root else None  # only rank 0 validates
     if val is not None:
         val.check(block, validation=True)
@@ -307,5 +324,5 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
 
 
 __all__ = ["EVAL_CHUNK_DOCS", "EVAL_CHUNK_TOKENS", "EVAL_DURING_TRAINING", "History", "TrainingError",
-           "WINDOW_DRAW_STEPS", "evaluate", "evaluate_text", "fit", "lr_at", "microgpt_start", "save_rotating",
-           "shuffle_docs", "split_validation", "train", "window_starts"]
+           "WINDOW_DRAW_STEPS", "evaluate", "evaluate_text", "fit", "lr_at", "microgpt_start", "plan_run",
+           "save_rotating", "shuffle_docs", "split_validation", "train", "window_starts"]

@@ -18,7 +18,7 @@ from ..corpus import MODES, Corpus, DataChanged, load_corpus
 from ..data import DATASETS, DataError
 from ..generate import generate
 from ..model import BACKENDS, Model
-from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, save_rotating
+from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, plan_run, save_rotating
 from ..train_config import TrainConfig
 from .common import EXIT_INTERRUPTED, EXIT_OK, UsageError, nonneg_int, positive_int
 
@@ -67,7 +67,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     t.add_argument("--sample-length", type=nonneg_int, default=300,
                    help="text mode: characters per printed passage (default 300)")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature for those (default 0.5)")
-    t.add_argument("--gemm", choices=BACKENDS, default=None, help="matmul backend (default $BLASGPT_GEMM or native)")
+    t.add_argument("--gemm", choices=BACKENDS, default=None,
+                   help="matmul backend: auto (per product shape the faster of the two, measured once per machine), "
+                   "native or blas (default $BLASGPT_GEMM or auto)")
     t.add_argument("--threads", type=positive_int, default=1,
                    help="split each batch across N threads (default 1; useful with --batch-size >= 8)")
 
@@ -186,7 +188,10 @@ def _model(args: argparse.Namespace, cfg: TrainConfig, sizes: Config, resume: Op
 def _announce(args: argparse.Namespace, cfg: TrainConfig, corpus: Corpus, data: Corpus, val: Corpus, model: Model,
               note: str) -> None:
     c = model.config
-    isa = native_isa() if model.backend == "native" else blas_info().split(" | ")[-1]
+    plan = plan_run(model, data, cfg.batch_size, args.comm.Get_size() if args.comm is not None else 1)
+    isa = {"native": native_isa(), "blas": blas_info().split(" | ")[-1],
+           "auto": f"{native_isa()} | OpenBLAS {blas_info().split(' | ')[-1]}: {plan.summary() if plan else ''}"
+           }[model.backend]
     print(f"blasgpt {__version__} | data {corpus.source}: {data.summary(val)}, vocab {c.vocab_size} | d{c.n_embd} "
           f"h{c.n_head} L{c.n_layer} block {c.block_size}: {model.num_params:,} params | {model.dtype.name} | "
           f"batch {cfg.batch_size} x {model.threads} thread(s) | gemm {model.backend} ({isa}){note}")

@@ -1,0 +1,276 @@
+"""The "auto" gemm backend's plan: for every matrix product a model's training step runs, OpenBLAS or blasgpt's
+native kernels, whichever was faster for that shape on this machine.
+
+Each distinct product shape (the linear layers forward and both backward products, attention's products at the
+batch's document length, per dtype) is timed under both kernels once — a few short rounds taken in turns, thread
+CPU time, the fastest round of each (``_core.time_gemm``) — and so is attention as the fused kernel against the gemm
+path (``_core.time_attention``). The timings are cached per CPU model, instruction set and library versions in
+``cache_dir()/gemm-plan-<machine>.json`` (written whole to a temporary file and renamed, so concurrent writers
+leave a valid file; a cache that cannot be read or written is measured around, never an error) and reused by
+every later model and process on the machine.
+
+The plan is made for the rows a step runs per thread (batch positions / threads), rounded (row_bucket); products
+of other sizes take the nearest planned shape (within a factor of 4 in each size), others the native backend's
+rule (and so do products too large to time quickly, see MAX_ROWS, MAX_OPERAND and LARGE_VOLUME).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from . import _core
+from ._version import __version__
+from .config import Config
+from .data import cache_dir
+
+PLAN_FORMAT = "blasgpt gemm plan"
+PLAN_VERSION = 1
+SECONDS_PER_PRODUCT = 0.01  # thread CPU seconds of timing per shape (at least one call of each kernel)
+MAX_ROWS = 4096  # plans are measured at most at this many rows (larger steps take the nearest, or the native rule)
+MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger products follow the native backend's rule
+# Products of this many multiply-adds or more go to OpenBLAS untimed, as on the native backend (csrc/gemm.hpp
+# kBlasMinVolume): the native kernels do not block k and fall far behind there, and timing them would take seconds.
+LARGE_VOLUME = 1 << 29
+ATTN_TILE = 64  # model.hpp kAttnTile: rows of a tile of the long-context attention path
+CACHED_POSITIONS = 128  # model.hpp kCachedPositions: documents up to this long keep their probabilities
+# CPU flags that decide which kernels run (and how fast): part of the cache's machine key
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16",
+              "avx512_fp16", "amx_tile", "asimd", "sve", "sve2")
+
+
+@dataclass(frozen=True)
+class Product:
+    """One matrix product C (m, n) = op(A) (m, k) op(B) (k, n); ta / tb: that operand is used transposed."""
+
+    ta: bool
+    tb: bool
+    m: int
+    n: int
+    k: int
+
+    @property
+    def key(self) -> str:
+        return f"{'T' if self.ta else 'N'}{'T' if self.tb else 'N'} {self.m}x{self.n}x{self.k}"
+
+
+def row_bucket(rows: int) -> int:
+    """The row count a plan is measured at: the nearest (in ratio) of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of
+    two and 1.5 times them), so batches of about the same size share their measurements."""
+    rows = max(1, int(rows))
+    grid = [b for j in range(rows.bit_length() + 1) for b in (1 << j, 3 << j >> 1) if b >= 1]
+    return min(grid, key=lambda b: abs(math.log(b / rows)))
+
+
+def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
+    """Every distinct product of a training step over ``rows`` positions of documents of ``doc_len`` positions
+    (model.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X, dX = dY W; attention's
+    gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; in tiles of 64 query rows past 128 positions)."""
+    C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
+    out: dict[Product, str] = {}
+    for name, fan_in, fan_out in (("qkv", C, 3 * C), ("attn out", C, C), ("mlp fc1", C, 4 * C),
+                                  ("mlp fc2", 4 * C, C), ("lm_head", C, V)):
+        out.setdefault(Product(False, True, rows, fan_out, fan_in), f"{name} forward")
+        out.setdefault(Product(True, False, fan_out, fan_in, rows), f"{name} dW")
+        out.setdefault(Product(False, False, rows, fan_in, fan_out), f"{name} dX")
+    hd, n = C // H, max(1, min(doc_len, cfg.block_size))
+    if n <= CACHED_POSITIONS:
+        out.setdefault(Product(False, True, n, n, hd), "attention scores")
+        out.setdefault(Product(False, False, n, hd, n), "attention P V, dQ")
+        out.setdefault(Product(True, False, n, hd, n), "attention dV, dK")
+    else:  # tiles against the keys 0..i1 they see: sizes 64, 128, 256, ... and n (nearer ones take the nearest)
+        keys = sorted({n} | {ATTN_TILE << j for j in range(16) if ATTN_TILE << j < n})
+        for i1 in keys:
+            out.setdefault(Product(False, True, ATTN_TILE, i1, hd), "attention tile scores")
+            out.setdefault(Product(False, False, ATTN_TILE, hd, i1), "attention tile P V, dQ")
+            out.setdefault(Product(True, False, i1, hd, ATTN_TILE), "attention tile dV, dK")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cache
+
+def machine() -> dict[str, str]:
+    """What the timings depend on: CPU model and ISA flags, the native kernels' ISA, OpenBLAS and blasgpt."""
+    name, flags = "", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "CPU part") and not name:
+                    name = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    have = set(value.split())
+                    flags = " ".join(f for f in _ISA_FLAGS if f in have)
+    except OSError:
+        pass
+    return {"cpu": name or platform.processor(), "machine": platform.machine(), "flags": flags,
+            "isa": _core.native_isa(), "openblas": _core.blas_info(), "blasgpt": __version__}
+
+
+def cache_path(info: Optional[dict[str, str]] = None) -> Path:
+    digest = hashlib.sha256(json.dumps(info or machine(), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"gemm-plan-{digest}.json"
+
+
+def read_cache(path: Path, info: dict[str, str]) -> dict[str, list[float]]:
+    """The timings in a cache file: {} when it is missing, unreadable, corrupt or from another machine."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not (isinstance(data, dict) and data.get("format") == PLAN_FORMAT and data.get("version") == PLAN_VERSION
+            and data.get("machine") == info and isinstance(data.get("timings"), dict)):
+        return {}
+    return {k: [float(x) for x in v] for k, v in data["timings"].items()
+            if isinstance(k, str) and isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v)}
+
+
+def write_cache(path: Path, info: dict[str, str], timings: dict[str, list[float]]) -> bool:
+    """Add ``timings`` to the cache file (merged with what it holds now): the whole file written to a temporary
+    file beside it, then renamed over it. False, and no file left behind, when it cannot be written."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**read_cache(path, info), **timings}
+        body = json.dumps({"format": PLAN_FORMAT, "version": PLAN_VERSION, "machine": info, "timings": merged},
+                          indent=0, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# measuring and planning
+
+_lock = threading.Lock()
+_memo: dict[str, list[float]] = {}  # this process's timings (measured or read), by key
+_machine: Optional[dict[str, str]] = None
+
+
+def _gemm_key(dtype: str, p: Product) -> str:
+    return f"{dtype} {p.key}"
+
+
+def _attention_key(dtype: str, cfg: Config, n: int, docs: int) -> str:
+    return f"{dtype} attention C{cfg.n_embd} H{cfg.n_head} n{n} docs{docs}"
+
+
+def _timings(wanted: dict[str, Any]) -> tuple[dict[str, list[float]], str]:
+    """Timings of ``wanted`` (key -> a function measuring it): from this process, else the cache, else measured
+    now (and cached). Returns them and where they came from ("cached", "measured" or "measured, not cached")."""
+    global _machine
+    if _machine is None:
+        _machine = machine()
+    source = "cached"
+    missing = [k for k in wanted if k not in _memo]
+    if missing:
+        path = cache_path(_machine)
+        _memo.update({k: v for k, v in read_cache(path, _machine).items() if k in wanted})
+        missing = [k for k in wanted if k not in _memo]
+        if missing:
+            new = {}
+            for k in missing:
+                try:
+                    new[k] = list(wanted[k]())
+                except MemoryError:  # left out of the plan (and of the cache: it may fit another time)
+                    pass
+            _memo.update(new)
+            source = "measured" if write_cache(path, _machine, new) else "measured, not cached"
+    return {k: _memo[k] for k in wanted if k in _memo}, source
+
+
+@dataclass
+class Plan:
+    """A model's plan: per product shape, the choice and both timings (thread CPU seconds per call)."""
+
+    dtype: str
+    rows: int  # the row bucket it was measured at
+    doc_len: int
+    products: list[dict[str, Any]]
+    attention: Optional[dict[str, Any]]  # fused kernel vs gemm path, when the fused kernel applies
+    source: str
+    large: list[str] = field(default_factory=list)  # shapes of LARGE_VOLUME or more: OpenBLAS, untimed
+
+    def choices(self) -> list[tuple[bool, bool, int, int, int, bool]]:
+        return [(p["ta"], p["tb"], p["m"], p["n"], p["k"], p["choice"] == "blas") for p in self.products]
+
+    @property
+    def fused_attention(self) -> bool:
+        return self.attention is None or self.attention["choice"] == "fused"
+
+    def summary(self) -> str:
+        blas = sum(p["choice"] == "blas" for p in self.products)
+        att = "" if self.attention is None else f", attention {self.attention['choice']}"
+        large = f" (+ {len(self.large)} of 2^29 multiply-adds or more: OpenBLAS)" if self.large else ""
+        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{large}{att}; "
+                f"{self.source} at {self.rows} rows")
+
+
+def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
+    """The plan of a training step of ``rows`` positions per thread (rounded to row_bucket, at most MAX_ROWS) over
+    documents of ``doc_len`` positions. Products with an operand of more than MAX_OPERAND elements are left out
+    (they follow the native backend's rule), and so is a product the machine has no memory to time."""
+    bucket = row_bucket(min(rows, MAX_ROWS))
+    n = max(1, min(int(doc_len), cfg.block_size))
+    every = model_products(cfg, bucket, n)
+    large = [p.key for p in every if p.m * p.n * p.k >= LARGE_VOLUME]
+    products = {p: role for p, role in every.items()
+                if max(p.m * p.k, p.k * p.n, p.m * p.n) <= MAX_OPERAND and p.m * p.n * p.k < LARGE_VOLUME}
+    with _lock:
+        wanted = {_gemm_key(dtype, p): (lambda p=p: _core.time_gemm(dtype, p.ta, p.tb, p.m, p.n, p.k,
+                                                                    SECONDS_PER_PRODUCT))
+                  for p in products}
+        timed, source = _timings(wanted)
+        rows_out = []
+        for p, role in products.items():
+            if _gemm_key(dtype, p) not in timed:
+                continue
+            native, blas = timed[_gemm_key(dtype, p)]
+            rows_out.append({"role": role, "ta": p.ta, "tb": p.tb, "m": p.m, "n": p.n, "k": p.k, "shape": p.key,
+                             "native_s": native, "blas_s": blas, "choice": "blas" if blas < native else "native"})
+        plan = Plan(dtype, bucket, n, rows_out, None, source, large)
+        # the fused kernel takes at most 128 positions; time at most 64 documents and MAX_OPERAND values a buffer
+        docs = min(max(1, bucket // n), 64, MAX_OPERAND // (n * max(3 * cfg.n_embd, cfg.n_head * n)))
+        if n <= CACHED_POSITIONS and docs >= 1:
+            key = _attention_key(dtype, cfg, n, docs)
+            att, att_source = _timings({key: lambda: _core.time_attention(
+                dtype, cfg.n_embd, cfg.n_head, n, docs, plan.choices(), SECONDS_PER_PRODUCT)})
+            fused, gemm = att.get(key, (0.0, 0.0))
+            if fused > 0:  # 0: the fused kernel does not take this head width or length
+                plan.attention = {"role": f"attention of {docs} documents of {n} positions", "fused_s": fused,
+                                  "gemm_s": gemm, "choice": "fused" if fused <= gemm else "gemm"}
+                if att_source != "cached":
+                    plan.source = att_source
+    return plan
+
+
+def forget() -> None:
+    """Drop this process's timings (the next plan reads the cache again, or measures)."""
+    global _machine
+    with _lock:
+        _memo.clear()
+        _machine = None
+
+
+__all__ = ["Plan", "Product", "cache_path", "forget", "machine", "make_plan", "model_products", "read_cache",
+           "row_bucket", "write_cache"]

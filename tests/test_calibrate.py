@@ -1,0 +1,257 @@
+"""The auto gemm backend's plan (blasgpt.calibrate): what it measures, its cache on disk (round trip, corrupt or
+foreign files, an unwritable directory, concurrent writers), the backend overrides, and that a model mixing the
+two kernels computes what the forced backends compute. Correctness only: which kernel wins is the machine's
+business (the benchmark times it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import blasgpt
+from blasgpt import _core, calibrate
+from blasgpt.calibrate import Product, make_plan, model_products, row_bucket
+
+from conftest import make_setup
+
+CFG = blasgpt.Config(vocab_size=7, n_embd=16, n_head=4, n_layer=1, block_size=8)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache directory of this test's own, and no timings remembered by the process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    calibrate.forget()
+    yield tmp_path / "xdg" / "blasgpt"
+    calibrate.forget()
+
+
+def no_timing(monkeypatch) -> None:
+    """From here on, any measurement fails the test (the plan must come from the cache or the process)."""
+    def fail(*args, **kwargs):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(_core, "time_gemm", fail)
+    monkeypatch.setattr(_core, "time_attention", fail)
+
+
+def test_row_bucket_is_the_nearest_grid_size():
+    assert [row_bucket(r) for r in (1, 2, 3, 5, 7, 100, 112, 700, 768, 3000)] == [1, 2, 3, 6, 8, 96, 128, 768, 768,
+                                                                                  3072]
+
+
+def test_products_are_the_model_steps_products():
+    C, V, N = 16, 7, 96
+    got = model_products(CFG, N, 8)
+    for fan_in, fan_out in ((C, 3 * C), (C, C), (C, 4 * C), (4 * C, C), (C, V)):  # Y = X Wᵀ, dW = dYᵀ X, dX = dY W
+        assert {Product(False, True, N, fan_out, fan_in), Product(True, False, fan_out, fan_in, N),
+                Product(False, False, N, fan_in, fan_out)} <= set(got)
+    hd = C // 4
+    assert {Product(False, True, 8, 8, hd), Product(False, False, 8, hd, 8), Product(True, False, 8, hd, 8)} <= set(got)
+    assert len(got) == len(set(got)) == 5 * 3 + 3
+    long = blasgpt.Config(vocab_size=7, n_embd=16, n_head=4, n_layer=1, block_size=300)
+    tiles = {p.n for p in model_products(long, 1200, 300) if not p.ta and p.tb and p.m == 64}
+    assert tiles == {64, 128, 256, 300}  # the tile path's key widths: powers of two times 64, and the whole length
+
+
+def test_timings_are_positive_and_checked():
+    native, blas = _core.time_gemm("float32", False, True, 24, 12, 8, 0.001)
+    assert native > 0 and blas > 0
+    fused, gemm = _core.time_attention("float64", 16, 4, 6, 3, [], 0.001)
+    assert fused > 0 and gemm > 0
+    assert _core.time_attention("float32", 12, 1, 6, 3, [], 0.0)[0] == 0  # a head width the fused kernel refuses
+    for bad in (dict(m=0), dict(n=70000), dict(k=-1)):
+        args = dict(dtype="float32", ta=False, tb=False, m=4, n=4, k=4) | bad
+        with pytest.raises(ValueError, match="between 1 and 65536"):
+            _core.time_gemm(**args)
+    with pytest.raises(ValueError, match="2\\^28"):
+        _core.time_gemm("float32", False, False, 65536, 65536, 1)
+    with pytest.raises(ValueError, match="dtype"):
+        _core.time_gemm("float16", False, False, 4, 4, 4)
+    with pytest.raises(ValueError, match="n must be between 1 and 128"):
+        _core.time_attention("float32", 16, 4, 129, 1, [])
+    with pytest.raises(ValueError, match="multiple of H"):
+        _core.time_attention("float32", 16, 3, 4, 1, [])
+
+
+def test_cache_round_trip(cache, monkeypatch):
+    plan = make_plan(CFG, "float32", 100, 6)
+    assert plan.source == "measured" and plan.rows == 96 and plan.doc_len == 6
+    files = list(cache.iterdir())
+    assert [f.name for f in files] == [calibrate.cache_path().name]
+    data = json.loads(files[0].read_text())
+    assert data["format"] == calibrate.PLAN_FORMAT and data["machine"] == calibrate.machine()
+    assert len(data["timings"]) == len(plan.products) + (plan.attention is not None)
+    for p in plan.products:  # each choice is the faster of its two timings
+        assert p["native_s"] > 0 and p["blas_s"] > 0
+        assert p["choice"] == ("blas" if p["blas_s"] < p["native_s"] else "native")
+
+    calibrate.forget()  # a new process: the file answers, nothing is measured
+    no_timing(monkeypatch)
+    again = make_plan(CFG, "float32", 90, 6)  # 90 rows: the same bucket
+    assert again.source == "cached" and again.products == plan.products and again.attention == plan.attention
+    with pytest.raises(AssertionError, match="measured again"):
+        make_plan(CFG, "float64", 96, 6)  # another dtype is another set of shapes
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"format": "blasgpt gemm plan", "version": 1}',
+                                     "foreign"])
+def test_corrupt_or_foreign_cache_is_measured_over_and_rewritten(cache, content):
+    path = calibrate.cache_path()
+    cache.mkdir(parents=True)
+    if content == "foreign":  # a valid file of another machine (the same name, as after a hash collision)
+        other = dict(calibrate.machine(), cpu="some other CPU")
+        calibrate.write_cache(path, other, {"float32 NN 1x1x1": [1.0, 2.0]})
+    else:
+        path.write_text(content)
+    plan = make_plan(CFG, "float32", 96, 6)
+    assert plan.source == "measured"
+    data = json.loads(path.read_text())
+    assert data["machine"] == calibrate.machine() and "float32 NN 1x1x1" not in data["timings"]
+    assert calibrate.read_cache(path, calibrate.machine()).keys() == data["timings"].keys()
+    assert sorted(f.name for f in cache.iterdir()) == [path.name]  # no temporary file left
+
+
+def test_unwritable_cache_is_measured_around(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    calibrate.forget()
+    try:
+        plan = make_plan(CFG, "float32", 96, 6)
+        assert plan.source == "measured, not cached" and len(plan.products) == 18
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-dir"]
+        # the cache file's name taken by a directory: the rename fails, the temporary file is removed
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        calibrate.cache_path().mkdir(parents=True)
+        assert not calibrate.write_cache(calibrate.cache_path(), calibrate.machine(), {"float32 NN 1x1x1": [1, 2]})
+        assert [p.name for p in calibrate.cache_path().parent.iterdir()] == [calibrate.cache_path().name]
+    finally:
+        calibrate.forget()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only directories")
+def test_read_only_cache_dir_is_measured_around(cache):
+    cache.mkdir(parents=True)
+    cache.chmod(0o500)
+    try:
+        assert make_plan(CFG, "float32", 96, 6).source == "measured, not cached"
+        assert list(cache.iterdir()) == []
+    finally:
+        cache.chmod(0o700)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from blasgpt import calibrate
+path, tag = Path(sys.argv[1]), sys.argv[2]
+info = calibrate.machine()
+for i in range(40):
+    assert calibrate.write_cache(path, info, {f"{tag} {i} {j}": [float(i), float(j)] for j in range(50)})
+    assert calibrate.read_cache(path, info), "a reader saw an invalid file"
+"""
+
+
+def test_concurrent_writers_leave_a_valid_file(cache):
+    path = calibrate.cache_path()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag], stderr=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    timings = calibrate.read_cache(path, calibrate.machine())
+    # valid, and holding at least the whole last write (each write merges what the file held when it read it)
+    assert any(all(f"{tag} 39 {j}" in timings for j in range(50)) for tag in "ab")
+    assert sorted(f.name for f in cache.iterdir()) == [path.name]
+
+
+def test_backend_overrides(monkeypatch, cache):
+    monkeypatch.delenv("BLASGPT_GEMM", raising=False)
+    assert blasgpt.Model(CFG).backend == "auto"
+    for name in ("auto", "native", "blas"):
+        monkeypatch.setenv("BLASGPT_GEMM", name)
+        assert blasgpt.Model(CFG).backend == name
+        assert blasgpt.Model(CFG, backend="blas" if name != "blas" else "native").backend != name
+    monkeypatch.setenv("BLASGPT_GEMM", "fast")
+    with pytest.raises(ValueError, match="BLASGPT_GEMM must be one of auto, native, blas"):
+        blasgpt.Model(CFG)
+    m = blasgpt.Model(CFG, backend="native")
+    with pytest.raises(ValueError, match="expected 'blas', 'native' or 'auto'"):
+        m.backend = "fast"
+    m.backend = "auto"
+    assert m.backend == "auto" and m.gemm_plan is None
+
+
+def test_first_step_plans_and_train_plans_its_batch(cache):
+    model, tok, docs = make_setup(3, 16, 4, 1, 8, n_docs=12, vocab=6, backend="auto")
+    assert model.gemm_plan is None
+    model.forward_backward(tok.batch(docs))
+    first = model.gemm_plan
+    assert first is not None and model._core.gemm_plan == (first.choices(), first.fused_attention)
+    model.forward_backward(tok.batch(docs[:2]))  # later batches use the plan they find
+    assert model.gemm_plan is first
+    blasgpt.train(model, tok, docs, steps=3, batch_size=4)
+    n = round(np.mean([min(8, len(d) + 1) for d in docs]))
+    assert (model.gemm_plan.rows, model.gemm_plan.doc_len) == (row_bucket(4 * n), n)
+    forced = blasgpt.Model(model.config, backend="native")
+    forced.forward_backward(tok.batch(docs))
+    assert forced.gemm_plan is None  # the forced backends never measure
+    with pytest.raises(ValueError, match="rows must be a positive integer"):
+        model.plan_gemm(0)
+
+
+def mixed_plan(model: blasgpt.Model, rows: int, n: int, fused: bool) -> None:
+    """A plan that alternates the kernels product by product (whatever this machine would choose)."""
+    shapes = list(model_products(model.config, rows, n))
+    model._core.set_gemm_plan([(p.ta, p.tb, p.m, p.n, p.k, i % 2 == 1) for i, p in enumerate(shapes)], fused)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_mixed_plan_equals_forced_backends(fused):
+    """Kernels mixed product by product, attention fused or as gemm products: the forced backends' numbers (within
+    test_gradients.test_backends_agree's tolerances)."""
+    model, tok, docs = make_setup(13, 16, 4, 2, 8, n_docs=6)
+    batch = tok.batch(docs)
+    results = {}
+    for name in ("blas", "native", "auto"):
+        model.backend = name
+        if name == "auto":
+            rows = int(np.sum(np.minimum(8, np.diff(batch.offsets) - 1)))
+            mixed_plan(model, rows, 5, fused)
+            model._plan_pending = False  # keep this plan (a first step would make the machine's own)
+            assert sum(c[-1] for c in model._core.gemm_plan[0]) == 9  # both kernels in use
+        results[name] = model.forward_backward(batch), model.flat_grads.copy()
+    for forced in ("blas", "native"):
+        assert results["auto"][0] == pytest.approx(results[forced][0], rel=1e-13)
+        np.testing.assert_allclose(results["auto"][1], results[forced][1], rtol=1e-11, atol=1e-13)
+
+
+def test_large_steps_plan_within_bounds(cache, monkeypatch):
+    """Rows past MAX_ROWS are measured at MAX_ROWS; products too large to time are left to the native rule."""
+    plan = make_plan(CFG, "float32", 10**6, 8)
+    assert plan.rows == calibrate.MAX_ROWS and len(plan.products) == 18
+    monkeypatch.setattr(calibrate, "MAX_OPERAND", 2000)
+    small = make_plan(CFG, "float64", 96, 8)
+    assert all(max(p["m"] * p["k"], p["k"] * p["n"], p["m"] * p["n"]) <= 2000 for p in small.products)
+    assert 0 < len(small.products) < 18
+    monkeypatch.setattr(calibrate, "LARGE_VOLUME", 96 * 64 * 16)  # as many multiply-adds as the MLP's products
+    large = make_plan(CFG, "float64", 96, 8)
+    assert sorted(large.large) == sorted(p.key for p in model_products(CFG, 96, 8) if p.m * p.n * p.k >= 96 * 64 * 16)
+    assert large.large and not {p["shape"] for p in large.products} & set(large.large)
+    assert f"+ {len(large.large)} of 2^29" in large.summary()
+
+
+def test_set_gemm_plan_checks_its_input():
+    m = blasgpt.Model(CFG, backend="auto")
+    with pytest.raises(ValueError, match="between 1 and 65536"):
+        m._core.set_gemm_plan([(False, True, 0, 4, 4, True)], True)
+    with pytest.raises((TypeError, RuntimeError)):
+        m._core.set_gemm_plan([("x", True, 4, 4)], True)
+    m._core.set_gemm_plan([], False)
+    assert m._core.gemm_plan == ([], False)
