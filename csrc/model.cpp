@@ -86,13 +86,13 @@ int64_t num_params(const Config& cfg) {
 template <class T>
 void embed_forward(T* e, T* y, T* rstd, const int32_t* tok, const int32_t* pos, const T* wte, const T* wpe, int64_t N,
                    int C) {
-    embed_rmsnorm_kernel(e, y, rstd, tok, pos, wte, wpe, N, C, T(kRmsEps));
+    embed_rmsnorm_kernel<T>(e, y, rstd, tok, pos, wte, wpe, N, C, T(kRmsEps));
 }
 
 template <class T>
 void embed_backward(T* dwte, T* dwpe, const T* dy, const T* e, const T* rstd, const int32_t* tok, const int32_t* pos,
                     int64_t N, int C) {
-    embed_rmsnorm_backward_kernel(dwte, dwpe, dy, e, rstd, tok, pos, N, C);
+    embed_rmsnorm_backward_kernel<T>(dwte, dwpe, dy, e, rstd, tok, pos, N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -101,12 +101,12 @@ void embed_backward(T* dwte, T* dwpe, const T* dy, const T* e, const T* rstd, co
 
 template <class T>
 void rmsnorm_forward(T* y, T* rstd, const T* x, int64_t N, int C) {
-    rmsnorm_kernel(y, rstd, x, N, C, T(kRmsEps));
+    rmsnorm_kernel<T>(y, rstd, x, N, C, T(kRmsEps));
 }
 
 template <class T>
 void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, int C) {
-    rmsnorm_backward_kernel(dx, dy, x, rstd, N, C);  // dx += ...
+    rmsnorm_backward_kernel<T>(dx, dy, x, rstd, N, C);  // dx += ...
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -130,12 +130,12 @@ void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, cons
 
 template <class T>
 void relu_forward(T* h, const T* u, int64_t n) {
-    relu_kernel(h, u, static_cast<const T*>(nullptr), n);
+    relu_kernel<T>(h, u, nullptr, n);
 }
 
 template <class T>
 void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
-    relu_kernel(du, u, dh, n);
+    relu_kernel<T>(du, u, dh, n);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
             if (n <= kCachedPositions) {
                 T* p = att + d.att_off + int64_t(h) * n * n;
                 mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
-                causal_softmax_kernel(p, n, 0, n, static_cast<T*>(nullptr), nullptr, 0);
+                causal_softmax_kernel<T>(p, n, 0, n, nullptr, nullptr, 0);
                 mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), o, C);
                 continue;
             }
@@ -186,7 +186,7 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
                 T* p = scratch;  // (rows, i1)
                 mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), p, i1);
                 T* st = stats + int64_t(i0) * 2 * H + h;
-                causal_softmax_kernel(p, rows, i0, i1, st, st + H, 2 * H);
+                causal_softmax_kernel<T>(p, rows, i0, i1, st, st + H, 2 * H);
                 mm(Op::N, Op::N, rows, hd, i1, T(1), p, i1, v, ld, T(0), o + int64_t(i0) * C, C);
             }
         }
@@ -213,7 +213,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                 T* ds = scratch;  // dP, then dS in place
                 mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
                 mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
-                causal_softmax_backward_kernel(ds, p, static_cast<T*>(nullptr), n, 0, n, nullptr, nullptr, 0, nullptr);
+                causal_softmax_backward_kernel<T>(ds, p, nullptr, n, 0, n, nullptr, nullptr, 0, nullptr);
                 mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
                 mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
                 continue;
@@ -237,7 +237,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
                     dot[i - i0] = acc;
                 }
                 const T* st = stats + int64_t(i0) * 2 * H + h;
-                causal_softmax_backward_kernel(ds, p, p, rows, i0, i1, st, st + H, 2 * H, dot);
+                causal_softmax_backward_kernel<T>(ds, p, p, rows, i0, i1, st, st + H, 2 * H, dot);
                 mm(Op::N, Op::N, rows, hd, i1, scale, ds, i1, k, ld, T(0), dq + int64_t(i0) * ld, ld);
                 mm(Op::T, Op::N, i1, hd, rows, scale, ds, i1, q + int64_t(i0) * ld, ld, T(1), dk, ld);
                 mm(Op::T, Op::N, i1, hd, rows, T(1), p, i1, dO + int64_t(i0) * C, C, T(1), dv, ld);
@@ -253,7 +253,7 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
 
 template <class T>
 double softmax_xent_forward(T* probs, const T* logits, const int32_t* target, const T* weight, int64_t N, int V) {
-    return softmax_xent_kernel(probs, logits, target, weight, N, V);  // vectorized exp (kernels.cpp)
+    return softmax_xent_kernel<T>(probs, logits, target, weight, N, V);  // vectorized exp (kernels.cpp)
 }
 
 template <class T>
@@ -274,7 +274,7 @@ void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* target, co
 template <class T>
 void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t) {
     const AdamStep s{lr, a.beta1, a.beta2, a.eps, 1 - std::pow(a.beta1, double(t)), 1 - std::pow(a.beta2, double(t))};
-    adam_kernel(p, m, v, g, n, s);  // vectorized for this CPU (kernels.cpp)
+    adam_kernel<T>(p, m, v, g, n, s);  // vectorized for this CPU (kernels.cpp)
 }
 
 template void adam_update<float>(float*, float*, float*, const float*, int64_t, double, const AdamConfig&, int64_t);
@@ -357,7 +357,7 @@ int64_t plan_docs(Workspace<T>& ws, const Config& cfg, size_t count, Lengths n_o
 // the BLAS backend, and shapes the kernel does not take, use the gemm-based functions above.
 template <class T>
 bool fused_attention(const Gemm& mm, const Config& cfg, const Workspace<T>& ws) {
-    return mm.backend == Backend::Native && attention_kernel_supports(cfg.n_embd, cfg.n_head, ws.max_n, sizeof(T));
+    return mm.backend == Backend::Native && attention_supports_kernel<T>(cfg.n_embd, cfg.n_head, ws.max_n);
 }
 
 // The forward pass over ws.N planned rows, with attend(layer, cache) filling cache.o from cache.qkv: whole
@@ -397,7 +397,7 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
     const bool fused = fused_attention(mm, cfg, ws);
     forward_with(mm, cfg, table, params, ws, [&](int, typename Workspace<T>::Layer& c) {
         if (fused)
-            attention_kernel_forward(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
+            attention_forward_kernel<T>(c.o.data(), c.att.data(), c.qkv.data(), ws.docs.data(), int64_t(ws.docs.size()),
                                      C, H);
         else
             attention_forward(mm, c.o.data(), c.att.data(), ws.datt.data(), c.qkv.data(), ws.docs, C, H);
@@ -433,7 +433,7 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         // attention branch
         linear_backward(mm, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
         if (fused_attention(mm, cfg, ws))
-            attention_kernel_backward(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
+            attention_backward_kernel<T>(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
                                       int64_t(ws.docs.size()), C, H);
         else
             attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.o.data(), c.qkv.data(), c.att.data(), ws.docs,
