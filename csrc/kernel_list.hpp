@@ -42,7 +42,7 @@ BLASGPT_KERNEL(causal_softmax_backward, void,
                 std::ptrdiff_t st, const T* dot),
                (ds, p, pout, rows, first, width, mx, inv, st, dot))
 
-// The model's row-wise passes (model.cpp gives the formulas). rmsnorm: y = r·x with r = 1 / sqrt(mean_c x_c² + eps)
+// The model's row-wise passes (layers.cpp gives the formulas). rmsnorm: y = r·x with r = 1 / sqrt(mean_c x_c² + eps)
 // -> rstd; embed_rmsnorm does the first one on e = wte[tok] + wpe[pos], storing e. rmsnorm_backward:
 // dx += r·dy − (r³ / C)·x·Σ_c(dy_c x_c); embed_rmsnorm_backward adds that dx to the rows dwte[tok], dwpe[pos]
 // instead. relu: h = max(u, 0), or with dh its backward h = dh·[u > 0] (h may alias dh).
@@ -60,7 +60,7 @@ BLASGPT_KERNEL(embed_rmsnorm_backward, void,
 BLASGPT_KERNEL(relu, void, (T* h, const T* u, const T* dh, std::int64_t n), (h, u, dh, n))
 
 // Fused causal attention over whole documents (all heads per call, no gemm): the same math as attention_forward /
-// attention_backward in model.cpp. Instead of the probabilities it keeps, per row, each head's max score and
+// attention_backward in layers.cpp. Instead of the probabilities it keeps, per row, each head's max score and
 // 1/Σexp (2C values) in `stats`, and backward recomputes P from them. Applies when attention_supports() says so.
 BLASGPT_KERNEL(attention_supports, bool, (int C, int H, int max_positions), (C, H, max_positions))
 BLASGPT_KERNEL(attention_forward, void,

@@ -499,7 +499,7 @@ void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, in
     }
 }
 
-// Row-wise elementwise passes of the model (model.cpp states the formulas), vector by vector along each row.
+// Row-wise elementwise passes of the model (layers.cpp states the formulas), vector by vector along each row.
 // rmsnorm: r = 1 / sqrt(mean_c x_c² + eps), y = r·x; with tok (the first norm), x is the embedding
 // e = wte[tok] + wpe[pos], written to e on the way.
 template <class T>
