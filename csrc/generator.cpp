@@ -3,7 +3,7 @@
 // (attention_row_forward, layers.cpp): the same numbers the whole-window forward computes.
 #include "generator.hpp"
 
-#include "check.hpp"
+#include "internal.hpp"
 
 #include <algorithm>
 #include <cmath>

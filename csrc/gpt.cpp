@@ -2,7 +2,7 @@
 // loss and backward passes over a planned workspace (gpt.hpp).
 #include "gpt.hpp"
 
-#include "check.hpp"
+#include "internal.hpp"
 
 #include <algorithm>
 #include <string>
@@ -237,13 +237,9 @@ void model_forward_cached(const Gemm& mm, const Config& cfg, const std::vector<P
 // Every function above, for float and double.
 template struct Workspace<float>;
 template struct Workspace<double>;
-#define BLASGPT_INSTANTIATE(name)               \
-    template decltype(name<float>) name<float>; \
-    template decltype(name<double>) name<double>;
 BLASGPT_INSTANTIATE(model_forward)
 BLASGPT_INSTANTIATE(model_loss)
 BLASGPT_INSTANTIATE(model_backward)
 BLASGPT_INSTANTIATE(model_forward_cached)
-#undef BLASGPT_INSTANTIATE
 
 }  // namespace blasgpt

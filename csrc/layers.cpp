@@ -3,6 +3,8 @@
 // row-wise pass through a vectorized kernel (kernel_list.hpp).
 #include "layers.hpp"
 
+#include "internal.hpp"
+
 #include <cmath>
 
 namespace blasgpt {
@@ -230,9 +232,6 @@ void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamC
 
 // ---------------------------------------------------------------------------------------------------------------
 // Every function above, for float and double.
-#define BLASGPT_INSTANTIATE(name)               \
-    template decltype(name<float>) name<float>; \
-    template decltype(name<double>) name<double>;
 BLASGPT_INSTANTIATE(embed_forward)
 BLASGPT_INSTANTIATE(embed_backward)
 BLASGPT_INSTANTIATE(rmsnorm_forward)
@@ -247,6 +246,5 @@ BLASGPT_INSTANTIATE(attention_row_forward)
 BLASGPT_INSTANTIATE(softmax_xent_forward)
 BLASGPT_INSTANTIATE(softmax_xent_backward)
 BLASGPT_INSTANTIATE(adam_update)
-#undef BLASGPT_INSTANTIATE
 
 }  // namespace blasgpt

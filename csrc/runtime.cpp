@@ -2,7 +2,7 @@
 // and the one mutex every entry point holds.
 #include "runtime.hpp"
 
-#include "check.hpp"
+#include "internal.hpp"
 #include "threadpool.hpp"
 
 #include <algorithm>
