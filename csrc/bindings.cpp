@@ -1,4 +1,5 @@
-// The only file that knows about Python: check arguments, release the GIL, call plain C++.
+// The only file that knows about Python: check arguments, release the GIL, call plain C++ (which does its own
+// locking: runtime.hpp states the rule).
 // std::invalid_argument thrown by the core becomes ValueError (pybind11's standard translation).
 // Every call that computes holds a FloatMode<T> (fpenv.hpp) while it runs: float32 flushes subnormals, and the
 // caller's floating-point control word is back when the call returns.
@@ -8,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -18,8 +18,11 @@
 #include "bpe.hpp"
 #include "fpenv.hpp"
 #include "gemm.hpp"
+#include "generator.hpp"
+#include "gpt.hpp"
 #include "kernels.hpp"
-#include "model.hpp"
+#include "layers.hpp"
+#include "runtime.hpp"
 
 namespace py = pybind11;
 using namespace blasgpt;
@@ -195,15 +198,20 @@ void bind_model(py::module_& m, const char* name) {
              py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
              py::arg("backend") = "native", py::arg("threads") = 1)
         .def_property_readonly("num_params", &M::size)
-        .def_property("step", &M::step, &M::set_step, "Number of Adam updates applied so far.")
+        .def_property("step", &M::step, py::cpp_function(&M::set_step, py::call_guard<py::gil_scoped_release>()),
+                      "Number of Adam updates applied so far.")
         .def_property(
             "backend", [](const M& self) { return std::string(backend_name(self.backend())); },
-            [](M& self, const std::string& b) { self.set_backend(backend_from_name(b)); })
+            py::cpp_function([](M& self, const std::string& b) { self.set_backend(backend_from_name(b)); },
+                             py::call_guard<py::gil_scoped_release>()))
         .def_property_readonly(
             "gemm_plan",
             [](M& self) {
-                std::lock_guard<std::mutex> lock(self.mutex());
-                return py::make_tuple(plan_list(self.gemm_plan()), self.gemm_plan().fused_attention());
+                const GemmPlan plan = [&] {
+                    py::gil_scoped_release nogil;
+                    return self.gemm_plan();
+                }();
+                return py::make_tuple(plan_list(plan), plan.fused_attention());
             },
             "The auto backend's plan: ([(ta, tb, m, n, k, blas), ...], fused attention).")
         .def(
@@ -211,7 +219,6 @@ void bind_model(py::module_& m, const char* name) {
             [](M& self, const py::object& choices, bool fused_attention) {
                 GemmPlan plan(plan_arg(choices, int(sizeof(T))), fused_attention);
                 py::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 self.set_gemm_plan(std::move(plan));
             },
             py::arg("choices"), py::arg("fused_attention"),
@@ -221,7 +228,6 @@ void bind_model(py::module_& m, const char* name) {
             "threads", &M::threads,
             [](M& self, int n) {
                 py::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 self.set_threads(n);
             },
             "Worker threads a batch is split across (deterministic reduction order).")
@@ -247,7 +253,6 @@ void bind_model(py::module_& m, const char* name) {
                 view.mean_over = int64_arg(mean_over, "mean_over");
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 return self.forward_backward(view);
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("mean_over") = 0,
@@ -263,7 +268,6 @@ void bind_model(py::module_& m, const char* name) {
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 return self.train_step(args.view(), lr, adam);
             },
             // windows before the Adam constants: Model.train_step passes all it needs by position (keywords cost
@@ -287,7 +291,6 @@ void bind_model(py::module_& m, const char* name) {
                 {
                     py::gil_scoped_release nogil;
                     const FloatMode<T> mode;
-                    std::lock_guard<std::mutex> lock(self.mutex());
                     done = self.train_steps(args.view(), ids.data(), steps, batch, lr.data(), losses.mutable_data(),
                                             adam);
                 }
@@ -306,7 +309,6 @@ void bind_model(py::module_& m, const char* name) {
                 const AdamConfig adam{beta1, beta2, eps};
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 self.apply_adam(lr, adam);
             },
             py::arg("lr"), py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
@@ -318,7 +320,6 @@ void bind_model(py::module_& m, const char* name) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 return self.loss(args.view());
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("windows") = false)
@@ -332,7 +333,6 @@ void bind_model(py::module_& m, const char* name) {
                 {
                     py::gil_scoped_release nogil;
                     const FloatMode<T> mode;
-                    std::lock_guard<std::mutex> lock(self.mutex());
                     self.logits(dst, t.data(), n);
                 }
                 return out;
@@ -349,7 +349,6 @@ void bind_model(py::module_& m, const char* name) {
                 bound->owner = owner;
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                std::lock_guard<std::mutex> lock(self.mutex());
                 bound->gen = std::make_unique<Generator<T>>(self, p.data(), p.size(), num, seed, sc);
                 return bound;
             },

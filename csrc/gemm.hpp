@@ -1,5 +1,5 @@
-// The one matrix-multiply interface of blasgpt. Every product in model.cpp goes through Gemm, so the choice of
-// kernel (OpenBLAS, or the portable loops used as a cross-check) is made in exactly one place.
+// The one matrix-multiply interface of blasgpt. Every product of the model goes through Gemm, so the choice of
+// kernel (OpenBLAS or the native kernels) is made in exactly one place, Gemm::operator().
 #pragma once
 
 #include <cstdint>
@@ -18,14 +18,10 @@ enum class Backend {
     Auto,    // per product shape, whichever of the two was faster on this machine (Gemm::plan), else as Native
 };
 
-// The native backend hands a product to OpenBLAS when m·n·k >= kBlasMinVolume. Measured on this project's machine
-// (AMD EPYC Zen 4, AVX-512, one core, float32 GFLOP/s native / OpenBLAS, /work/scratch-perf/gemmbench):
-//   d128 layer shapes, m·n·k <= 50M (768 x 512 x 128 and its transposes):   native 100-112, OpenBLAS 99-105
-//   2048 x 384 x 384 (302M):                                               native 103,     OpenBLAS 100
-//   2048 x 1152 x 384 NT (906M): 72 / 96;  1152 x 384 x 2048 TN: 62 / 97;  1536 x 384 x 2048 TN: 33 / 85;
-//   2048 x 1536 x 384 NN (1.2G): 83 / 99   (native has no k blocking and reads A with a stride: it falls off once
-//   its panels and A's column walk leave L1/L2)
-// so products of 2^29 (537M) multiply-adds or more (the d384 model's linear layers) go to OpenBLAS.
+// The native backend hands a product to OpenBLAS when m·n·k >= kBlasMinVolume: a crossover measured per product
+// shape, one core, float32 on AVX-512, where the native kernels (no k blocking) fall behind once their panels leave
+// L1/L2 (the d384 model's linear layers); re-measure by timing a product of each shape on both backends
+// (Model backend "blas" vs "native", or $BLASGPT_GEMM).
 constexpr double kBlasMinVolume = double(1 << 29);
 
 Backend backend_from_name(const std::string& name);  // "blas" | "native" | "auto"; throws std::invalid_argument

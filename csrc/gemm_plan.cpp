@@ -2,7 +2,7 @@
 
 #include "gemm.hpp"
 #include "kernels.hpp"
-#include "model.hpp"
+#include "layers.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -113,12 +113,12 @@ AttentionTiming time_attention_of(int C, int H, int n, int ndocs, const GemmPlan
     Gemm mm;
     mm.backend = Backend::Auto;
     mm.plan = plan;
-    const bool fusable = attention_kernel_supports(C, H, n, sizeof(T));
+    const bool fusable = attention_supports_kernel<T>(C, H, n);
     const auto [fused, gemm] = race(
         [&](int i) {
             if (i == 0 && fusable) {
-                attention_kernel_forward(out.data(), stats.data(), qkv.data(), docs.data(), ndocs, C, H);
-                attention_kernel_backward(dqkv.data(), dout.data(), qkv.data(), stats.data(), docs.data(), ndocs, C, H);
+                attention_forward_kernel<T>(out.data(), stats.data(), qkv.data(), docs.data(), ndocs, C, H);
+                attention_backward_kernel<T>(dqkv.data(), dout.data(), qkv.data(), stats.data(), docs.data(), ndocs, C, H);
             } else if (i == 1) {
                 attention_forward(mm, out.data(), att.data(), scratch.data(), qkv.data(), docs, C, H);
                 attention_backward(mm, dqkv.data(), scratch.data(), dout.data(), out.data(), qkv.data(), att.data(),

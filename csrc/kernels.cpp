@@ -1,7 +1,9 @@
-// The native kernels: register-blocked gemm for the small matrices this model makes, and the Adam update over the
-// one parameter buffer. This file is compiled once per instruction set (BLASGPT_ISA = base | avx2 | avx512, each
-// with its own compiler flags) and gemm.cpp picks the best one the CPU supports at run time, so one wheel runs on
-// any x86-64 and uses AVX-512 where it exists.
+// The native kernels: register-blocked gemm for the small matrices this model makes, the fused attention, the
+// row-wise passes and the Adam update over the one parameter buffer: every entry of kernel_list.hpp, as a template
+// over the element type. This file is compiled once per instruction set (BLASGPT_ISA = base | avx2 | avx512, each
+// with its own compiler flags, see blasgpt_kernel() in CMakeLists.txt); each build exports one symbol, its
+// kernel_set(), and dispatch.cpp picks the best one the CPU supports at run time, so one wheel runs on any x86-64
+// and uses AVX-512 where it exists.
 //
 // gemm: every product is reduced to C (m, n) = alpha · A (m, k) · B (k, n) + beta · C where A is read element by
 // element through strides (so A or Aᵀ costs the same) and B goes by column panels of NR (packed and zero padded
@@ -236,7 +238,7 @@ void gemm_tiles(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda,
 inline int round_up(int n, int L) { return (n + L - 1) / L * L; }
 
 template <class T>
-void gemm_impl(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+void gemm(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
                int ldc, T* panel) {
     if (k == 0) {  // no products: C = beta · C (beta == 0 clears, as BLAS)
         for (int i = 0; i < m; ++i)
@@ -281,7 +283,7 @@ inline void segment_sum(Vec<T>* x, int CV, int hd) {
 constexpr int kFusedMaxVectors = 64;  // C <= 64 vectors: per-row accumulators stay on the stack
 
 template <class T>
-bool fused_ok(int C, int H, int n) {
+bool attention_supports(int C, int H, int n) {
     constexpr int L = lanes<T>();
     const int hd = C / H;
     return n <= kFusedMaxPositions && C % L == 0 && C / L <= kFusedMaxVectors && L % hd == 0;
@@ -385,7 +387,7 @@ void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats
 
 // Row-wise softmax with cross-entropy: probs = softmax(logits); returns Σ_r weight_r · −log probs_r[target_r]
 template <class T>
-double softmax_xent_impl(T* probs, const T* logits, const std::int32_t* target, const T* weight, std::int64_t N,
+double softmax_xent(T* probs, const T* logits, const std::int32_t* target, const T* weight, std::int64_t N,
                          int V) {
     constexpr int L = lanes<T>();
     const int VP = round_up(V, L), nv = VP / L;
@@ -437,7 +439,7 @@ inline void store_part(T* p, int j0, int cnt, Vec<T> v) {
 }
 
 template <class T>
-void causal_softmax_impl(T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st) {
+void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
     for (int r = 0; r < rows; ++r) {
@@ -466,7 +468,7 @@ void causal_softmax_impl(T* s, int rows, int first, int width, T* mx, T* inv, st
 // P either given in p (mx == nullptr; the dot is computed) or recomputed from the scores in p into pout (which may
 // be p) as exp(s_j − mx_r)·inv_r, with the dot given (dot_r = dO_r · O_r, the same sum).
 template <class T>
-void causal_softmax_backward_impl(T* ds, const T* p, T* pout, int rows, int first, int width, const T* mx, const T* inv,
+void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, int width, const T* mx, const T* inv,
                                   std::ptrdiff_t st, const T* dot) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
@@ -497,7 +499,7 @@ void causal_softmax_backward_impl(T* ds, const T* p, T* pout, int rows, int firs
     }
 }
 
-// Row-wise elementwise passes of the model (model.cpp states the formulas), vector by vector along each row.
+// Row-wise elementwise passes of the model (layers.cpp states the formulas), vector by vector along each row.
 // rmsnorm: r = 1 / sqrt(mean_c x_c² + eps), y = r·x; with tok (the first norm), x is the embedding
 // e = wte[tok] + wpe[pos], written to e on the way.
 template <class T>
@@ -554,7 +556,7 @@ void rmsnorm_backward_impl(T* dx, const T* dy, const T* x, const T* rstd, std::i
 
 // relu: h = max(u, 0); with dh: h = dh·[u > 0] (its backward, h may be dh)
 template <class T>
-void relu_impl(T* h, const T* u, const T* dh, std::int64_t n) {
+void relu(T* h, const T* u, const T* dh, std::int64_t n) {
     constexpr int L = lanes<T>();
     std::int64_t i = 0;
     for (; i + L <= n; i += L) {
@@ -566,7 +568,7 @@ void relu_impl(T* h, const T* u, const T* dh, std::int64_t n) {
 
 // Adam, elementwise and branch-free so it vectorizes (division and sqrt included: built with -fno-math-errno)
 template <class T>
-void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
+void adam(T* __restrict p, T* __restrict m, T* __restrict v, const T* __restrict g, std::int64_t n,
                const AdamStep& s) {
     const T b1 = T(s.beta1), b2 = T(s.beta2), c1 = T(1 - s.beta1), c2 = T(1 - s.beta2);
     // the bias corrections as multiplications by 1/(1 − β^t): one division per element instead of three
@@ -581,103 +583,49 @@ void adam_impl(T* __restrict p, T* __restrict m, T* __restrict v, const T* __res
     }
 }
 
-}  // namespace
-
-void adam(float* p, float* m, float* v, const float* g, std::int64_t n, const AdamStep& s) {
-    adam_impl(p, m, v, g, n, s);
+// The entries of kernel_list.hpp not written above, as thin templates over the passes they share.
+template <class T>
+std::size_t panel_size(int k, int) {
+    return std::size_t(k) * std::size_t(2 * lanes<T>());  // one panel of the wider tile shape
 }
 
-void adam(double* p, double* m, double* v, const double* g, std::int64_t n, const AdamStep& s) {
-    adam_impl(p, m, v, g, n, s);
+template <class T>
+void rmsnorm(T* y, T* rstd, const T* x, std::int64_t N, int C, T eps) {
+    rmsnorm_impl<T>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+template <class T>
+void embed_rmsnorm(T* e, T* y, T* rstd, const std::int32_t* tok, const std::int32_t* pos, const T* wte, const T* wpe,
+                   std::int64_t N, int C, T eps) {
+    rmsnorm_impl<T>(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
+}
+template <class T>
+void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, std::int64_t N, int C) {
+    rmsnorm_backward_impl<T>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
+}
+template <class T>
+void embed_rmsnorm_backward(T* dwte, T* dwpe, const T* dy, const T* x, const T* rstd, const std::int32_t* tok,
+                            const std::int32_t* pos, std::int64_t N, int C) {
+    rmsnorm_backward_impl<T>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
 }
 
-bool attention_supports(int C, int H, int n, std::size_t elem) {
-    return elem == sizeof(float) ? fused_ok<float>(C, H, n) : fused_ok<double>(C, H, n);
-}
-
-void attention_forward(float* out, float* stats, const float* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
-                       int H) {
+template <class T>
+void attention_forward(T* out, T* stats, const T* qkv, const DocSpan* docs, std::int64_t ndocs, int C, int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
         attention_forward_doc(out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C,
                               docs[d].n, C, H);
 }
-void attention_forward(double* out, double* stats, const double* qkv, const DocSpan* docs, std::int64_t ndocs, int C,
-                       int H) {
-    for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_forward_doc(out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C,
-                              docs[d].n, C, H);
-}
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* stats, const DocSpan* docs,
-                        std::int64_t ndocs, int C, int H) {
+template <class T>
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* stats, const DocSpan* docs, std::int64_t ndocs,
+                        int C, int H) {
     for (std::int64_t d = 0; d < ndocs; ++d)
         attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
                                stats + docs[d].row * 2 * C, docs[d].n, C, H);
 }
-void attention_backward(double* dqkv, const double* dout, const double* qkv, const double* stats, const DocSpan* docs,
-                        std::int64_t ndocs, int C, int H) {
-    for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
-                               stats + docs[d].row * 2 * C, docs[d].n, C, H);
-}
-double softmax_xent(float* probs, const float* logits, const std::int32_t* target, const float* weight,
-                    std::int64_t N, int V) {
-    return softmax_xent_impl(probs, logits, target, weight, N, V);
-}
-double softmax_xent(double* probs, const double* logits, const std::int32_t* target, const double* weight,
-                    std::int64_t N, int V) {
-    return softmax_xent_impl(probs, logits, target, weight, N, V);
-}
-
-void causal_softmax(float* s, int rows, int first, int width, float* mx, float* inv, std::ptrdiff_t st) {
-    causal_softmax_impl(s, rows, first, width, mx, inv, st);
-}
-void causal_softmax(double* s, int rows, int first, int width, double* mx, double* inv, std::ptrdiff_t st) {
-    causal_softmax_impl(s, rows, first, width, mx, inv, st);
-}
-void causal_softmax_backward(float* ds, const float* p, float* pout, int rows, int first, int width, const float* mx, const float* inv,
-                             std::ptrdiff_t st, const float* dot) {
-    causal_softmax_backward_impl(ds, p, pout, rows, first, width, mx, inv, st, dot);
-}
-void causal_softmax_backward(double* ds, const double* p, double* pout, int rows, int first, int width, const double* mx,
-                             const double* inv, std::ptrdiff_t st, const double* dot) {
-    causal_softmax_backward_impl(ds, p, pout, rows, first, width, mx, inv, st, dot);
-}
-
-void rmsnorm(float* y, float* rstd, const float* x, std::int64_t N, int C, float eps) {
-    rmsnorm_impl<float>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
-}
-void embed_rmsnorm(float* e, float* y, float* rstd, const std::int32_t* tok, const std::int32_t* pos, const float* wte,
-                   const float* wpe, std::int64_t N, int C, float eps) {
-    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
-}
-void rmsnorm_backward(float* dx, const float* dy, const float* x, const float* rstd, std::int64_t N, int C) {
-    rmsnorm_backward_impl<float>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
-}
-void embed_rmsnorm_backward(float* dwte, float* dwpe, const float* dy, const float* x, const float* rstd, const std::int32_t* tok,
-                            const std::int32_t* pos, std::int64_t N, int C) {
-    rmsnorm_backward_impl<float>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
-}
-void relu(float* h, const float* u, const float* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
-void rmsnorm(double* y, double* rstd, const double* x, std::int64_t N, int C, double eps) {
-    rmsnorm_impl<double>(y, rstd, x, N, C, eps, nullptr, nullptr, nullptr, nullptr, nullptr);
-}
-void embed_rmsnorm(double* e, double* y, double* rstd, const std::int32_t* tok, const std::int32_t* pos, const double* wte,
-                   const double* wpe, std::int64_t N, int C, double eps) {
-    rmsnorm_impl(y, rstd, e, N, C, eps, e, tok, pos, wte, wpe);
-}
-void rmsnorm_backward(double* dx, const double* dy, const double* x, const double* rstd, std::int64_t N, int C) {
-    rmsnorm_backward_impl<double>(dx, dy, x, rstd, N, C, nullptr, nullptr, nullptr, nullptr);
-}
-void embed_rmsnorm_backward(double* dwte, double* dwpe, const double* dy, const double* x, const double* rstd, const std::int32_t* tok,
-                            const std::int32_t* pos, std::int64_t N, int C) {
-    rmsnorm_backward_impl<double>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
-}
-void relu(double* h, const double* u, const double* dh, std::int64_t n) { relu_impl(h, u, dh, n); }
 
 // The FMA peak of one core: A independent chains of acc = acc · x + y on full vectors (enough chains to cover the
-// FMA latency on every port), `iters` times. Returns a value derived from the results so nothing is optimized away.
+// FMA latency on every port), `iters` times.
 template <class T>
-T fma_chains(std::int64_t iters) {
+double fma_probe(std::int64_t iters, double* flops) {
     constexpr int A = 16;
     Vec<T> acc[A];
     for (int a = 0; a < A; ++a) acc[a] = splat(T(a + 1) * T(1e-3));
@@ -686,31 +634,28 @@ T fma_chains(std::int64_t iters) {
         for (int a = 0; a < A; ++a) acc[a] = acc[a] * x + y;
     Vec<T> s = Vec<T>{};
     for (int a = 0; a < A; ++a) s += acc[a];
+    *flops = 2.0 * A * lanes<T>() * double(iters);
     return hsum<T>(s);
 }
 
-double fma_probe(bool single, std::int64_t iters, double* flops) {
-    constexpr int A = 16;
-    if (single) {
-        *flops = 2.0 * A * lanes<float>() * double(iters);
-        return fma_chains<float>(iters);
-    }
-    *flops = 2.0 * A * lanes<double>() * double(iters);
-    return fma_chains<double>(iters);
+// This instruction set's table: every entry of kernel_list.hpp, instantiated for T.
+template <class T>
+KernelTable<T> table() {
+    return {
+#define BLASGPT_KERNEL(name, ret, params, args) &name<T>,
+#include "kernel_list.hpp"
+#undef BLASGPT_KERNEL
+    };
 }
 
-std::size_t panel_size(int k, int, std::size_t elem) {
-    return std::size_t(k) * std::size_t(2 * BLASGPT_VEC_BYTES / int(elem));  // one panel of the wider tile shape
-}
+#define BLASGPT_STR2(x) #x
+#define BLASGPT_STR(x) BLASGPT_STR2(x)
 
-void gemm(Op ta, Op tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
-          float beta, float* c, int ldc, float* panel) {
-    gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
-}
+}  // namespace
 
-void gemm(Op ta, Op tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb,
-          double beta, double* c, int ldc, double* panel) {
-    gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
+const KernelSet& kernel_set() {
+    static const KernelSet set{BLASGPT_STR(BLASGPT_ISA), table<float>(), table<double>()};
+    return set;
 }
 
 }  // namespace BLASGPT_KERNEL_NS

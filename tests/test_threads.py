@@ -61,3 +61,27 @@ def test_train_steps_stops_before_applying_a_non_finite_loss():
     assert losses.shape == (1,) and not np.isfinite(losses[0])
     assert model.step == 1
     np.testing.assert_array_equal(model.flat_params, before)
+
+
+def test_calls_on_one_model_from_two_python_threads_run_one_at_a_time():
+    """The core locks every call on a model (csrc/runtime.hpp), the bindings only release the GIL: two Python threads
+    training one model at once end in exactly the state of the same steps taken one after another (each train_steps
+    call runs whole; all steps are alike, so the order of the two calls does not matter)."""
+    import threading
+
+    steps = 60
+    models = [make_setup(55, 32, 4, 2, 16, n_docs=16)[0] for _ in range(2)]
+    _, tok, docs = make_setup(55, 32, 4, 2, 16, n_docs=16)
+    corpus = tok.batch(docs)
+    ids = np.tile(np.arange(len(docs), dtype=np.int64), (steps, 1))
+    lrs = np.full(steps, 1e-3)
+    np.testing.assert_array_equal(models[0].flat_params, models[1].flat_params)
+    models[0].train_steps(corpus, ids, lrs)
+    models[0].train_steps(corpus, ids, lrs)
+    threads = [threading.Thread(target=models[1].train_steps, args=(corpus, ids, lrs)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert models[1].step == models[0].step == 2 * steps
+    np.testing.assert_array_equal(models[1].flat_params, models[0].flat_params)
