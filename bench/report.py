@@ -185,7 +185,7 @@ def _long_runs(rep: Report) -> list[str]:
         for r in m:
             lines.append(f"  {r['ranks']} rank(s): {r['us_per_doc']:.2f} µs/doc over the whole run (first chunk "
                          f"{r['chunk_us_per_doc'][0]:.2f}, last {r['chunk_us_per_doc'][-1]:.2f}), {r['speedup']:.2f}x; "
-                         f"allreduce {r['allreduce_us']:.1f} µs/step")
+                         f"allreduce {r['allreduce_us']:.1f} µs/step ({r['checked']})")
     return lines
 
 
@@ -207,7 +207,8 @@ def format_table(rep: Report, command: str) -> str:
         lines += _gemm_choices(rep.extra.get("gemm_choices"))
     if rep.comparisons:
         lines += ["", "Ratios (measured in this run):"] + [f"  {c}" for c in rep.comparisons]
-    lines += ["", "Every row was checked before timing:"]
+    if rep.rows:
+        lines += ["", "Every row was checked before timing:"]
     seen = set()
     for r in rep.rows:
         key = (r.section, r.workload, r.impl, r.dtype, r.batch, r.threads, r.checked)

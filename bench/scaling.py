@@ -110,7 +110,9 @@ def mpi_worker(run: dict[str, Any]) -> None:
         print(json.dumps({"ranks": comm.Get_size(), "steps": lr.steps, "us_per_doc": total / lr.steps / batch * 1e6,
                           "chunk_us_per_doc": [t / batch * 1e6 for t in chunks], "final_loss": loss,
                           "allreduce_us": reduce_s * 1e6 if comm.Get_size() > 1 else 0.0,
-                          "params": model.num_params}), flush=True)
+                          "params": model.num_params,
+                          "checked": "step 0's data-parallel loss equals one process's on the same batch (1e-5)"}),
+              flush=True)
 
 
 def mpi_rows(rep: Any, quick: bool, ranks: tuple[int, ...] = (1, 2)) -> None:

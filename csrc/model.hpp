@@ -1,6 +1,6 @@
 // blasgpt's model: microgpt's GPT as paired forward/backward free functions over one contiguous parameter buffer.
 //
-// Notation (see MATH.md in the project docs): a packed batch has N rows (token positions of all its documents,
+// Notation (see docs/MATH.md): a packed batch has N rows (token positions of all its documents,
 // concatenated), C = n_embd, H = n_head, hd = C / H, F = 4C (MLP width), V = vocab size, L = n_layer. Activations
 // are row-major (N, width) matrices; a linear layer with weight W (out, in) computes Y = X Wᵀ.
 #pragma once
