@@ -30,6 +30,7 @@ against the FMA peak of one core measured in the same run by the core's probe, t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -56,39 +57,43 @@ def run(quick: bool = False, only: Optional[str] = None, data: str = DEFAULT_DAT
     imports torch), then the single-process rows."""
     repeats, seconds = (2, 0.05) if quick else (5, 0.4)
     info = machine_info()
-    probe_peaks(info, 10 if quick else 25)
     rep = Report(info)
+    probe_peaks(info, 10 if quick else 25)
     load = Load()
     works = Workloads(data)
     if only is None or only in TEXT_PARTS:  # a text that cannot be read stops the run here, before any timing
         s = works.stream()
         info["text"] = {"source": s.source, "tokens": int(s.tokens.size), "vocab_size": s.tok.vocab_size}
     rep.extra["gemm_choices"] = None  # the backend each product shape took, once the core reports it
-    have_torch = _import_torch(rep) if only is None or only in ("d16", "d64", "text-d128", "text-d384",
-                                                                "whole-run") else False
-    wants_threads = only is None or only in ("threads", "text-d128", "d16", "d64")
+    have_torch = importlib.util.find_spec("torch") is not None  # imported below, after the child processes ran
+    if not have_torch:
+        rep.notes.append("PyTorch not installed: its rows are skipped (pip install torch to include them)")
+    def selected(name: str, *also: str) -> bool:  # whether the run includes a part: all, --only it, or --only one of
+        return only is None or only in (name, *also)  # ``also`` (the parts that need it)
+
     parts: list[tuple[str, bool, Callable[[], Any]]] = [
-        ("threads", wants_threads, lambda: thread_rows(rep, quick, data)),
-        ("mpi", True, lambda: mpi_rows(rep, quick)),
-        ("steady", True, lambda: steady_rows(rep, works, quick)),
-        ("whole-run", True, lambda: whole_run_rows(rep, quick, data, have_torch)),
-        ("d16", True, lambda: names_rows(rep, works, 16, have_torch, repeats, seconds)),
-        ("d64", True, lambda: names_rows(rep, works, 64, have_torch, repeats, seconds)),
-        ("text-d128", True, lambda: text_rows(rep, works, "text-d128", have_torch, repeats, seconds)),
-        ("text-d384", not quick or only == "text-d384",
+        ("threads", selected("threads", "d16", "d64", "text-d128"), lambda: thread_rows(rep, quick, data)),
+        ("mpi", selected("mpi"), lambda: mpi_rows(rep, quick)),
+        ("steady", selected("steady"), lambda: steady_rows(rep, works, quick)),
+        ("whole-run", selected("whole-run"), lambda: whole_run_rows(rep, quick, data, have_torch)),
+        ("torch", have_torch and selected("torch", "d16", "d64", "text-d128", "text-d384"),
+         lambda: _import_torch(rep)),
+        ("d16", selected("d16"), lambda: names_rows(rep, works, 16, have_torch, repeats, seconds)),
+        ("d64", selected("d64"), lambda: names_rows(rep, works, 64, have_torch, repeats, seconds)),
+        ("text-d128", selected("text-d128"), lambda: text_rows(rep, works, "text-d128", have_torch, repeats, seconds)),
+        ("text-d384", only == "text-d384" or (only is None and not quick),  # a step takes seconds
          lambda: text_rows(rep, works, "text-d384", have_torch, 1 if quick else 3, 0.0)),
-        ("overhead", True, lambda: call_rows(rep, works.names(16), quick, repeats, seconds)),
-        ("generate", True, lambda: generate_rows(rep, works.text("text-d128"), quick, repeats, seconds)),
+        ("overhead", selected("overhead"), lambda: call_rows(rep, works.names(16), quick, repeats, seconds)),
+        ("generate", selected("generate"),
+         lambda: generate_rows(rep, works.text("text-d128"), quick, repeats, seconds)),
     ]
+    if quick and only is None:
+        rep.notes.append("text-d384 skipped by --quick (a step takes seconds): --only text-d384 runs it")
     rep.done("setup")
-    for name, wanted, part in parts:
-        if only not in (None, name) and not (name == "threads" and wanted):
-            continue
-        if not wanted:
-            rep.notes.append(f"{name} skipped by --quick (a step takes seconds): --only {name} runs it")
-            continue
-        part()
-        rep.done(name)
+    for name, runs, part in parts:
+        if runs:
+            part()
+            rep.done(name)
     if only is None:
         info["adam"] = bench_adam(quick)
         rep.done("adam")
@@ -99,18 +104,15 @@ def run(quick: bool = False, only: Optional[str] = None, data: str = DEFAULT_DAT
     probe_peaks(info, 10 if quick else 25)  # again at the end: a peak that grew means the first saw a busy core
     if (info["peak_gflops_f32"], info["peak_gflops_f64"]) != first:
         rep.rescale_peaks()
+    rep.done("setup")
     return rep
 
 
-def _import_torch(rep: Report) -> bool:
-    try:
-        import torch
-    except ImportError:
-        rep.notes.append("PyTorch not installed: its rows are skipped (pip install torch to include them)")
-        return False
+def _import_torch(rep: Report) -> None:
+    import torch
+
     torch.set_num_threads(1)
     rep.machine["torch"] = torch.__version__
-    return True
 
 
 def _reexec_single_threaded(argv: Sequence[str], prog: str) -> Optional[int]:
