@@ -1,4 +1,4 @@
-"""Per-call Python overhead of the training API (issue 10): python bench/overhead.py [--reps N] [--steps N].
+"""Per-call Python overhead of the training API: python bench/overhead.py [--reps N] [--steps N].
 
 CPU time (time.process_time) of this process, best of ``--reps`` rounds (the timed loops take turns within a
 round, so a change in the machine's load hits all of them alike), per step or per document:

@@ -1,4 +1,5 @@
-"""Shared helpers: small random models and ragged document sets."""
+"""Shared helpers: small random models and ragged document sets. The benchmark's directory (bench/) is put on the
+import path, so tests use its PyTorch reference model (``from torch_gpt import TorchGPT``) instead of their own."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import numpy as np
 import pytest
 
 import blasgpt
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.append(str(BENCH_DIR))
 
 FORCED_BACKENDS = ("blas", "native")
 BACKENDS = FORCED_BACKENDS + ("auto",)  # auto: each product on the kernel this machine measured faster

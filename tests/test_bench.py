@@ -1,6 +1,7 @@
-"""Smoke test of the benchmark: ``bench --quick`` runs from an installed package, checks every row of every kind
-(names, text windows, call paths, thread and MPI scaling, generation) and writes its JSON; plus the PyTorch SDPA
-text baseline against blasgpt's float64 gradients. (Nothing here asserts a speed: timings belong to the bench.)"""
+"""Smoke test of the benchmark (bench/, not part of the installed package): ``python -m blasgpt bench --quick``
+finds it, checks every row of every kind (names, text windows, call paths, thread and MPI scaling, the steady-state
+and whole-run long runs, generation) and writes its JSON; the entry's errors are one line. (Nothing here asserts a
+speed: timings belong to the bench.)"""
 
 from __future__ import annotations
 
@@ -9,26 +10,33 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import blasgpt
-from blasgpt.baselines import TorchTextGPT
-from blasgpt import bench
-from blasgpt.bench import TEXT, WORKLOADS, text_stream
-
-SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+from blasgpt import bench_entry
+from conftest import BENCH_DIR
+from recipe import TEXT
 
 
-def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path):
+def bench(*args: str, cwd, env_extra: dict[str, str] | None = None, timeout: float = 900):
+    env = dict(os.environ, BLASGPT_BENCH_DIR=str(BENCH_DIR), **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "blasgpt", "bench", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    """A small text for the text-mode parts: the bundled names, one per line (a few hundred thousand characters)."""
+    p = tmp_path / "names-text.txt"
+    p.write_text("\n".join(blasgpt.load_docs()) + "\n")
+    return p
+
+
+def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
     out = tmp_path / "bench.json"
-    env = dict(os.environ)
-    if SHAKESPEARE.is_file():  # CI keeps shared/ beside the repository; the run itself starts elsewhere
-        env["BLASGPT_SHAKESPEARE"] = str(SHAKESPEARE)
-    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--quick", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    r = bench("--quick", "--json", str(out), "--data", str(text_file), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     rows = data["rows"]
@@ -40,55 +48,65 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path):
     assert all(row["us_min"] > 0 and row["checked"] for row in rows)
     assert all(0 < row["pct_peak"] and row["peak_gflops"] > 0 for row in rows if row["gflops"])
     assert data["machine"]["peak_gflops_f32"] > 0 and "OpenBLAS" in data["machine"]["openblas"]
-    names = {t["name"] for t in data["targets"]}
-    assert any("tok.batch" in n for n in names) and any("train_step" in n for n in names)
-    assert all(isinstance(t["met"], bool) for t in data["targets"])
+    assert data["machine"]["text"]["source"] == str(text_file)
+    ratios = "\n".join(data["comparisons"])
+    assert "train_step" in ratios and "µs per call" in ratios and "blasgpt.train" in ratios
+    # the long runs: both backends and both workloads in steady state, one schedule each, every chunk timed
+    steady = data["steady"]
+    assert {(s["workload"].split()[0], s["backend"]) for s in steady} == {
+        (w, b) for w in ("names", "text") for b in ("native", "blas")}
+    assert all(len(s["ms_per_step"]) == s["steps"] // s["chunk"] and s["ratio"] > 0 and s["checked"] for s in steady)
+    whole = data["whole_run"]
+    assert [s["impl"] for s in whole["sides"]] == ["blasgpt", *torch]
+    assert all(s["step"] > 0 and s["seconds"] > 0 and len(s["val"]) >= 2 and s["checked"] for s in whole["sides"])
+    assert "gemm_choices" in data
     if (os.cpu_count() or 1) >= 2:
         assert data["thread_scaling"]["torch_imported"] is False
         assert any(row["threads"] == 2 for row in rows if row["section"] == "text")
-    for word in ("µs/doc", "µs/token", "tokens/s", "target", "command: python -m blasgpt bench --quick"):
+    if "mpi" in data:
+        assert [m["ranks"] for m in data["mpi"]] == [1, 2] and all(m["speedup"] > 0 for m in data["mpi"])
+    else:
+        assert any("MPI scaling skipped" in n for n in data["notes"])
+    for word in ("µs/doc", "µs/token", "tokens/s", "Steady state", "Whole run", "wall seconds per part",
+                 "command: python -m blasgpt bench --quick"):
         assert word in r.stdout
 
 
-def test_bench_only_accepts_the_new_parts_and_rejects_others(tmp_path):
-    assert {"text-d128", "text-d384", "overhead", "threads", "mpi", "generate"} <= set(WORKLOADS)
-    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--only", "d999"], capture_output=True, text=True,
-                       timeout=60, cwd=tmp_path)
+def test_bench_only_rejects_an_unknown_part(tmp_path):
+    r = bench("--only", "d999", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bench_names_a_missing_text_file_in_one_line(tmp_path):
-    env = dict(os.environ, BLASGPT_SHAKESPEARE=str(tmp_path / "missing.txt"))
-    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--quick", "--only", "text-d128"],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    missing = tmp_path / "missing.txt"
+    r = bench("--quick", "--only", "text-d128", "--data", str(missing), cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == [f"blasgpt bench: error: BLASGPT_SHAKESPEARE={tmp_path / 'missing.txt'} "
-                                             "is not a file"]
+    assert r.stderr.strip().splitlines() == [f"blasgpt bench: error: data file not found: {missing}"]
 
 
-def test_text_stream_falls_back_to_names_and_rejects_a_missing_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("BLASGPT_SHAKESPEARE", str(tmp_path / "missing.txt"))
-    with pytest.raises(ValueError, match="not a file"):
-        text_stream()
-    (tmp_path / "t.txt").write_text("to be or not to be")
-    monkeypatch.setenv("BLASGPT_SHAKESPEARE", str(tmp_path / "t.txt"))
-    assert text_stream() == ("to be or not to be", str(tmp_path / "t.txt"))
-    # found nowhere (no variable, nothing beside the package or the working directory): the bundled names
-    monkeypatch.delenv("BLASGPT_SHAKESPEARE")
-    monkeypatch.setattr(bench, "__file__", str(tmp_path / "site" / "blasgpt" / "bench.py"))
+def test_bench_entry_says_how_to_run_it_when_there_is_no_checkout(tmp_path, monkeypatch, capsys):
+    r = bench("--quick", "--bench-dir", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"blasgpt bench: error: --bench-dir {tmp_path} is not the benchmark "
+                                             "directory (no bench.py and recipe.py)"]
+    # installed without a checkout: nothing beside the package, nothing in the working directory
+    monkeypatch.delenv("BLASGPT_BENCH_DIR", raising=False)
+    monkeypatch.setattr(bench_entry, "__file__", str(tmp_path / "site" / "blasgpt" / "bench_entry.py"))
     monkeypatch.chdir(tmp_path)
-    text, source = text_stream()
-    assert text == "\n".join(blasgpt.load_docs()) and "names.txt" in source
-    # a copy of shared/ beside the working directory's parent is found
-    (tmp_path / "shared" / "data").mkdir(parents=True)
-    (tmp_path / "shared" / "data" / "tinyshakespeare.txt").write_text("First Citizen:")
-    (tmp_path / "repo").mkdir()
-    monkeypatch.chdir(tmp_path / "repo")
-    assert text_stream()[0] == "First Citizen:"
+    assert bench_entry.run_bench(None, ["--quick"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "python bench/bench.py" in err[0] and "not part of the installed package" in err[0]
+    # a checkout as the working directory is found
+    (tmp_path / "bench").mkdir()
+    for name in ("bench.py", "recipe.py"):
+        (tmp_path / "bench" / name).write_text("")
+    assert bench_entry.find_bench_dir() == tmp_path / "bench"
 
 
 def test_torch_sdpa_text_baseline_matches_blasgpt_float64():
     pytest.importorskip("torch")
+    from torch_gpt import TorchGPT
+
     text = "\n".join(blasgpt.load_docs()[:400])
     tok = blasgpt.Tokenizer.from_docs([text])
     tokens = tok.encode(text)
@@ -97,10 +115,10 @@ def test_torch_sdpa_text_baseline_matches_blasgpt_float64():
     model = blasgpt.Model(cfg, "float64", seed=3)
     starts = np.array([0, 17, 230, 999], dtype=np.int64)
     loss = model.forward_backward(blasgpt.Batch.of_windows(tokens, starts))
-    ref = TorchTextGPT({k: v.copy() for k, v in model.params.items()}, cfg, "float64")
-    got_loss, grads = ref.forward_backward(tokens, starts)
+    ref = TorchGPT({k: v.copy() for k, v in model.params.items()}, cfg, "float64")
+    got_loss, grads = ref.forward_backward(ref.windows(tokens, starts))
     assert abs(got_loss - loss) < 1e-12
     for k, g in model.grads.items():
         np.testing.assert_allclose(grads[k], g, rtol=1e-9, atol=1e-13)
     # and the check can fail: another window changes the loss
-    assert abs(ref.forward_backward(tokens, starts + 1)[0] - loss) > 1e-6
+    assert abs(ref.forward_backward(ref.windows(tokens, starts + 1))[0] - loss) > 1e-6

@@ -130,13 +130,12 @@ def test_long_gradients_match_finite_differences(cfg, kind, backend):
 
 
 def torch_reference(model: blasgpt.Model, batch: blasgpt.Batch) -> tuple[float, dict[str, np.ndarray]]:
-    """Loss and gradients of the batch from bench.TorchGPT (float64 autograd), windows copied out as documents."""
+    """Loss and gradients of the batch from the benchmark's PyTorch reference model (float64 autograd)."""
     pytest.importorskip("torch", reason="PyTorch not installed: pip install .[torch] for the autograd check")
-    from blasgpt.bench import TorchGPT
+    from torch_gpt import TorchGPT
 
-    docs = as_documents(batch, model.config.block_size) if batch.windows else batch
     ref = TorchGPT({k: v.copy() for k, v in model.params.items()}, model.config, "float64")
-    return ref.forward_backward(docs.tokens, docs.offsets)
+    return ref.forward_backward(batch)
 
 
 @pytest.mark.parametrize("kind", ["windows", "documents"])

@@ -88,7 +88,11 @@ def test_a_failing_rank_ends_the_job_with_a_message(tmp_path):
 
 
 def test_scaling_bench_runs(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--mpi", "--quick"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    from conftest import BENCH_DIR
+
+    r = subprocess.run([sys.executable, "-m", "blasgpt", "bench", "--only", "mpi", "--quick"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, BLASGPT_BENCH_DIR=str(BENCH_DIR)))
     assert r.returncode == 0, r.stderr
-    assert "| ranks |" in r.stdout and "allreduce" in r.stdout
+    assert "MPI scaling skipped" not in r.stdout, r.stdout
+    assert "1 rank(s):" in r.stdout and "2 rank(s):" in r.stdout and "allreduce" in r.stdout

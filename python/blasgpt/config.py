@@ -69,7 +69,7 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
 
 
 def training_flops(cfg: Config, doc_positions: "list[int] | Any") -> float:
-    """Matmul FLOPs of one forward+backward over documents with the given position counts n (MATH.md's formula):
+    """Matmul FLOPs of one forward+backward over documents with the given position counts n (docs/MATH.md's formula):
     3 * (2n(L*12C^2 + C*V) + L*2C*n(n+1)) summed over documents."""
     total = 0.0
     C, L = cfg.n_embd, cfg.n_layer
