@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-148 cases, 92 command line and 56 API (test_cli_bad_input unless named):
+152 cases, 96 command line and 56 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -14,7 +14,8 @@ Every API case asserts the exception type and its message.
                trains, and samples only that character)
   sizes        --n-embd 0, 1.5 and 100000; --n-head -1 and 32 (> n_embd); --n-layer 0; --block-size 0;
                --batch-size 0; --steps -5; --n-head 4 with --n-embd 10 (does not divide)
-  train flags  --lr nan, -0.1, inf, abc; --lr 1e300 (training diverges: exit 1, no checkpoint);
+  train flags  --lr nan, -0.1, inf, abc; --lr 1e300 (training diverges: exit 1, no checkpoint); --warmup-steps -1
+               and as many as --steps; --lr-schedule step;
                --val-fraction 1.0, -0.5; --temperature 0, -2; unknown subcommand; no subcommand
   output       --out under a regular file; --out under /proc/version; --out that is a regular file; disk full
                while writing the checkpoint (test_cli_disk_full_*: RLIMIT_FSIZE, EFBIG); --out that holds a run
@@ -23,7 +24,8 @@ Every API case asserts the exception type and its message.
   memory       --n-embd 4096 --n-layer 64 --n-head 16 (384 GiB); --batch-size 100000000000; --threads 256 at d2048;
                a 2.4 GiB batch under a 1 GiB address-space limit (test_cli_refuses_a_run_over_the_address_space_limit)
   --resume     missing file; a directory; random bytes; truncated checkpoint; foreign safetensors file; checkpoint
-               without a vocabulary; changed --n-embd; different --data; --steps before the checkpoint's step
+               without a vocabulary; changed --n-embd; different --data; --steps before the checkpoint's step; another
+               --lr-schedule
   sample       prompt outside the vocabulary; --temperature 0, -1; --top-k vocab + 1, 0; prompt as long as
                block_size; --checkpoint that is a directory; checkpoint without a vocabulary
   plot         directory without metrics.jsonl; metrics.jsonl with a truncated line, with a JSON array line, with
@@ -239,6 +241,12 @@ CLI_CASES = [
     pytest.param([*TRAIN, "--lr", "-0.1"], 2, "--lr must be a finite number >= 0, got -0.1", id="lr-negative"),
     pytest.param([*TRAIN, "--lr", "inf"], 2, "--lr must be a finite number >= 0, got inf", id="lr-inf"),
     pytest.param([*TRAIN, "--lr", "abc"], 2, "argument --lr: invalid float value: 'abc'", id="lr-abc"),
+    pytest.param([*TRAIN, "--warmup-steps", "-1"], 2, "argument --warmup-steps: must be >= 0, got -1",
+                 id="warmup-negative"),
+    pytest.param([*TRAIN, "--steps", "5", "--warmup-steps", "5"], 2,
+                 "--warmup-steps 5 must be fewer than the run's 5 steps", id="warmup-covers-the-run"),
+    pytest.param([*TRAIN, "--lr-schedule", "step"], 2, "argument --lr-schedule: invalid choice: 'step'",
+                 id="lr-schedule-unknown"),
     pytest.param([*TRAIN, "--val-fraction", "1.0"], 2, "--val-fraction must be in [0, 1), got 1.0",
                  id="val-fraction-1"),
     pytest.param([*TRAIN, "--val-fraction", "-0.5"], 2, "--val-fraction must be in [0, 1), got -0.5",
@@ -296,6 +304,9 @@ CLI_CASES = [
                  "ckpt.safetensors: the data differs from the run being resumed", id="resume-different-data"),
     pytest.param([*RESUME, "ckpt.safetensors", "--steps", "1"], 2, "--steps 1 is before the checkpoint's step 2",
                  id="resume-steps-before-checkpoint"),
+    pytest.param([*RESUME, "ckpt.safetensors", "--lr-schedule", "cosine"], 2,
+                 "--lr-schedule cosine does not match the checkpoint's run (linear); a resumed run keeps its schedule",
+                 id="resume-changed-schedule"),
     # sample: options that do not fit the model exit 2, unusable checkpoints exit 1
     pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--prompt", "bz"], 2,
                  "1 character(s) not in the vocabulary: 'z'", id="sample-prompt-outside-vocab"),

@@ -240,7 +240,7 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     if val is not None:
         val.check(block, validation=True)
     feed = data.feed(start, steps, B, block, config.seed)
-    schedule = make_schedule(config.schedule, config.lr, config.total_steps)
+    schedule = make_schedule(config.schedule, config.lr, config.total_steps, config.warmup_steps)
     out = Path(out_dir) if out_dir is not None and root else None
     saver = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, tok, dict(checkpoint_extra or {}))
     evaluator = Evaluator(val, config.eval_every)
@@ -279,7 +279,8 @@ TextLike = Union[np.ndarray, TextData]
 
 
 def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLike, Corpus], steps: int = 1000,
-          batch_size: int = 1, lr: float = 0.01, *, schedule_steps: Optional[int] = None, log_every: int = 0,
+          batch_size: int = 1, lr: float = 0.01, *, schedule_steps: Optional[int] = None, schedule: str = "linear",
+          warmup_steps: int = 0, log_every: int = 0,
           log: Callable[[str], None] = print, val_docs: Optional[Union[Sequence[str], TextLike, Corpus]] = None,
           eval_every: int = 0, window_seed: int = 0,
           out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
@@ -288,7 +289,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
     """Run ``steps`` Adam steps on ``docs`` (in the given order, cycling) and return the losses.
 
     Global step s (``model.step`` before the update) trains on documents ``(s*B + i) % len(docs)``, i < B, with
-    learning rate ``lr * (1 - s / schedule_steps)``. Text mode — ``docs`` a token stream (a TextData or a 1-D int
+    learning rate ``lr * (1 - s / schedule_steps)`` (``schedule`` "cosine" or "wsd", and ``warmup_steps`` of linear
+    warmup, give the other schedules of blasgpt.schedule). Text mode — ``docs`` a token stream (a TextData or a 1-D int
     array), ``val_docs`` too if given — trains step s on B windows of block_size + 1 tokens at the offsets
     ``window_starts(window_seed, s, ...)`` (all block_size positions of each), and validates with evaluate_text
     (periodically on its first EVAL_DURING_TRAINING targets, at the end on all of them). ``docs`` and ``val_docs``
@@ -314,7 +316,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
     total = model.step + steps if schedule_steps is None else schedule_steps
     if total < model.step + steps:
         raise ValueError(f"schedule_steps ({total}) must cover this run (model at step {model.step}, {steps} more)")
-    config = TrainConfig(seed=window_seed, batch_size=batch_size, lr=lr, total_steps=total, val_fraction=0.0,
+    config = TrainConfig(seed=window_seed, batch_size=batch_size, lr=lr, total_steps=total, schedule=schedule,
+                         warmup_steps=warmup_steps, val_fraction=0.0,
                          log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every,
                          keep_checkpoints=keep_checkpoints, dtype=model.dtype.name, threads=model.threads)
     data = as_corpus(docs, tokenizer)

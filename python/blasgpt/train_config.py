@@ -18,22 +18,24 @@ from .schedule import SCHEDULES
 # What a checkpoint without run settings (written by save_checkpoint from Python, or before a field existed) means:
 # microgpt's seed, batch and learning rate, no validation split, lines mode, microgpt's schedule.
 LEGACY: dict[str, Any] = {"seed": 42, "batch_size": 1, "lr": 0.01, "val_fraction": 0.0, "data": None,
-                          "data_mode": "lines", "schedule": "linear"}
+                          "data_mode": "lines", "schedule": "linear", "warmup_steps": 0}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A run's settings. The run: ``seed`` (lines mode: the shuffle and the weights; text mode: the windows),
-    ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps``, the data (``data``: a file or named
-    dataset, None for the mode's default; ``data_mode``: "lines" or "text") and the tail ``val_fraction`` held out.
-    How it is run (may change when resuming): ``log_every``, ``eval_every``, ``checkpoint_every`` and
-    ``keep_checkpoints`` (0: never), ``dtype``, ``threads``, ``backend`` (None: the default)."""
+    ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps`` after ``warmup_steps`` (blasgpt.schedule),
+    the data (``data``: a file or named dataset, None for the mode's default; ``data_mode``: "lines" or "text") and
+    the tail ``val_fraction`` held out. How it is run (may change when resuming): ``log_every``, ``eval_every``,
+    ``checkpoint_every`` and ``keep_checkpoints`` (0: never), ``dtype``, ``threads``, ``backend`` (None: the
+    default)."""
 
     seed: int = 42
     batch_size: int = 1
     lr: float = 0.01
     total_steps: int = 1000
     schedule: str = "linear"
+    warmup_steps: int = 0
     data: Optional[str] = None
     data_mode: str = "lines"
     val_fraction: float = 0.1
@@ -47,7 +49,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, lo in (("batch_size", 1), ("total_steps", 0), ("log_every", 0), ("eval_every", 0),
-                         ("checkpoint_every", 0), ("keep_checkpoints", 1), ("threads", 1)):
+                         ("checkpoint_every", 0), ("keep_checkpoints", 1), ("threads", 1), ("warmup_steps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
@@ -62,6 +64,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}, "
                              f"got {self.schedule!r}")
+        if self.warmup_steps and self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be fewer than the run's total steps "
+                             f"({self.total_steps})")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -81,7 +86,7 @@ class TrainConfig:
             values["data_mode"] = "lines"
         values["seed"], values["batch_size"] = int(values["seed"]), int(values["batch_size"])
         values["lr"], values["val_fraction"] = float(values["lr"]), float(values["val_fraction"])
-        values["total_steps"] = int(values["total_steps"])
+        values["total_steps"], values["warmup_steps"] = int(values["total_steps"]), int(values["warmup_steps"])
         values["data"] = values["data"] or None
         return cls(**values)
 

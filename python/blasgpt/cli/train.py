@@ -18,6 +18,7 @@ from ..corpus import MODES, Corpus, DataChanged, load_corpus
 from ..data import DATASETS, DataError
 from ..generate import generate
 from ..model import BACKENDS, Model
+from ..schedule import SCHEDULES
 from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, plan_run, save_rotating
 from ..train_config import TrainConfig
 from .common import EXIT_INTERRUPTED, EXIT_OK, UsageError, nonneg_int, positive_int
@@ -40,7 +41,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="total optimisation steps of the run (default 1000; with --resume: the checkpoint's total)")
     t.add_argument("--batch-size", type=positive_int, default=None,
                    help="documents (text mode: windows) per step (default 1)")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate, decays linearly to 0 (default 0.01)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 0.01), following --lr-schedule")
+    t.add_argument("--lr-schedule", choices=tuple(SCHEDULES), default=None,
+                   help="after warmup: linear (default, microgpt) decays to 0 at the last step; cosine along half a "
+                        "cosine to 0; wsd holds the peak, then decays linearly to 0 over the last fifth")
+    t.add_argument("--warmup-steps", type=nonneg_int, default=None,
+                   help="raise the learning rate linearly from lr/N to lr over the first N steps (default 0)")
     t.add_argument("--dtype", choices=("float64", "float32"), default=None, help="arithmetic (default float64)")
     for name, default in SIZE_DEFAULTS.items():
         t.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None,
@@ -142,10 +149,16 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
         if args.data_mode is not None and args.data_mode != base.data_mode:
             raise UsageError(f"--data-mode {args.data_mode} does not match the checkpoint, which was trained in "
                              f"{base.data_mode} mode")
+        for flag, asked, had in (("--lr-schedule", args.lr_schedule, base.schedule),
+                                 ("--warmup-steps", args.warmup_steps, base.warmup_steps)):
+            if asked is not None and asked != had:
+                raise UsageError(f"{flag} {asked} does not match the checkpoint's run ({had}); a resumed run keeps "
+                                 f"its schedule")
     else:
         base = TrainConfig(data_mode=args.data_mode or "lines", seed=42 if args.seed is None else args.seed,
                            batch_size=args.batch_size or 1, dtype=args.dtype or "float64",
-                           val_fraction=0.1 if args.val_fraction is None else args.val_fraction)
+                           val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
+                           schedule=args.lr_schedule or "linear")
     lr = base.lr if args.lr is None else args.lr
     if not (lr >= 0 and lr < float("inf")):
         raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
@@ -156,8 +169,11 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
     total = args.steps if args.steps is not None else base.total_steps if resume is not None else 1000
     if resume is not None and total < resume.step:
         raise UsageError(f"--steps {total} is before the checkpoint's step {resume.step}")
+    warmup = base.warmup_steps if args.warmup_steps is None else args.warmup_steps
+    if warmup and warmup >= total:
+        raise UsageError(f"--warmup-steps {warmup} must be fewer than the run's {total} steps")
     data = args.data if args.data is not None else base.data
-    return base.replace(lr=lr, total_steps=total, data=data, log_every=args.log_every,
+    return base.replace(lr=lr, total_steps=total, warmup_steps=warmup, data=data, log_every=args.log_every,
                         eval_every=args.log_every if args.eval_every is None else args.eval_every,
                         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
                         threads=args.threads, backend=args.gemm), sizes
