@@ -315,5 +315,5 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Optional[AnyTokenizer]:
     return Tokenizer(json.loads(meta["vocab"])) if "vocab" in meta else None
 
 
-__all__ = ["BPETokenizer", "MIN_VOCAB_SIZE", "PRETOKEN_PATTERN", "TOKENIZERS", "chars_covered", "token_chars", "tokenizer_from_metadata",
-           "tokenizer_kind", "tokenizer_metadata"]
+__all__ = ["BPETokenizer", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE", "PRETOKEN_PATTERN", "TOKENIZERS", "chars_covered",
+           "token_chars", "tokenizer_from_metadata", "tokenizer_kind", "tokenizer_metadata"]

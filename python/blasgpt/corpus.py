@@ -383,12 +383,13 @@ class TextStream(Corpus):
         """The tail ``val_fraction`` of the characters validates (of the tokens when the text is not kept): with
         BPE, each part is encoded on its own (the tokenizer was trained on the first part only)."""
         bpe = isinstance(self.tokenizer, BPETokenizer)
+        head: Optional[str] = None
+        tail: Optional[str] = None
         if bpe and self.text is not None and val_fraction > 0:
             head, tail = split_tail(self.text, val_fraction)
             train, val = self.tokenizer.encode_text(head), self.tokenizer.encode_text(tail)
         else:
             train, val = split_tail(self.tokens, val_fraction)  # views, not copies
-            head = tail = None
         if train.size < block_size + 1:
             raise DataError(f"{self.where} has {train.size:,} {self._units} to train on; text mode needs at least "
                             f"block_size + 1 = {block_size + 1}")

@@ -148,8 +148,8 @@ def generate(model: Model, tokenizer: AnyTokenizer, prompt: str = "", length: in
              temperature: float = 1.0, top_k: Optional[int] = None, seed: Optional[int] = 0, *,
              stream: bool = False, mode: str = "text") -> Union[list[str], Iterator]:
     """``num`` continuations of ``prompt``: each is prompt + ``length`` new characters (lines mode: at most
-    ``length`` new tokens, fewer when a document ends). Each next token is drawn from softmax(logits / temperature), restricted to the ``top_k``
-    likeliest when given. ``seed=None`` draws fresh entropy.
+    ``length`` new tokens, fewer when a document ends). Each next token is drawn from softmax(logits /
+    temperature), restricted to the ``top_k`` likeliest when given. ``seed=None`` draws fresh entropy.
 
     With ``stream=True`` returns an iterator instead, yielding the text as it is generated: first the prompt,
     then the new characters piece by piece — a str per piece when ``num == 1``, else a list of ``num`` pieces.

@@ -40,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     mode = TrainConfig.from_checkpoint(ck.extra, ck.step).data_mode
     kind = corpus_class(mode)  # its sampling defaults
     block = model.config.block_size
+    units = "tokens" if isinstance(tok, BPETokenizer) else "characters"
     if kind.framed and args.length is not None and args.length > block:
         raise UsageError(f"--length {args.length}: {args.checkpoint} was trained in {mode} mode, so its samples are "
-                         f"documents of at most block_size ({block}) {'tokens' if isinstance(tok, BPETokenizer) else 'characters'}; train with --data-mode text for "
+                         f"documents of at most block_size ({block}) {units}; train with --data-mode text for "
                          f"long text")
     num = args.num if args.num is not None else kind.sample_num
     length = args.length if args.length is not None else (kind.sample_length or block)
