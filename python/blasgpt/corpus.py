@@ -382,12 +382,12 @@ class TextStream(Corpus):
     def split(self, val_fraction: float, block_size: int) -> tuple["TextStream", "TextStream"]:
         """The tail ``val_fraction`` of the characters validates (of the tokens when the text is not kept): with
         BPE, each part is encoded on its own (the tokenizer was trained on the first part only)."""
-        bpe = isinstance(self.tokenizer, BPETokenizer)
         head: Optional[str] = None
         tail: Optional[str] = None
-        if bpe and self.text is not None and val_fraction > 0:
-            head, tail = split_tail(self.text, val_fraction)
-            train, val = self.tokenizer.encode_text(head), self.tokenizer.encode_text(tail)
+        if isinstance(self.tokenizer, BPETokenizer) and self.text is not None and val_fraction > 0:
+            cut = len(self.text) - int(len(self.text) * val_fraction)  # (split_tail's cut)
+            head, tail = self.text[:cut], self.text[cut:]
+            train, val = self.tokenizer.encode(head), self.tokenizer.encode(tail)
         else:
             train, val = split_tail(self.tokens, val_fraction)  # views, not copies
         if train.size < block_size + 1:
