@@ -7,11 +7,8 @@ merges written out by hand."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import random
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,35 +23,14 @@ from blasgpt.generate import _Decoder, generate
 from blasgpt.train_config import TrainConfig
 from conftest import ONE_BLAS_THREAD, blasgpt_cli
 from test_bpe import _hand_merges, needs_hf
+from test_text_cli import QUIET, SMALL, ok, run, same_state, write_text
 
-SMALL = ["--block-size", "8", "--n-embd", "8", "--n-head", "2"]
-QUIET = ["--samples", "0", "--log-every", "0"]
 BPE = ["--tokenizer", "bpe", "--vocab-size", "300"]
-
-run = functools.partial(blasgpt_cli, env=ONE_BLAS_THREAD)
-
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, r.stderr
-    return r
-
-
-def write_text(path: Path, seed: int, n_lines: int) -> Path:
-    rng = random.Random(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "héllo", "naïve", "café", "to", "be", "or", "not", "中文", "😀"]
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) for _ in range(n_lines)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def same_state(a: blasgpt.Model, b: blasgpt.Model) -> bool:
-    return a.step == b.step and all(np.array_equal(x, y) for x, y in ((a.flat_params, b.flat_params),
-                                                                       (a.adam_m, b.adam_m), (a.adam_v, b.adam_v)))
 
 
 def hand_checkpoint(path: Path, mode: str, block: int = 16) -> tuple[blasgpt.Model, BPETokenizer]:
