@@ -25,7 +25,7 @@ from conftest import ONE_BLAS_THREAD, blasgpt_cli
 from test_bpe import _hand_merges, needs_hf
 from test_text_cli import QUIET, SMALL, ok, run, same_state, write_text
 
-BPE = ["--tokenizer", "bpe", "--vocab-size", "300"]
+BPE = ["--tokenizer", "bpe", "--vocab-size", "280"]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -173,13 +173,13 @@ def test_train_eval_sample_with_bpe_in_text_mode(tmp_path: Path) -> None:
     r = ok(run(["train", "--data", "book.txt", "--data-mode", "text", *BPE, *SMALL, "--steps", "40",
                 "--batch-size", "4", "--val-fraction", "0.2", "--log-every", "20", "--samples", "1",
                 "--sample-length", "60", "--out", "run"], cwd=tmp_path))
-    assert "vocab 300 (bpe)" in r.stdout and "tokens/char" in r.stdout and "bits/char)" in r.stdout
+    assert "vocab 280 (bpe)" in r.stdout and "tokens/char" in r.stdout and "bits/char)" in r.stdout
     ck = blasgpt.load_checkpoint(tmp_path / "run" / "ckpt.safetensors")
     text = (tmp_path / "book.txt").read_text(encoding="utf-8")
     cut = len(text) - int(len(text) * 0.2)
     # trained on the training split only, deterministically; stored whole in the checkpoint
-    assert ck.tokenizer == BPETokenizer.train(text[:cut], 300) != BPETokenizer.train(text, 300)
-    assert ck.extra["tokenizer"] == "bpe" and ck.extra["vocab_size"] == 300
+    assert ck.tokenizer == BPETokenizer.train(text[:cut], 280) != BPETokenizer.train(text, 280)
+    assert ck.extra["tokenizer"] == "bpe" and ck.extra["vocab_size"] == 280
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     result = json.loads(ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], cwd=tmp_path)).stdout)
     val = ck.tokenizer.encode(text[cut:])  # the validation split: the tail characters, encoded on their own
@@ -223,7 +223,7 @@ def test_lines_mode_with_bpe(tmp_path: Path) -> None:
     ck = blasgpt.load_checkpoint(tmp_path / "run" / "ckpt.safetensors")
     corpus = load_corpus(tmp_path / "docs.txt", "lines", seed=42)
     train_docs, _ = corpus.split(0.2, 8)
-    assert ck.tokenizer == BPETokenizer.train(train_docs.docs, 300)  # type: ignore[attr-defined]
+    assert ck.tokenizer == BPETokenizer.train(train_docs.docs, 280)  # type: ignore[attr-defined]
     result = json.loads(ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], cwd=tmp_path)).stdout)
     assert result["mode"] == "lines" and 0 < result["tokens_per_char"] < 1
     assert result["text_bits_per_char"] == pytest.approx(result["nats_per_char"] / math.log(2), rel=1e-15)
