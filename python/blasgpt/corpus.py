@@ -72,14 +72,28 @@ def rng_state(rng: random.Random) -> list:
     return [version, list(state), gauss_next]
 
 
+def document_losses(model: Model, batch: Batch) -> tuple[float, float, np.ndarray]:
+    """(mean over documents of each document's mean loss, nats summed over every target, targets of each
+    document): the documents with the same number of targets go together, in chunks, so that a chunk's loss (a mean
+    of document means) times its documents is their summed document means and, times that number, their summed
+    nats. Gradients and Adam state are untouched."""
+    offsets = batch.offsets
+    assert offsets is not None  # (documents, not windows)
+    targets = np.minimum(np.diff(offsets), model.config.block_size + 1) - 1
+    means = nats = 0.0
+    for k in np.unique(targets).tolist():
+        docs = np.flatnonzero(targets == k)
+        for lo in range(0, docs.size, EVAL_CHUNK_DOCS):
+            chunk = docs[lo:lo + EVAL_CHUNK_DOCS]
+            loss = model.loss(batch.select(chunk)) * chunk.size
+            means += loss
+            nats += loss * k
+    return means / batch.num_docs, nats, targets
+
+
 def evaluate(model: Model, batch: Batch) -> float:
-    """Mean over documents of each document's loss, in chunks; gradients and Adam state are untouched."""
-    n = batch.num_docs
-    total = 0.0
-    for lo in range(0, n, EVAL_CHUNK_DOCS):
-        ids = np.arange(lo, min(n, lo + EVAL_CHUNK_DOCS), dtype=np.int64)
-        total += model.loss(batch.select(ids)) * ids.size
-    return total / n
+    """Mean over documents of each document's loss (document_losses); gradients and Adam state are untouched."""
+    return document_losses(model, batch)[0]
 
 
 def evaluate_text(model: Model, tokens: np.ndarray, max_targets: Optional[int] = None) -> tuple[float, int]:
@@ -307,36 +321,27 @@ class Documents(Corpus):
     def loss(self, model: Model, final: bool = True) -> float:
         return evaluate(model, self.packed(model.config.block_size))
 
-    def _text_figures(self, model: Model) -> dict[str, Any]:
-        """per_char over every target of every document (the BOS that ends one is a target covering no
-        character): documents with the same number of targets in one loss call each, whose mean of document means
-        times that number is their summed nats."""
-        block = model.config.block_size
-        batch = self.packed(block)
-        offsets = batch.offsets
-        assert offsets is not None  # (documents, not windows)
-        n = np.minimum(np.diff(offsets), block + 1) - 1  # targets of each document
-        total = 0.0
-        for k in np.unique(n).tolist():
-            docs = np.flatnonzero(n == k)
-            for lo in range(0, docs.size, EVAL_CHUNK_DOCS):
-                chunk = docs[lo:lo + EVAL_CHUNK_DOCS]
-                total += model.loss(batch.select(chunk)) * chunk.size * k
+    def _figures(self, model: Model) -> tuple[float, dict[str, Any]]:
+        """(the loss, per_char over every target of every document: the BOS that ends one is a target covering no
+        character)."""
+        batch = self.packed(model.config.block_size)
+        loss, nats, n = document_losses(model, batch)
+        assert batch.offsets is not None
+        starts = batch.offsets[:-1] + 1  # each document's first target
         covered = np.concatenate([[0], np.cumsum(token_chars(self.tokenizer)[batch.tokens])])
-        chars = int((covered[offsets[:-1] + 1 + n] - covered[offsets[:-1] + 1]).sum())
-        return per_char(total, int(n.sum()), chars)
+        return loss, per_char(nats, int(n.sum()), int((covered[starts + n] - covered[starts]).sum()))
 
     def score(self, model: Model, final: bool = True) -> tuple[float, Optional[float]]:
-        return self.loss(model, final), self._text_figures(model)["nats_per_char"]
+        loss, text = self._figures(model)
+        return loss, text["nats_per_char"]
 
     def evaluation(self, model: Model) -> tuple[dict[str, Any], str]:
         block = model.config.block_size
-        loss = self.loss(model)
+        loss, text = self._figures(model)
         offsets = self.packed(block).offsets
         assert offsets is not None  # (documents, not windows)
         lengths = np.diff(offsets)
         targets = int(np.minimum(lengths - 1, block).sum())
-        text = self._text_figures(model)
         # bits_per_char keeps its meaning from before the text figures: the loss (per token, mean of documents) / ln 2
         result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets, "documents": int(lengths.size),
                   "nats_per_char": text["nats_per_char"], "text_bits_per_char": text["bits_per_char"],
