@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-168 cases, 107 command line and 61 API (test_cli_bad_input unless named):
+169 cases, 107 command line and 62 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -58,7 +58,7 @@ Every API case asserts the exception type and its message.
                vocabulary, another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
                load_checkpoint of a directory; Model of 384 GiB; train() with batch_size 10**11. The tokenizer:
                TrainConfig with bpe and vocab_size 256 or none, char with a vocab_size, an unknown kind;
-               load_corpus with bpe_vocab_size 256
+               load_corpus with bpe_vocab_size 256, and with both a tokenizer and bpe_vocab_size
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
@@ -707,6 +707,8 @@ API_CASES = [
                  "the tokenizer must be one of char, bpe, got 'words'", id="train-config-tokenizer-unknown"),
     pytest.param(lambda m, t, d: blasgpt.load_corpus(d / "small.txt", bpe_vocab_size=256), ValueError,
                  r"the vocabulary size must be in \[257, 1048576\], got 256", id="load-corpus-bpe-vocab-256"),
+    pytest.param(lambda m, t, d: blasgpt.load_corpus(d / "small.txt", tokenizer=t, bpe_vocab_size=300), ValueError,
+                 "give a tokenizer or a BPE vocabulary size to train one, not both", id="load-corpus-two-tokenizers"),
     pytest.param(lambda m, t, d: blasgpt.Model(blasgpt.Config(vocab_size=27, n_embd=4096, n_head=16, n_layer=64)),
                  blasgpt.MemoryLimitError, r"^a float64 model of 12,885,188,608 parameters needs 384\.0 GiB of "
                  r"memory \(parameters 96\.0 GiB \+ gradients 96\.0 GiB \+ Adam moments 192\.0 GiB\), but only "

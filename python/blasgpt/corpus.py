@@ -502,6 +502,8 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     many ids trained on the training split only — all but the tail ``val_fraction`` of the shuffled documents (each
     one a text of its own) or of the text's characters —, deterministically (blasgpt.bpe; needs ``tokenizers``)."""
     cls = corpus_class(mode)
+    if bpe_vocab_size is not None and tokenizer is not None:
+        raise ValueError("give a tokenizer or a BPE vocabulary size to train one, not both")
 
     def verify(fingerprint: str, init_rng: Optional[random.Random] = None) -> None:
         stored = expect if expect is not None else {}
