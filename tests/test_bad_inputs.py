@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-152 cases, 96 command line and 56 API (test_cli_bad_input unless named):
+169 cases, 107 command line and 62 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -37,6 +37,10 @@ Every API case asserts the exception type and its message.
                changed since training; a missing checkpoint. sample: a prompt outside the vocabulary or with
                undecodable bytes; --length -1 and 10**8; --num 70000; --num 65536 with --length 2**24; --length >
                block_size on a lines checkpoint
+  tokenizer    --vocab-size 256 and 0; --vocab-size more than the text (and the documents) allow (with the
+               tokenizers package); --tokenizer words; --vocab-size with the char tokenizer (named and default);
+               resuming a char checkpoint with --tokenizer bpe, a BPE one with another --vocab-size or --tokenizer
+               char; a prompt with undecodable bytes for a BPE checkpoint
   memory       a model too large under a 1 GiB address-space limit (test_cli_out_of_memory_is_one_line); small
                files in both modes train under that limit (test_cli_small_data_trains_under_an_address_space_limit)
   Python API   (test_api_bad_input) Model.forward with float tokens, id == vocab, id 2**32 + 1; train_step with a
@@ -52,7 +56,9 @@ Every API case asserts the exception type and its message.
                with length -1, 2**24 + 1, 5.0, 2**23 for 3 samples (and -1 with stream=True: refused at the call),
                mode 'words', a prompt over 2**20 characters, a lines prompt of block_size, a prompt outside the
                vocabulary, another tokenizer, num -1, top_k 5, seed 1.5, temperature inf
-               load_checkpoint of a directory; Model of 384 GiB; train() with batch_size 10**11
+               load_checkpoint of a directory; Model of 384 GiB; train() with batch_size 10**11. The tokenizer:
+               TrainConfig with bpe and vocab_size 256 or none, char with a vocab_size, an unknown kind;
+               load_corpus with bpe_vocab_size 256, and with both a tokenizer and bpe_vocab_size
 
 When first written, eleven of these cases exposed defects (a directory taken for a missing checkpoint, tracebacks
 from malformed metrics files, a 1 GiB file and /dev/zero read into memory, a disk-full error naming no file, int64
@@ -85,9 +91,12 @@ import numpy as np
 import pytest
 
 import blasgpt
+from blasgpt.bpe import BPETokenizer
 from blasgpt.data import TextData, encode_text
+from blasgpt.train_config import TrainConfig
 from blasgpt.train import evaluate_text, window_starts
 from conftest import ONE_BLAS_THREAD, blasgpt_cli
+from test_bpe import needs_hf
 
 DOCS = ["anna", "bob", "clara", "dave", "eve", "frank"]  # 12 characters + BOS: vocabulary 13, no 'z'
 QUICK = ["--steps", "2", "--samples", "0", "--log-every", "0"]
@@ -189,6 +198,10 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.move(lib / "trun" / "ckpt.safetensors", lib / f"{name}.safetensors")
         shutil.rmtree(lib / "trun")
     (lib / "changing.txt").write_text(BOOK[::-1], encoding="utf-8")  # the same characters, another text
+    # a text-mode BPE checkpoint of book.txt (merges written out: no training library needed), vocabulary 258
+    bpe = BPETokenizer([[ord("a"), ord("n")]])
+    blasgpt.save_checkpoint(lib / "bpe.safetensors", blasgpt.Model(blasgpt.Config(vocab_size=bpe.vocab_size)), bpe,
+                            TrainConfig(data="book.txt", data_mode="text", tokenizer="bpe", vocab_size=258).to_dict())
     (lib / "plot_empty").mkdir()
     for name, content in [
         ("plot_truncated", b'{"step": 1, "train_loss": 2.5, "val_loss": null}\n{"step": 2, "train_lo\n'),
@@ -388,6 +401,35 @@ CLI_CASES = [
     pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--length", "17"], 2,
                  "--length 17: ckpt.safetensors was trained in lines mode, so its samples are documents of at most "
                  "block_size (16) characters", id="sample-lines-checkpoint-as-text"),
+    # the tokenizer (--tokenizer, --vocab-size): bad flags exit 2, a vocabulary the corpus cannot fill exits 1
+    pytest.param([*TEXT_TRAIN, "--tokenizer", "bpe", "--vocab-size", "256"], 2,
+                 "--vocab-size 256: a BPE vocabulary holds the 256 bytes and BOS, so it must be at least 257",
+                 id="bpe-vocab-size-256"),
+    pytest.param([*TEXT_TRAIN, "--tokenizer", "bpe", "--vocab-size", "0"], 2, "argument --vocab-size: must be >= 1",
+                 id="bpe-vocab-size-0"),
+    pytest.param([*TEXT_TRAIN, "--tokenizer", "bpe", "--vocab-size", "100000"], 1,
+                 "the corpus allows a vocabulary of at most", id="bpe-vocab-size-over-the-corpus",
+                 marks=needs_hf),
+    pytest.param([*TRAIN, "--tokenizer", "bpe", "--vocab-size", "5000"], 1,
+                 "the corpus allows a vocabulary of at most", id="bpe-lines-vocab-size-over-the-corpus",
+                 marks=needs_hf),
+    pytest.param([*TEXT_TRAIN, "--tokenizer", "words"], 2, "argument --tokenizer: invalid choice: 'words'",
+                 id="tokenizer-unknown"),
+    pytest.param([*TEXT_TRAIN, "--tokenizer", "char", "--vocab-size", "300"], 2,
+                 "--vocab-size is for --tokenizer bpe", id="char-with-vocab-size"),
+    pytest.param([*TRAIN, "--vocab-size", "300"], 2, "--vocab-size is for --tokenizer bpe",
+                 id="default-char-with-vocab-size"),
+    pytest.param([*RESUME, "ckpt.safetensors", "--tokenizer", "bpe"], 2,
+                 "--tokenizer/--vocab-size do not match the checkpoint, which was trained with --tokenizer char",
+                 id="resume-char-checkpoint-as-bpe"),
+    pytest.param(["train", "--samples", "0", "--log-every", "0", "--out", "resumed", "--resume", "bpe.safetensors",
+                  "--vocab-size", "300"], 2, "do not match the checkpoint, which was trained with --tokenizer bpe "
+                 "--vocab-size 258", id="resume-bpe-checkpoint-other-vocab-size"),
+    pytest.param(["train", "--samples", "0", "--log-every", "0", "--out", "resumed", "--resume", "bpe.safetensors",
+                  "--tokenizer", "char"], 2, "do not match the checkpoint, which was trained with --tokenizer bpe",
+                 id="resume-bpe-checkpoint-as-char"),
+    pytest.param(["sample", "--checkpoint", "bpe.safetensors", "--prompt", "ab\udcff"], 2,
+                 "the text holds '\\udcff' at position 2, a lone surrogate", id="sample-bpe-prompt-undecodable"),
 ]
 
 
@@ -655,6 +697,18 @@ API_CASES = [
                  "seed must be an integer or None, got 1.5", id="generate-seed-float"),
     pytest.param(lambda m, t, d: blasgpt.generate(m, t, "a", temperature=float("inf")), ValueError,
                  "temperature must be a finite number > 0, got inf", id="generate-temperature-inf"),
+    pytest.param(lambda m, t, d: TrainConfig(tokenizer="bpe", vocab_size=256), ValueError,
+                 r"vocab_size must be an integer in \[257, 1048576\], got 256", id="train-config-bpe-vocab-256"),
+    pytest.param(lambda m, t, d: TrainConfig(tokenizer="bpe"), ValueError,
+                 r"vocab_size must be an integer in \[257, 1048576\], got None", id="train-config-bpe-no-vocab"),
+    pytest.param(lambda m, t, d: TrainConfig(vocab_size=300), ValueError, "vocab_size is for bpe only",
+                 id="train-config-char-vocab-size"),
+    pytest.param(lambda m, t, d: TrainConfig(tokenizer="words"), ValueError,
+                 "the tokenizer must be one of char, bpe, got 'words'", id="train-config-tokenizer-unknown"),
+    pytest.param(lambda m, t, d: blasgpt.load_corpus(d / "small.txt", bpe_vocab_size=256), ValueError,
+                 r"the vocabulary size must be in \[257, 1048576\], got 256", id="load-corpus-bpe-vocab-256"),
+    pytest.param(lambda m, t, d: blasgpt.load_corpus(d / "small.txt", tokenizer=t, bpe_vocab_size=300), ValueError,
+                 "give a tokenizer or a BPE vocabulary size to train one, not both", id="load-corpus-two-tokenizers"),
     pytest.param(lambda m, t, d: blasgpt.Model(blasgpt.Config(vocab_size=27, n_embd=4096, n_head=16, n_layer=64)),
                  blasgpt.MemoryLimitError, r"^a float64 model of 12,885,188,608 parameters needs 384\.0 GiB of "
                  r"memory \(parameters 96\.0 GiB \+ gradients 96\.0 GiB \+ Adam moments 192\.0 GiB\), but only "

@@ -74,7 +74,9 @@ def test_metrics_checkpoints_and_plot(tmp_path, corpus):
     rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [10, 20, 30, 40, 50]
     assert [row["val_loss"] is not None for row in rows] == [False, True, False, True, True]
-    assert all(set(row) == {"step", "train_loss", "val_loss", "lr", "docs_per_s", "elapsed"} for row in rows)
+    assert all(set(row) == {"step", "train_loss", "val_loss", "lr", "docs_per_s", "elapsed", "val_nats_per_char",
+                            "val_bits_per_char"} for row in rows)
+    assert all((row["val_nats_per_char"] is None) == (row["val_loss"] is None) for row in rows)
     assert rows[0]["lr"] > rows[-1]["lr"] > 0
     assert "val" in r.stdout
     pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install .[plot]")

@@ -81,7 +81,8 @@ def test_final_val_is_evals_default_and_counts_every_target(run_dir):
     assert [row["step"] for row in rows] == [20, 40, 60] and all("tok_per_s" in row for row in rows)
     r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors", "--json"], cwd=run_dir))
     result = json.loads(r.stdout)
-    assert set(result) == {"loss", "bits_per_char", "targets", "mode", "data", "checkpoint", "step"}
+    assert set(result) == {"loss", "bits_per_char", "targets", "mode", "data", "checkpoint", "step", "nats_per_char",
+                           "text_bits_per_char", "tokens_per_char", "chars"}
     text, _ = read_text(run_dir / "book.txt")
     n_val = int(len(text) * 0.2)
     assert n_val % 16 != 1  # so the last window is partial
@@ -90,6 +91,10 @@ def test_final_val_is_evals_default_and_counts_every_target(run_dir):
     assert result["targets"] == n_val - 1
     assert result["loss"] == rows[-1]["val_loss"] == evaluate_text(ck.model, val)[0]
     assert result["bits_per_char"] == pytest.approx(result["loss"] / math.log(2), rel=1e-15)
+    # a character tokenizer's token is a character: the per-character figures are the loss itself
+    assert result["nats_per_char"] == result["loss"] == rows[-1]["val_nats_per_char"]
+    assert result["text_bits_per_char"] == result["bits_per_char"] == rows[-1]["val_bits_per_char"]
+    assert result["tokens_per_char"] == 1.0 and result["chars"] == result["targets"]
     assert result["mode"] == "text" and result["step"] == 60 and result["data"] == "book.txt (validation split)"
     r = ok(run(["eval", "--checkpoint", "run/ckpt.safetensors"], cwd=run_dir))
     line = r.stdout.strip()

@@ -8,6 +8,7 @@
 """
 
 from ._version import __version__
+from .bpe import BPETokenizer, chars_covered
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config, MemoryLimitError, memory_estimate, training_flops
 from .corpus import Corpus, Documents, TextStream, load_corpus
@@ -20,6 +21,7 @@ from ._core import blas_info
 
 __all__ = [
     "DATASETS",
+    "BPETokenizer",
     "Batch",
     "Checkpoint",
     "CheckpointError",
@@ -37,6 +39,7 @@ __all__ = [
     "TrainingError",
     "__version__",
     "blas_info",
+    "chars_covered",
     "download_names",
     "evaluate_text",
     "fit",

@@ -135,6 +135,10 @@ class BPETokenizer:
         """Ids (int32) of ``text``: every string of characters has them (no out-of-vocabulary input)."""
         return self._encoder.encode(_utf8(text))
 
+    def encode_text(self, text: str) -> np.ndarray:
+        """Ids of a whole running text (text mode): the same as ``encode``."""
+        return self.encode(text)
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes ``ids`` stand for (BOS: none). ValueError for an id out of range."""
         arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64).ravel()
@@ -268,6 +272,9 @@ class BPETokenizer:
 AnyTokenizer = Union[Tokenizer, BPETokenizer]
 
 
+TOKENIZERS = ("char", "bpe")  # the kinds a run may train with (TrainConfig.tokenizer, --tokenizer)
+
+
 def tokenizer_kind(tokenizer: AnyTokenizer) -> str:
     return "bpe" if isinstance(tokenizer, BPETokenizer) else "char"
 
@@ -308,5 +315,5 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Optional[AnyTokenizer]:
     return Tokenizer(json.loads(meta["vocab"])) if "vocab" in meta else None
 
 
-__all__ = ["BPETokenizer", "PRETOKEN_PATTERN", "chars_covered", "token_chars", "tokenizer_from_metadata",
-           "tokenizer_kind", "tokenizer_metadata"]
+__all__ = ["BPETokenizer", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE", "PRETOKEN_PATTERN", "TOKENIZERS", "chars_covered",
+           "token_chars", "tokenizer_from_metadata", "tokenizer_kind", "tokenizer_metadata"]

@@ -10,7 +10,9 @@ and resume never ask which mode they are in.
 
 The tokenizer is a seam: a corpus asks its tokenizer to pack documents (``Tokenizer.batch``) or to encode a text
 (``Tokenizer.encode_text``), and otherwise only reads its ``vocab_size``; another kind of tokenizer with those
-methods slots in.
+methods slots in: the byte-level BPE of blasgpt.bpe does (``load_corpus(..., bpe_vocab_size=N)`` trains one on the
+training split). Evaluation reports, beside the loss per token, nats and bits per character of the original text
+(the nats of all predicted tokens over the characters they cover, ``chars_covered``): one scale for every tokenizer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .bpe import AnyTokenizer, BPETokenizer, token_chars
 from .config import Config, MemoryEstimate, memory_estimate
 from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, load_docs, read_text, split_tail,
                    text_vocabulary)
@@ -69,14 +72,28 @@ def rng_state(rng: random.Random) -> list:
     return [version, list(state), gauss_next]
 
 
+def document_losses(model: Model, batch: Batch) -> tuple[float, float, np.ndarray]:
+    """(mean over documents of each document's mean loss, nats summed over every target, targets of each
+    document): the documents with the same number of targets go together, in chunks, so that a chunk's loss (a mean
+    of document means) times its documents is their summed document means and, times that number, their summed
+    nats. Gradients and Adam state are untouched."""
+    offsets = batch.offsets
+    assert offsets is not None  # (documents, not windows)
+    targets = np.minimum(np.diff(offsets), model.config.block_size + 1) - 1
+    means = nats = 0.0
+    for k in np.unique(targets).tolist():
+        docs = np.flatnonzero(targets == k)
+        for lo in range(0, docs.size, EVAL_CHUNK_DOCS):
+            chunk = docs[lo:lo + EVAL_CHUNK_DOCS]
+            loss = model.loss(batch.select(chunk)) * chunk.size
+            means += loss
+            nats += loss * k
+    return means / batch.num_docs, nats, targets
+
+
 def evaluate(model: Model, batch: Batch) -> float:
-    """Mean over documents of each document's loss, in chunks; gradients and Adam state are untouched."""
-    n = batch.num_docs
-    total = 0.0
-    for lo in range(0, n, EVAL_CHUNK_DOCS):
-        ids = np.arange(lo, min(n, lo + EVAL_CHUNK_DOCS), dtype=np.int64)
-        total += model.loss(batch.select(ids)) * ids.size
-    return total / n
+    """Mean over documents of each document's loss (document_losses); gradients and Adam state are untouched."""
+    return document_losses(model, batch)[0]
 
 
 def evaluate_text(model: Model, tokens: np.ndarray, max_targets: Optional[int] = None) -> tuple[float, int]:
@@ -101,6 +118,22 @@ def evaluate_text(model: Model, tokens: np.ndarray, max_targets: Optional[int] =
         rest = targets - full.size * T
         total += model.loss(Batch.of_windows(text, starts[-1:])) * rest
     return total / targets, targets
+
+
+def per_char(total_nats: float, targets: int, chars: int) -> dict[str, Any]:
+    """The figures on the original text's scale, from the nats summed over ``targets`` predicted tokens that cover
+    ``chars`` characters: nats_per_char, bits_per_char, tokens_per_char (None when they cover no character)."""
+    if chars <= 0:
+        return {"nats_per_char": None, "bits_per_char": None, "tokens_per_char": None, "chars": 0}
+    nats = total_nats / chars
+    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "tokens_per_char": targets / chars,
+            "chars": chars}
+
+
+def _char_text(figures: dict[str, Any]) -> str:
+    if figures["nats_per_char"] is None:
+        return "no character predicted"
+    return f"{figures['nats_per_char']:.4f} nats/char | {figures['bits_per_char']:.4f} bits/char"
 
 
 def window_starts(seed: int, first_step: int, steps: int, batch_size: int, n_tokens: int,
@@ -159,7 +192,7 @@ class Corpus(abc.ABC):
     framed: ClassVar[bool]
     samples_title: ClassVar[str]  # printed above the samples after training: .format(num=, length=, temperature=)
 
-    def __init__(self, tokenizer: Tokenizer, *, source: str = "", where: str = "", fingerprint: Optional[str] = None,
+    def __init__(self, tokenizer: AnyTokenizer, *, source: str = "", where: str = "", fingerprint: Optional[str] = None,
                  init_rng: Optional[random.Random] = None):
         self.tokenizer = tokenizer
         self.source = source  # how the user named it (for messages)
@@ -203,8 +236,13 @@ class Corpus(abc.ABC):
         """The validation figure during training (``final``: the one at the end)."""
 
     @abc.abstractmethod
+    def score(self, model: Model, final: bool = True) -> tuple[float, Optional[float]]:
+        """(the validation figure of ``loss``; nats per character of the original text, None if no character)."""
+
+    @abc.abstractmethod
     def evaluation(self, model: Model) -> tuple[dict[str, Any], str]:
-        """(result for --json: loss, bits_per_char, targets, ...; the line to print after the data's name)."""
+        """(result for --json: loss (nats/token), nats_per_char, bits_per_char, tokens_per_char, targets, ...; the
+        line to print after the data's name)."""
 
     @abc.abstractmethod
     def eval_rows(self, block_size: int) -> int:
@@ -231,7 +269,7 @@ class Documents(Corpus):
     framed, sample_num, sample_temperature, sample_length = True, 20, 0.5, None
     samples_title = "--- {num} samples (temperature {temperature}) ---"
 
-    def __init__(self, docs: Sequence[str], tokenizer: Tokenizer, **meta: Any):
+    def __init__(self, docs: Sequence[str], tokenizer: AnyTokenizer, **meta: Any):
         super().__init__(tokenizer, **meta)
         self.docs = docs
         self._packed: dict[int, Batch] = {}
@@ -283,22 +321,43 @@ class Documents(Corpus):
     def loss(self, model: Model, final: bool = True) -> float:
         return evaluate(model, self.packed(model.config.block_size))
 
+    def _figures(self, model: Model) -> tuple[float, dict[str, Any]]:
+        """(the loss, per_char over every target of every document: the BOS that ends one is a target covering no
+        character)."""
+        batch = self.packed(model.config.block_size)
+        loss, nats, n = document_losses(model, batch)
+        assert batch.offsets is not None
+        starts = batch.offsets[:-1] + 1  # each document's first target
+        covered = np.concatenate([[0], np.cumsum(token_chars(self.tokenizer)[batch.tokens])])
+        return loss, per_char(nats, int(n.sum()), int((covered[starts + n] - covered[starts]).sum()))
+
+    def score(self, model: Model, final: bool = True) -> tuple[float, Optional[float]]:
+        loss, text = self._figures(model)
+        return loss, text["nats_per_char"]
+
     def evaluation(self, model: Model) -> tuple[dict[str, Any], str]:
         block = model.config.block_size
-        loss = self.loss(model)
+        loss, text = self._figures(model)
         offsets = self.packed(block).offsets
         assert offsets is not None  # (documents, not windows)
         lengths = np.diff(offsets)
         targets = int(np.minimum(lengths - 1, block).sum())
-        result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets, "documents": int(lengths.size)}
-        return result, (f"{loss:.4f} nats/token | {result['bits_per_char']:.4f} bits/token | mean over "
-                        f"{lengths.size:,} documents ({targets:,} targets, lines mode)")
+        # bits_per_char keeps its meaning from before the text figures: the loss (per token, mean of documents) / ln 2
+        result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets, "documents": int(lengths.size),
+                  "nats_per_char": text["nats_per_char"], "text_bits_per_char": text["bits_per_char"],
+                  "tokens_per_char": text["tokens_per_char"], "chars": text["chars"]}
+        return result, (f"{loss:.4f} nats/token | {result['bits_per_char']:.4f} bits/token | of the text: "
+                        f"{_char_text(text)} | mean over {lengths.size:,} documents ({targets:,} targets, lines mode)")
 
     def eval_rows(self, block_size: int) -> int:
         return min(EVAL_CHUNK_DOCS, len(self))
 
     def positions(self) -> Optional[int]:
-        return max(map(len, self.docs)) + 1 if len(self) else None
+        if not len(self):
+            return None
+        if isinstance(self.tokenizer, BPETokenizer):  # at most a token per UTF-8 byte
+            return max(len(d.encode("utf-8", "surrogatepass")) for d in self.docs) + 1
+        return max(map(len, self.docs)) + 1
 
 
 class TextStream(Corpus):
@@ -310,8 +369,9 @@ class TextStream(Corpus):
     framed, sample_num, sample_temperature, sample_length = False, 1, 0.8, 500
     samples_title = "--- {num} sample(s) of {length} characters (temperature {temperature}) ---"
 
-    def __init__(self, tokens: np.ndarray, tokenizer: Tokenizer, **meta: Any):
+    def __init__(self, tokens: np.ndarray, tokenizer: AnyTokenizer, text: Optional[str] = None, **meta: Any):
         super().__init__(tokenizer, **meta)
+        self.text = text  # the text the tokens encode (a BPE stream splits it, not its tokens)
         if not isinstance(tokens, np.ndarray) or tokens.ndim != 1 or tokens.dtype.kind not in "iu":
             got = f"{tokens.dtype}{list(tokens.shape)}" if isinstance(tokens, np.ndarray) else type(tokens).__name__
             raise ValueError(f"a token stream must be a 1-D integer array, got {got}")
@@ -320,18 +380,35 @@ class TextStream(Corpus):
     def __len__(self) -> int:
         return int(self.tokens.size)
 
+    @property
+    def _units(self) -> str:
+        return "tokens" if isinstance(self.tokenizer, BPETokenizer) else "characters"
+
     def split(self, val_fraction: float, block_size: int) -> tuple["TextStream", "TextStream"]:
-        train, val = split_tail(self.tokens, val_fraction)  # views, not copies
+        """The tail ``val_fraction`` of the characters validates (of the tokens when the text is not kept): with
+        BPE, each part is encoded on its own (the tokenizer was trained on the first part only)."""
+        head: Optional[str] = None
+        tail: Optional[str] = None
+        if isinstance(self.tokenizer, BPETokenizer) and self.text is not None and val_fraction > 0:
+            cut = len(self.text) - int(len(self.text) * val_fraction)  # (split_tail's cut)
+            head, tail = self.text[:cut], self.text[cut:]
+            train, val = self.tokenizer.encode(head), self.tokenizer.encode(tail)
+        else:
+            train, val = split_tail(self.tokens, val_fraction)  # views, not copies
         if train.size < block_size + 1:
-            raise DataError(f"{self.where} has {train.size:,} characters to train on; text mode needs at least "
+            raise DataError(f"{self.where} has {train.size:,} {self._units} to train on; text mode needs at least "
                             f"block_size + 1 = {block_size + 1}")
         if val_fraction > 0 and val.size < 2:
-            raise DataError(f"{self.where}: the validation split ({val_fraction:g} of {len(self):,} characters) is "
-                            f"too short for one target; use a larger --val-fraction or 0")
+            raise DataError(f"{self.where}: the validation split ({val_fraction:g} of {len(self):,} {self._units}) "
+                            f"is too short for one target; use a larger --val-fraction or 0")
         meta = dict(source=self.source, where=self.where, fingerprint=self.fingerprint)
-        return TextStream(train, self.tokenizer, **meta), TextStream(val, self.tokenizer, **meta)
+        return TextStream(train, self.tokenizer, head, **meta), TextStream(val, self.tokenizer, tail, **meta)
 
     def summary(self, val: Corpus) -> str:
+        if isinstance(self.tokenizer, BPETokenizer):
+            chars = len(self.text) if self.text is not None else None
+            rate = f", {len(self) / chars:.3f} tokens/char" if chars else ""
+            return f"{len(self):,} train + {len(val):,} val tokens (text mode, bpe{rate})"
         return f"{len(self):,} train + {len(val):,} val characters (text mode)"
 
     def check(self, block_size: int, validation: bool = False) -> None:
@@ -360,11 +437,28 @@ class TextStream(Corpus):
     def loss(self, model: Model, final: bool = True) -> float:
         return evaluate_text(model, self.tokens, None if final else EVAL_DURING_TRAINING)[0]
 
+    def _figures(self, model: Model, final: bool = True) -> tuple[float, int, dict[str, Any]]:
+        loss, targets = evaluate_text(model, self.tokens, None if final else EVAL_DURING_TRAINING)
+        if not isinstance(self.tokenizer, BPETokenizer):  # a token is a character: the loss is per character
+            return loss, targets, {"nats_per_char": loss, "bits_per_char": loss / math.log(2),
+                                   "tokens_per_char": 1.0, "chars": targets}
+        chars = int(token_chars(self.tokenizer)[self.tokens[1:targets + 1]].sum())
+        return loss, targets, per_char(loss * targets, targets, chars)
+
+    def score(self, model: Model, final: bool = True) -> tuple[float, Optional[float]]:
+        loss, _, text = self._figures(model, final)
+        return loss, text["nats_per_char"]
+
     def evaluation(self, model: Model) -> tuple[dict[str, Any], str]:
-        loss, targets = evaluate_text(model, self.tokens)
-        result = {"loss": loss, "bits_per_char": loss / math.log(2), "targets": targets}
-        return result, (f"{loss:.4f} nats/char | {result['bits_per_char']:.4f} bits/char | {targets:,} targets "
-                        f"(text mode, windows of {model.config.block_size})")
+        loss, targets, text = self._figures(model)
+        result = {"loss": loss, "bits_per_char": text["bits_per_char"], "targets": targets,
+                  "nats_per_char": text["nats_per_char"], "text_bits_per_char": text["bits_per_char"],
+                  "tokens_per_char": text["tokens_per_char"], "chars": text["chars"]}
+        where = f"text mode, windows of {model.config.block_size}"
+        if not isinstance(self.tokenizer, BPETokenizer):
+            return result, f"{_char_text(text)} | {targets:,} targets ({where})"
+        return result, (f"{_char_text(text)} | {loss:.4f} nats/token | {text['tokens_per_char'] or 0:.4f} "
+                        f"tokens/char | {targets:,} targets ({where}, bpe vocab {self.tokenizer.vocab_size})")
 
     def eval_rows(self, block_size: int) -> int:
         return min(max(1, EVAL_CHUNK_TOKENS // block_size), -(-len(self) // block_size))
@@ -384,7 +478,7 @@ def corpus_class(mode: str) -> type[Corpus]:
     return CORPORA[mode]
 
 
-def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenizer: Tokenizer) -> Corpus:
+def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenizer: AnyTokenizer) -> Corpus:
     """``data`` as a corpus: a Corpus as it is, a token stream (a TextData or a 1-D int array) as a TextStream,
     documents (already in training order) as Documents."""
     if isinstance(data, Corpus):
@@ -397,14 +491,19 @@ def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenize
 
 
 def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional[int] = None,
-                tokenizer: Optional[Tokenizer] = None, expect: Optional[Mapping[str, Any]] = None) -> Corpus:
+                tokenizer: Optional[AnyTokenizer] = None, expect: Optional[Mapping[str, Any]] = None,
+                bpe_vocab_size: Optional[int] = None, val_fraction: float = 0.0) -> Corpus:
     """The corpus of a file or named dataset (``spec``; None: the mode's default, names or shakespeare) in a data
     mode. Lines mode reads every non-empty line as a document and, given a ``seed``, shuffles them as microgpt does
     (the stream left by the shuffle becomes ``init_rng``); text mode reads the whole file as one stream. The
     tokenizer is the given one (ValueError naming characters outside it), else the data's own characters.
     ``expect`` (a checkpoint's record, see Corpus.identity): raise DataChanged, before any tokenizing, if the data
-    is not what that run read."""
+    is not what that run read. ``bpe_vocab_size`` (no ``tokenizer`` then): the tokenizer is a byte-level BPE of that
+    many ids trained on the training split only — all but the tail ``val_fraction`` of the shuffled documents (each
+    one a text of its own) or of the text's characters —, deterministically (blasgpt.bpe; needs ``tokenizers``)."""
     cls = corpus_class(mode)
+    if bpe_vocab_size is not None and tokenizer is not None:
+        raise ValueError("give a tokenizer or a BPE vocabulary size to train one, not both")
 
     def verify(fingerprint: str, init_rng: Optional[random.Random] = None) -> None:
         stored = expect if expect is not None else {}
@@ -417,14 +516,18 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         shuffled, rng = shuffle_docs(docs, seed) if seed is not None else (docs, None)
         fingerprint = docs_fingerprint(docs)
         verify(fingerprint, rng)
+        if bpe_vocab_size is not None:
+            tokenizer = BPETokenizer.train(split_validation(shuffled, val_fraction)[0], bpe_vocab_size)
         return Documents(shuffled, tokenizer or Tokenizer.from_docs(shuffled), fingerprint=fingerprint, init_rng=rng,
                          source=str(spec) if spec else "names.txt (bundled)")
     path = data_path(spec or cls.default_data)
     text, digest = read_text(path)
     verify(digest)  # before tokenizing: changed text is reported as such, not as characters outside the vocabulary
+    if bpe_vocab_size is not None:
+        tokenizer = BPETokenizer.train(split_tail(text, val_fraction)[0], bpe_vocab_size)
     tok = tokenizer or text_vocabulary(text)
-    return TextStream(tok.encode_text(text), tok, source=str(spec or cls.default_data), where=str(path),
-                      fingerprint=digest)
+    return TextStream(tok.encode_text(text), tok, text if isinstance(tok, BPETokenizer) else None,
+                      source=str(spec or cls.default_data), where=str(path), fingerprint=digest)
 
 
 def _identity(fingerprint: Optional[str], state: Optional[list]) -> dict[str, Any]:
@@ -434,5 +537,5 @@ def _identity(fingerprint: Optional[str], state: Optional[list]) -> dict[str, An
     return out
 
 __all__ = ["CORPORA", "Corpus", "DataChanged", "Documents", "Feed", "MODES", "TextStream", "as_corpus",
-           "corpus_class", "docs_fingerprint", "evaluate", "evaluate_text", "load_corpus", "shuffle_docs",
+           "corpus_class", "docs_fingerprint", "evaluate", "evaluate_text", "load_corpus", "per_char", "shuffle_docs",
            "split_validation", "window_starts"]

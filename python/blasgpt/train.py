@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .bpe import AnyTokenizer, BPETokenizer
 from .checkpoint import save_checkpoint
 from .config import Config
 from .corpus import (EVAL_CHUNK_DOCS, EVAL_CHUNK_TOKENS, EVAL_DURING_TRAINING, WINDOW_DRAW_STEPS, Corpus, Documents,
@@ -48,6 +49,8 @@ class History:
     seconds: float
     docs: int
     val_losses: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, held-out loss)
+    # (step, held-out nats per character of the original text; None: no character): one scale for any tokenizer
+    val_nats_per_char: list[tuple[int, Optional[float]]] = dataclasses.field(default_factory=list)
 
     @property
     def docs_per_second(self) -> float:
@@ -68,9 +71,11 @@ class Reporter:
     """Progress for people (a tqdm bar on a terminal, else plain lines) and for files (metrics.jsonl)."""
 
     def __init__(self, start: int, total: int, steps: int, per_step: int, unit: str, log: Callable[[str], None],
-                 bar: bool, metrics: Optional[Path]):
-        # per_step: documents (lines mode) or tokens (text mode) a step trains on
+                 bar: bool, metrics: Optional[Path], show_chars: bool = False):
+        # per_step: documents (lines mode) or tokens (text mode) a step trains on; show_chars: the lines give the
+        # validation bits per character too (a subword tokenizer: the loss is per token)
         self.total, self.per_step, self.unit, self.log, self.metrics = total, per_step, unit, log, metrics
+        self.show_chars = show_chars
         self.t0 = self.last_t = time.perf_counter()
         self.last_s = start
         self.losses_since: list[float] = []
@@ -85,16 +90,20 @@ class Reporter:
         if self.bar is not None:
             self.bar.update(len(losses))
 
-    def record(self, step: int, lr: float, val: Optional[float], line: bool, eval_seconds: float) -> None:
+    def record(self, step: int, lr: float, val: Optional[float], line: bool, eval_seconds: float,
+               val_nats_per_char: Optional[float] = None) -> None:
         now = time.perf_counter()
         rate = (step - self.last_s) * self.per_step / max(now - self.last_t - eval_seconds, 1e-12)
         train_loss = float(np.mean(self.losses_since)) if self.losses_since else float("nan")
+        bpc = None if val_nats_per_char is None else val_nats_per_char / math.log(2)
         if self.metrics is not None:
             row = {"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr, f"{self.unit}_per_s": rate,
-                   "elapsed": now - self.t0}
+                   "elapsed": now - self.t0, "val_nats_per_char": val_nats_per_char, "val_bits_per_char": bpc}
             with open(self.metrics, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         val_text = "" if val is None else f" | val {val:.4f}"
+        if val is not None and self.show_chars and bpc is not None:
+            val_text += f" ({bpc:.4f} bits/char)"
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {train_loss:.4f}{val_text} | lr {lr:.2e} | {rate:,.0f} {self.unit}/s")
         elif line:
@@ -108,7 +117,7 @@ class Reporter:
             self.bar.close()
 
 
-def save_rotating(model: Model, tokenizer: Tokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
+def save_rotating(model: Model, tokenizer: AnyTokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
     """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones."""
     numbered = out_dir / f"ckpt-{model.step}.safetensors"
     save_checkpoint(numbered, model, tokenizer, extra)
@@ -141,7 +150,7 @@ def _due(every: int, start: int, s: int) -> bool:
 class Checkpointer:
     """Writes the run's checkpoints into ``out`` (None: nowhere) every ``every`` steps and at the end."""
 
-    def __init__(self, out: Optional[Path], every: int, keep: int, tokenizer: Tokenizer, extra: dict[str, Any]):
+    def __init__(self, out: Optional[Path], every: int, keep: int, tokenizer: AnyTokenizer, extra: dict[str, Any]):
         self.out, self.every, self.keep, self.tokenizer, self.extra = out, every, keep, tokenizer, extra
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -160,17 +169,19 @@ class Evaluator:
         self.val, self.every = val, every
         self.seconds = 0.0  # spent evaluating (not training)
         self.losses: list[tuple[int, float]] = []
+        self.nats_per_char: list[tuple[int, Optional[float]]] = []
 
-    def after(self, model: Model, start: int, last: bool) -> tuple[Optional[float], float]:
-        """(the loss now if one is due, else None; seconds it took)."""
+    def after(self, model: Model, start: int, last: bool) -> tuple[Optional[float], Optional[float], float]:
+        """(the loss now if one is due, else None; its nats per character of the text; seconds it took)."""
         t0 = time.perf_counter()
-        val = None
+        val = npc = None
         if self.val is not None and (_due(self.every, start, model.step) or last):
-            val = self.val.loss(model, final=last)
+            val, npc = self.val.score(model, final=last)
             self.losses.append((model.step, val))
+            self.nats_per_char.append((model.step, npc))
         took = time.perf_counter() - t0
         self.seconds += took
-        return val, took
+        return val, npc, took
 
 
 def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm: Optional[Any]) -> list[float]:
@@ -245,7 +256,8 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     saver = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, tok, dict(checkpoint_extra or {}))
     evaluator = Evaluator(val, config.eval_every)
     report = Reporter(start, config.total_steps, steps, data.per_step(B, block), data.unit,
-                      log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None)
+                      log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None,
+                      show_chars=isinstance(tok, BPETokenizer))
     losses: list[float] = []
     end_all = start + steps
     try:
@@ -265,20 +277,22 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
                                     f"it (the model keeps step {model.step}; try a lower learning rate)")
             s = end
             last = s == end_all
-            val_loss, t_eval = evaluator.after(model, start, last)
+            val_loss, val_npc, t_eval = evaluator.after(model, start, last)
             if root and (_due(config.log_every, start, s) or val_loss is not None or
                          (last and (config.log_every or out))):
-                report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval)
+                report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval,
+                              val_nats_per_char=val_npc)
             saver.after(model, start, last)
     finally:
         report.close()
-    return History(losses, time.perf_counter() - report.t0 - evaluator.seconds, steps * B, evaluator.losses)
+    return History(losses, time.perf_counter() - report.t0 - evaluator.seconds, steps * B, evaluator.losses,
+                   evaluator.nats_per_char)
 
 
 TextLike = Union[np.ndarray, TextData]
 
 
-def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLike, Corpus], steps: int = 1000,
+def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], TextLike, Corpus], steps: int = 1000,
           batch_size: int = 1, lr: float = 0.01, *, schedule_steps: Optional[int] = None, schedule: str = "linear",
           warmup_steps: int = 0, log_every: int = 0,
           log: Callable[[str], None] = print, val_docs: Optional[Union[Sequence[str], TextLike, Corpus]] = None,
@@ -300,7 +314,8 @@ def train(model: Model, tokenizer: Tokenizer, docs: Union[Sequence[str], TextLik
     Optional, each only when asked: a progress line every ``log_every`` steps (``progress_bar`` shows a tqdm bar
     instead); the loss on ``val_docs`` every ``eval_every`` steps and at the end (never touching gradients or
     Adam state); with ``out_dir``, ``metrics.jsonl`` there (one JSON object per report: step, train_loss — the
-    mean since the previous report —, val_loss, lr, docs_per_s (text mode: tok_per_s), elapsed) and, every
+    mean since the previous report —, val_loss, lr, docs_per_s (text mode: tok_per_s), elapsed, val_nats_per_char
+    and val_bits_per_char — of the original text, for any tokenizer) and, every
     ``checkpoint_every`` steps, ``ckpt-<step>.safetensors`` plus ``ckpt.safetensors`` (the latest), keeping
     ``keep_checkpoints`` numbered ones; ``checkpoint_extra`` is stored in them. Raises TrainingError if the loss
     stops being finite (that step is not applied, so the model and every checkpoint stay valid).

@@ -12,23 +12,26 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional
 
+from .bpe import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE, TOKENIZERS
 from .corpus import MODES
 from .schedule import SCHEDULES
 
 # What a checkpoint without run settings (written by save_checkpoint from Python, or before a field existed) means:
 # microgpt's seed, batch and learning rate, no validation split, lines mode, microgpt's schedule.
 LEGACY: dict[str, Any] = {"seed": 42, "batch_size": 1, "lr": 0.01, "val_fraction": 0.0, "data": None,
-                          "data_mode": "lines", "schedule": "linear", "warmup_steps": 0}
+                          "data_mode": "lines", "schedule": "linear", "warmup_steps": 0,
+                          "tokenizer": "char", "vocab_size": None}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """A run's settings. The run: ``seed`` (lines mode: the shuffle and the weights; text mode: the windows),
     ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps`` after ``warmup_steps`` (blasgpt.schedule),
-    the data (``data``: a file or named dataset, None for the mode's default; ``data_mode``: "lines" or "text") and
-    the tail ``val_fraction`` held out. How it is run (may change when resuming): ``log_every``, ``eval_every``,
-    ``checkpoint_every`` and ``keep_checkpoints`` (0: never), ``dtype``, ``threads``, ``backend`` (None: the
-    default)."""
+    the data (``data``: a file or named dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the
+    tail ``val_fraction`` held out and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of
+    ``vocab_size`` ids trained on the training split, blasgpt.bpe). How it is run (may change when resuming):
+    ``log_every``, ``eval_every``, ``checkpoint_every`` and ``keep_checkpoints`` (0: never), ``dtype``, ``threads``,
+    ``backend`` (None: the default)."""
 
     seed: int = 42
     batch_size: int = 1
@@ -39,6 +42,8 @@ class TrainConfig:
     data: Optional[str] = None
     data_mode: str = "lines"
     val_fraction: float = 0.1
+    tokenizer: str = "char"
+    vocab_size: Optional[int] = None  # bpe only: bytes + merges + BOS
     log_every: int = 100
     eval_every: int = 100
     checkpoint_every: int = 0
@@ -67,6 +72,14 @@ class TrainConfig:
         if self.warmup_steps and self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be fewer than the run's total steps "
                              f"({self.total_steps})")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"the tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.tokenizer == "char" and self.vocab_size is not None:
+            raise ValueError("the char tokenizer's vocabulary is the data's characters: vocab_size is for bpe only")
+        if self.tokenizer == "bpe" and (isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int)
+                                        or not MIN_VOCAB_SIZE <= self.vocab_size <= MAX_VOCAB_SIZE):
+            raise ValueError(f"a BPE vocabulary holds the {MIN_VOCAB_SIZE - 1} bytes, merges and BOS: vocab_size must "
+                             f"be an integer in [{MIN_VOCAB_SIZE}, {MAX_VOCAB_SIZE}], got {self.vocab_size!r}")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -88,6 +101,7 @@ class TrainConfig:
         values["lr"], values["val_fraction"] = float(values["lr"]), float(values["val_fraction"])
         values["total_steps"], values["warmup_steps"] = int(values["total_steps"]), int(values["warmup_steps"])
         values["data"] = values["data"] or None
+        values["vocab_size"] = None if values["vocab_size"] is None else int(values["vocab_size"])
         return cls(**values)
 
 

@@ -2,8 +2,9 @@
 
 The seeds are small valid inputs the fuzzer mutates from: checkpoints of a tiny model (float32 with vocabulary and
 extra state, float64 without), a truncated one and a safetensors file that is not a checkpoint; and for fuzz_batch,
-one input per target in its byte format. Safetensors writes metadata in hash order, so the checkpoint bytes differ
-from run to run; nothing depends on that.
+one input per target in its byte format; for fuzz_bpe, merges that chain and overlap ("th", "the", " the", "ll", a
+two-byte character) over text in several scripts, invalid UTF-8 and NUL-separated documents. Safetensors writes
+metadata in hash order, so the checkpoint bytes differ from run to run; nothing depends on that.
 """
 
 from __future__ import annotations
@@ -78,8 +79,30 @@ def batch_seeds(out: Path) -> None:
         (out / name).write_bytes(w.bytes() + docs.get(name, b""))
 
 
+def bpe_seeds(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ids = {bytes([b]): b for b in range(256)}
+    merges = b""
+    pairs = [(b"t", b"h"), (b"th", b"e"), (b" ", b"the"), (b"l", b"l"), (b"e", b"ll"), (b"\xc3", b"\xa9"),
+             (b"a", b"a"), (b"aa", b"aa")]
+    for left, right in pairs:
+        merges += ids[left].to_bytes(2, "little") + ids[right].to_bytes(2, "little")
+        ids[left + right] = len(ids)  # 256 + the merges so far
+    head = bytes([len(pairs)]) + merges
+    texts = {
+        "bpe-english": b"the theme of the hello\n\nthe  end, 1234 tells!",
+        "bpe-scripts": "héllo wörld — 中文 😀 naïve café\r\n\tthe".encode(),
+        "bpe-invalid-utf8": b"the \xff\xc3 aaaa\xe4\xb8 \x80the",
+        "bpe-documents": b"the\x00hello\x00\x00aaaaaa the",
+    }
+    for name, text in texts.items():
+        (out / name).write_bytes(head + text)
+    (out / "bpe-no-merges").write_bytes(b"\x00plain bytes \xf0\x9f\x98\x80")
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     checkpoint_seeds(root / "checkpoint")
     batch_seeds(root / "batch")
+    bpe_seeds(root / "bpe")
     print(f"seeds written under {root}")

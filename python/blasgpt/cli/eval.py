@@ -15,13 +15,17 @@ from .common import EXIT_OK, load_for_text, positive_int
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     ev = sub.add_parser("eval", help="mean loss of a checkpoint on held-out or given text",
-                        description="Text mode: the mean cross-entropy in nats per character over every target of "
+                        description="Text mode: the mean cross-entropy in nats per token over every target of "
                                     "the text, in consecutive non-overlapping windows of block_size (each target "
-                                    "counted once); also bits/char. Lines mode: the mean over documents of each "
-                                    "document's loss. Default data: the run's validation split.")
+                                    "counted once). Lines mode: the mean over documents of each document's loss. "
+                                    "Both also give nats and bits per character of the original text (the nats of "
+                                    "every target over the characters they cover: one scale for any tokenizer; a "
+                                    "character tokenizer's token is a character) and tokens/char. Default data: the "
+                                    "run's validation split.")
     ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     ev.add_argument("--data", metavar="FILE", help="evaluate on all of this file (or named dataset) instead")
-    ev.add_argument("--json", action="store_true", help="print one JSON object: loss, bits_per_char, targets, ...")
+    ev.add_argument("--json", action="store_true", help="print one JSON object: loss, bits_per_char, nats_per_char, "
+                    "tokens_per_char, targets, ...")
     ev.add_argument("--threads", type=positive_int, default=1, help="worker threads (default 1)")
 
 

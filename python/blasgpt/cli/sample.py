@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ..bpe import BPETokenizer
 from ..corpus import corpus_class
 from ..generate import MAX_LENGTH, generate
 from ..train_config import TrainConfig
@@ -23,8 +24,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     s.add_argument("--num", type=nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
     s.add_argument("--length", type=nonneg_int, default=None,
-                   help=f"new characters per sample (text mode, default 500; --num x --length at most {MAX_LENGTH:,}; "
-                        "lines mode: at most block_size, the default)")
+                   help=f"new characters per sample (text mode, default 500, with any tokenizer; --num x --length at "
+                        f"most {MAX_LENGTH:,}; lines mode: tokens, at most block_size, the default)")
     s.add_argument("--temperature", type=float, default=None,
                    help="> 0; lower is more conservative (default 0.5; text mode 0.8)")
     s.add_argument("--top-k", type=positive_int, default=None, help="sample only among the K likeliest tokens")
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     mode = TrainConfig.from_checkpoint(ck.extra, ck.step).data_mode
     kind = corpus_class(mode)  # its sampling defaults
     block = model.config.block_size
+    units = "tokens" if isinstance(tok, BPETokenizer) else "characters"
     if kind.framed and args.length is not None and args.length > block:
         raise UsageError(f"--length {args.length}: {args.checkpoint} was trained in {mode} mode, so its samples are "
-                         f"documents of at most block_size ({block}) characters; train with --data-mode text for "
+                         f"documents of at most block_size ({block}) {units}; train with --data-mode text for "
                          f"long text")
     num = args.num if args.num is not None else kind.sample_num
     length = args.length if args.length is not None else (kind.sample_length or block)
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         made = sum(len(t) - len(args.prompt) for t in texts)
     seconds = time.perf_counter() - t0
     if not kind.framed:  # long text: say how fast it came
-        print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} tokens/s, "
+        unit = "characters" if isinstance(tok, BPETokenizer) else "tokens"
+        print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} {unit}/s, "
               f"{num} sample(s) together, KV cache)", file=sys.stderr)
     return EXIT_OK

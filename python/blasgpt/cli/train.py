@@ -4,6 +4,7 @@ blasgpt.corpus, then blasgpt.train.fit, a final checkpoint and a few samples."""
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Optional
 
 from .. import __version__, rundir
 from .._core import blas_info, native_isa
+from ..bpe import MIN_VOCAB_SIZE, TOKENIZERS, BPETokenizer
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from ..config import Config, check_memory, memory_estimate
 from ..corpus import MODES, Corpus, DataChanged, load_corpus
@@ -21,9 +23,10 @@ from ..model import BACKENDS, Model
 from ..schedule import SCHEDULES
 from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, plan_run, save_rotating
 from ..train_config import TrainConfig
-from .common import EXIT_INTERRUPTED, EXIT_OK, UsageError, nonneg_int, positive_int
+from .common import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError, nonneg_int, positive_int
 
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
+DEFAULT_BPE_VOCAB = 1024
 FIXED_WHEN_RESUMING = (*SIZE_DEFAULTS, "dtype", "seed", "batch_size", "val_fraction")  # flags that name the run
 
 
@@ -37,6 +40,12 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     t.add_argument("--data-mode", choices=MODES, default=None,
                    help="lines (default, microgpt): every line is a document [BOS] line [BOS]; text: the whole file "
                         "is one token stream, trained on random windows of block_size + 1 characters (nanoGPT)")
+    t.add_argument("--tokenizer", choices=TOKENIZERS, default=None,
+                   help="char (default): one token per character of the data; bpe: byte-level BPE trained on the "
+                        "training split (needs pip install \"blasgpt[bpe]\"; the checkpoint keeps it)")
+    t.add_argument("--vocab-size", type=positive_int, default=None,
+                   help=f"bpe: ids in the vocabulary, 256 bytes + merges + BOS (>= {MIN_VOCAB_SIZE}; default "
+                        f"{DEFAULT_BPE_VOCAB})")
     t.add_argument("--steps", type=nonneg_int, default=None,
                    help="total optimisation steps of the run (default 1000; with --resume: the checkpoint's total)")
     t.add_argument("--batch-size", type=positive_int, default=None,
@@ -146,6 +155,8 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
         raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if resume is not None:
         base = TrainConfig.from_checkpoint(resume.extra, resume.step, resume.model.dtype.name)
+        if isinstance(resume.tokenizer, BPETokenizer):  # the checkpoint's own tokenizer decides (run state or not)
+            base = base.replace(tokenizer="bpe", vocab_size=resume.tokenizer.vocab_size)
         if args.data_mode is not None and args.data_mode != base.data_mode:
             raise UsageError(f"--data-mode {args.data_mode} does not match the checkpoint, which was trained in "
                              f"{base.data_mode} mode")
@@ -154,11 +165,23 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
             if asked is not None and asked != had:
                 raise UsageError(f"{flag} {asked} does not match the checkpoint's run ({had}); a resumed run keeps "
                                  f"its schedule")
+        tok = base.tokenizer + ("" if base.vocab_size is None else f" --vocab-size {base.vocab_size}")
+        if (args.tokenizer or base.tokenizer) != base.tokenizer or args.vocab_size not in (None, base.vocab_size):
+            raise UsageError(f"--tokenizer/--vocab-size do not match the checkpoint, which was trained with "
+                             f"--tokenizer {tok}")
     else:
+        kind = args.tokenizer or "char"
+        if kind == "char" and args.vocab_size is not None:
+            raise UsageError("--vocab-size is for --tokenizer bpe (the char tokenizer's vocabulary is the data's "
+                             "characters)")
+        vocab = (args.vocab_size or DEFAULT_BPE_VOCAB) if kind == "bpe" else None
+        if vocab is not None and vocab < MIN_VOCAB_SIZE:
+            raise UsageError(f"--vocab-size {vocab}: a BPE vocabulary holds the 256 bytes and BOS, so it must be at "
+                             f"least {MIN_VOCAB_SIZE}")
         base = TrainConfig(data_mode=args.data_mode or "lines", seed=42 if args.seed is None else args.seed,
                            batch_size=args.batch_size or 1, dtype=args.dtype or "float64",
                            val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
-                           schedule=args.lr_schedule or "linear")
+                           schedule=args.lr_schedule or "linear", tokenizer=kind, vocab_size=vocab)
     lr = base.lr if args.lr is None else args.lr
     if not (lr >= 0 and lr < float("inf")):
         raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
@@ -181,9 +204,13 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
 
 def _load(args: argparse.Namespace, cfg: TrainConfig, resume: Optional[Checkpoint]) -> Corpus:
     """The run's corpus (a resumed run: the same data as before, or DataError)."""
+    fresh_bpe = resume is None and cfg.tokenizer == "bpe"
     try:
         return load_corpus(cfg.data, cfg.data_mode, seed=cfg.seed, tokenizer=resume.tokenizer if resume else None,
-                           expect=resume.extra if resume else None)
+                           expect=resume.extra if resume else None,
+                           bpe_vocab_size=cfg.vocab_size if fresh_bpe else None, val_fraction=cfg.val_fraction)
+    except ImportError as e:  # training a BPE tokenizer without the optional extra
+        raise MissingDependency(str(e)) from None
     except DataChanged as e:
         raise DataError(f"{args.resume}: {e}, so the resumed run could not continue the same sequence") from None
 
@@ -204,13 +231,15 @@ def _model(args: argparse.Namespace, cfg: TrainConfig, sizes: Config, resume: Op
 def _announce(args: argparse.Namespace, cfg: TrainConfig, corpus: Corpus, data: Corpus, val: Corpus, model: Model,
               note: str) -> None:
     c = model.config
+    kind = " (bpe)" if isinstance(corpus.tokenizer, BPETokenizer) else ""
     plan = plan_run(model, data, cfg.batch_size, args.comm.Get_size() if args.comm is not None else 1)
     isa = {"native": native_isa(), "blas": blas_info().split(" | ")[-1],
            "auto": f"{native_isa()} | OpenBLAS {blas_info().split(' | ')[-1]}: {plan.summary() if plan else ''}"
            }[model.backend]
-    print(f"blasgpt {__version__} | data {corpus.source}: {data.summary(val)}, vocab {c.vocab_size} | d{c.n_embd} "
-          f"h{c.n_head} L{c.n_layer} block {c.block_size}: {model.num_params:,} params | {model.dtype.name} | "
-          f"batch {cfg.batch_size} x {model.threads} thread(s) | gemm {model.backend} ({isa}){note}")
+    print(f"blasgpt {__version__} | data {corpus.source}: {data.summary(val)}, vocab {c.vocab_size}{kind} | "
+          f"d{c.n_embd} h{c.n_head} L{c.n_layer} block {c.block_size}: {model.num_params:,} params | "
+          f"{model.dtype.name} | batch {cfg.batch_size} x {model.threads} thread(s) | gemm {model.backend} "
+          f"({isa}){note}")
     if args.resume:
         print(f"resuming {args.resume} at step {model.step} of {cfg.total_steps}")
     if args.comm is not None:
@@ -228,6 +257,9 @@ def _finish(args: argparse.Namespace, cfg: TrainConfig, corpus: Corpus, model: M
     if steps:
         tail = hist.losses[-min(100, len(hist.losses)):]
         val = f" | val loss {hist.val_losses[-1][1]:.4f}" if hist.val_losses else ""
+        npc = hist.val_nats_per_char[-1][1] if hist.val_nats_per_char else None
+        if isinstance(corpus.tokenizer, BPETokenizer) and npc is not None:
+            val += f" ({npc / math.log(2):.4f} bits/char)"
         print(f"trained {steps} steps in {hist.seconds:.2f} s "
               f"({hist.docs_per_second * corpus.per_step(1, block):,.0f} {corpus.unit}/s, "
               f"{hist.seconds / steps * 1e6:.1f} µs/step) | final loss {hist.losses[-1]:.4f} | "
