@@ -255,3 +255,58 @@ def test_set_gemm_plan_checks_its_input():
         m._core.set_gemm_plan([("x", True, 4, 4)], True)
     m._core.set_gemm_plan([], False)
     assert m._core.gemm_plan == ([], False)
+
+
+def prefer(monkeypatch, kernel: str) -> None:
+    """From here on, this machine 'measures' ``kernel`` (native or blas) faster for every product, and the fused
+    attention kernel faster exactly when native wins (timings are (native, blas) and (fused, gemm) seconds)."""
+    fast, slow = 1e-9, 1e-3
+    pair = (fast, slow) if kernel == "native" else (slow, fast)
+    monkeypatch.setattr(_core, "time_gemm", lambda *args: pair)
+    monkeypatch.setattr(_core, "time_attention", lambda *args: pair)
+    calibrate.forget()
+
+
+def test_a_resumed_run_keeps_its_runs_plan_and_continues_bit_exactly(cache, tmp_path, monkeypatch):
+    """The checkpoint stores the auto backend's plan; a resumed run computes with it even when this machine (its
+    cache gone, its timings changed) would now choose every product the other way, so it continues bit-exactly."""
+    prefer(monkeypatch, "native")
+    whole, tok, docs = make_setup(5, 16, 4, 2, 8, n_docs=24, backend="auto")
+    half, _, _ = make_setup(5, 16, 4, 2, 8, n_docs=24, backend="auto")
+    run = dict(batch_size=4, schedule_steps=10, log=lambda _: None)
+    blasgpt.train(whole, tok, docs, steps=10, **run)
+    blasgpt.train(half, tok, docs, steps=4, **run)
+    kept = half.gemm_plan
+    assert kept is not None and not any(c[-1] for c in kept.choices()) and kept.fused_attention
+    half.save(tmp_path / "ckpt.safetensors", tok)
+
+    prefer(monkeypatch, "blas")  # the machine's own choice now differs everywhere
+    for f in cache.glob("*"):
+        f.unlink()
+    other = make_plan(half.config, "float64", kept.rows, kept.doc_len)
+    assert all(c[-1] for c in other.choices()) and not other.fused_attention
+
+    resumed = blasgpt.Model.load(tmp_path / "ckpt.safetensors")
+    assert resumed.gemm_plan.choices() == kept.choices() and resumed.gemm_plan.source == "kept from the checkpoint"
+    assert resumed._core.gemm_plan == (kept.choices(), kept.fused_attention)
+    assert resumed.plan_gemm(3, 2) is resumed.gemm_plan  # training plans nothing new over it
+    blasgpt.train(resumed, tok, docs, steps=6, **run)
+    for name, p in whole.params.items():
+        assert np.array_equal(p, resumed.params[name]), name
+    assert np.array_equal(whole.adam_m, resumed.adam_m) and np.array_equal(whole.adam_v, resumed.adam_v)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[]", "a gemm plan is a JSON object"),
+    ('{"dtype": "float16", "rows": 1, "doc_len": 1, "products": [], "attention": null, "source": ""}',
+     "not a gemm plan of float32 or float64 products"),
+    ('{"dtype": "float32", "rows": 1, "doc_len": 1, "products": [{"ta": 1, "tb": false, "m": 1, "n": 1, "k": 1, '
+     '"choice": "blas"}], "attention": null, "source": ""}', "not a product of a gemm plan"),
+    ('{"dtype": "float32", "rows": 1, "doc_len": 1, "products": [], "attention": {"choice": "x"}, "source": ""}',
+     "not an attention choice of a gemm plan"),
+])
+def test_a_stored_plan_is_checked(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        calibrate.Plan.from_json(text)
+    with pytest.raises(TypeError):
+        calibrate.Plan.from_json('{"dtype": "float32"}')

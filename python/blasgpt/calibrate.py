@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -210,6 +210,27 @@ class Plan:
     attention: Optional[dict[str, Any]]  # fused kernel vs gemm path, when the fused kernel applies
     source: str
     large: list[str] = field(default_factory=list)  # shapes of LARGE_VOLUME or more: OpenBLAS, untimed
+
+    def to_json(self) -> str:
+        """The plan as JSON (what a checkpoint stores, so a resumed run computes with the same kernels)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """A plan written by to_json; ValueError (or TypeError, KeyError) when it is not one."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("a gemm plan is a JSON object")
+        plan = cls(**d)
+        if plan.dtype not in ("float32", "float64") or not isinstance(plan.products, list):
+            raise ValueError(f"not a gemm plan of float32 or float64 products: {plan.dtype!r}")
+        for p in plan.products:
+            if not all(isinstance(p[k], bool) for k in ("ta", "tb")) or p["choice"] not in ("blas", "native") or \
+                    not all(isinstance(p[k], int) and 0 < p[k] <= 1 << 30 for k in ("m", "n", "k")):
+                raise ValueError(f"not a product of a gemm plan: {p!r}")
+        if plan.attention is not None and plan.attention.get("choice") not in ("fused", "gemm"):
+            raise ValueError(f"not an attention choice of a gemm plan: {plan.attention!r}")
+        return plan
 
     def choices(self) -> list[tuple[bool, bool, int, int, int, bool]]:
         return [(p["ta"], p["tb"], p["m"], p["n"], p["k"], p["choice"] == "blas") for p in self.products]

@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from . import model as model_module
 from .config import Config
+from .calibrate import Plan
 from .bpe import AnyTokenizer, tokenizer_from_metadata, tokenizer_metadata
 from .data import atomic_write_bytes
 from .model import Model
@@ -77,6 +78,8 @@ def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[AnyTokeniz
     }
     if tokenizer is not None:
         metadata.update(tokenizer_metadata(tokenizer))
+    if model.gemm_plan is not None:  # the auto backend's kernel per product: a resumed run computes the same
+        metadata["gemm_plan"] = model.gemm_plan.to_json()
     path = Path(path)
     atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
@@ -113,7 +116,8 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         step = int(meta["step"])
         extra = json.loads(meta.get("extra", "{}"))
         tokenizer = tokenizer_from_metadata(meta)
-    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        plan = Plan.from_json(meta["gemm_plan"]) if "gemm_plan" in meta else None
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
         raise bad(f"invalid metadata ({type(e).__name__}: {e})") from None
     if dtype not in (np.float32, np.float64) or step < 0 or not isinstance(extra, dict):
         raise bad(f"invalid metadata (dtype {meta['dtype']!r}, step {step}, extra of type {type(extra).__name__})")
@@ -135,6 +139,10 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
     model.adam_m[...] = tensors["adam.m"]
     model.adam_v[...] = tensors["adam.v"]
     model.step = step
+    if plan is not None:
+        if plan.dtype != dtype.name:
+            raise bad(f"its gemm plan is for {plan.dtype}, its parameters are {dtype.name}")
+        model.use_plan(dataclasses.replace(plan, source="kept from the checkpoint"))
     if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
         raise bad(f"vocabulary has {tokenizer.vocab_size} symbols but the config says {config.vocab_size}")
     return Checkpoint(model, tokenizer, extra)

@@ -79,6 +79,7 @@ class Model:
         self._activations_sized = 0  # activation bytes reserve() has checked this model's memory for (the most so far)
         self._plan: Optional[Plan] = None  # the auto backend's plan in use (see plan_gemm)
         self._plan_pending = self.backend == "auto"  # plan from the first batch trained on
+        self._plan_kept = False  # a plan from a checkpoint (use_plan): kept, so a resumed run computes the same
         self.params = self._views(self._flat["params"])
         self.grads = self._views(self._flat["grads"])
         if init:
@@ -149,18 +150,30 @@ class Model:
         """Decide each product of a training step of ``rows`` positions per thread (documents of ``doc_len``
         positions, default block_size) for the auto backend: timings from the machine's cache, or measured now
         (blasgpt.calibrate), and used by this model from now on (the other backends keep them for when it is
-        switched to auto). ``train`` calls this; a first step without a plan makes one from its batch."""
+        switched to auto). ``train`` calls this; a first step without a plan makes one from its batch. A model
+        loaded from a checkpoint keeps the plan its run used (use_plan) and returns it unchanged."""
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ValueError(f"rows must be a positive integer, got {rows!r}")
         n = self.config.block_size if doc_len is None else int(doc_len)
         n = max(1, min(n, self.config.block_size))
         plan = self._plan
+        if self._plan_kept and plan is not None:
+            return plan
         if plan is None or plan.rows != row_bucket(rows) or plan.doc_len != n:
             plan = make_plan(self.config, self.dtype.name, rows, n)
             self._core.set_gemm_plan(plan.choices(), plan.fused_attention)
             self._plan = plan
         self._plan_pending = False
         return plan
+
+    def use_plan(self, plan: Plan) -> None:
+        """Compute with ``plan`` (the one a checkpoint's run used) from now on, instead of planning anew: a resumed
+        run then takes the same kernel for every product as the run it continues, so it continues bit-exactly
+        whatever this machine's own timings or cache say."""
+        if plan.dtype != self.dtype.name:
+            raise ValueError(f"a {plan.dtype} gemm plan cannot drive a {self.dtype.name} model")
+        self._core.set_gemm_plan(plan.choices(), plan.fused_attention)
+        self._plan, self._plan_kept, self._plan_pending = plan, True, False
 
     def _plan_from(self, batch: Batch, ids: Optional[np.ndarray], steps: int = 1) -> None:
         """plan_gemm for the positions per step and thread of ``steps`` steps of documents ``ids`` of ``batch``
