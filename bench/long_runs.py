@@ -44,7 +44,7 @@ def steady_rows(rep: Report, works: Workloads, quick: bool) -> None:
     for backend in ("native", "blas"):
         for w, batch in ((names, 32), (text, text.batch)):
             if w is names:
-                m = names.model("float32", backend)
+                m = names.model("float32", backend, batch=batch)
                 checked = check_model(f"blasgpt d64 float32 {backend}", m, names.check_batch, names.ref_loss,
                                       names.ref_grads)
                 ids = names.ids(0, run.steps, batch)
