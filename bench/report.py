@@ -215,9 +215,11 @@ def _long_runs(rep: Report) -> list[str]:
             got = (f"reached at step {side['step']} in {side['seconds']:.1f} s wall ({side['cpu_seconds']:.1f} s CPU)"
                    if side["reached"] else f"not reached in {side['step']} steps ({side['seconds']:.1f} s wall); "
                    f"best {min(side['val']):.3f}")
-            lines.append(f"  {side['impl']}: {got}; {side['ms_per_step']:.2f} ms/step")
+            gemm = f" ({side['gemm']})" if side.get("gemm") else ""
+            lines.append(f"  {side['impl']}: {got}; {side['ms_per_step']:.2f} ms/step{gemm}")
         if w.get("speedup"):
-            lines.append(f"  blasgpt reaches it {w['speedup']:.2f}x as fast as torch (wall) ({w['checked']})")
+            lines.append(f"  blasgpt reaches it {w['speedup']:.2f}x as fast as torch (wall clock: a fair figure on a "
+                         f"quiet machine only, see the machine load above) ({w['checked']})")
     m = rep.extra.get("mpi")
     if m:
         lines += ["", f"Data-parallel (mpiexec, d64 float32 batch 32, names.txt; one schedule of {m[0]['steps']} "
@@ -244,7 +246,7 @@ def format_table(rep: Report, command: str) -> str:
                          f"µs/{c['unit']}: {t1 / t2:.2f}x")
     lines += _long_runs(rep)
     lines += _backends(rep)
-    if "gemm_choices" in rep.extra or any(r.detail in ("auto", "native", "blas") for r in rep.rows):
+    if rep.extra.get("gemm_choices") or any(r.detail in ("auto", "native", "blas") for r in rep.rows):
         lines += _gemm_choices(rep.extra.get("gemm_choices"))
     if rep.comparisons:
         lines += ["", "Ratios (measured in this run):"] + [f"  {c}" for c in rep.comparisons]
