@@ -85,7 +85,9 @@ class NamesWorkload:
 
     def model(self, dtype: str, backend: Optional[str] = None, threads: int = 1, batch: int = 16) -> blasgpt.Model:
         """A copy of the weights for training steps of ``batch`` documents (``backend`` None: the default)."""
-        lens = np.minimum(self.cfg.block_size, np.diff(self.corpus.offsets)[self.ids(0, 1, batch)[0]] - 1)
+        offsets = self.corpus.offsets
+        assert offsets is not None  # a corpus of documents
+        lens = np.minimum(self.cfg.block_size, np.diff(offsets)[self.ids(0, 1, batch)[0]] - 1)
         return copy_of(self.params, self.cfg, dtype, backend, threads, batch, int(lens.sum()),
                        int(round(float(lens.mean()))))
 
