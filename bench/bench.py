@@ -6,10 +6,14 @@ text the text parts train on (default: the ``shakespeare`` named dataset, tinysh
 once and checks). Parts (``--only``):
 
 - d16, d64: microgpt's size on names.txt (n_head 4, one layer, block 16): blasgpt (``Model.train_steps``, the loop
-  in C++; either gemm backend), the NumPy explicit-backprop baseline (numpy_gpt.py) and PyTorch eager autograd
+  in C++; the default gemm backend), the NumPy explicit-backprop baseline (numpy_gpt.py) and PyTorch eager autograd
   (torch_gpt.py), µs per document (training.py);
 - text-d128, text-d384: text mode (windows of one token stream), blasgpt vs PyTorch with
   scaled_dot_product_attention, µs per token (training.py);
+- backends: the default gemm backend (auto: per product shape the faster of blasgpt's kernels and OpenBLAS, measured
+  on this machine) against each forced one, at d16 and d64 batch 16 and the two text sizes (backends.py); every
+  blasgpt row elsewhere runs the default backend, and the report lists each auto model's choice per product shape
+  with both timings;
 - overhead: the Python call paths: a ``train_step`` loop vs one ``train_steps`` call, ``Tokenizer.batch``,
   ``blasgpt.train`` vs a ``train_step`` loop (calls.py);
 - threads: 2 threads vs 1, in a child process that never imports torch; mpi: ``mpiexec -n 2`` vs 1 rank over one
@@ -38,6 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from backends import backend_rows
 from calls import call_rows
 from generation import bench_adam, generate_rows
 from long_runs import steady_rows, whole_run_rows, whole_run_worker
@@ -47,8 +52,9 @@ from timing import SINGLE_THREAD_ENV, Load, machine_info, probe_peaks
 from training import names_rows, text_rows
 from workloads import Workloads
 
-PARTS = ("threads", "mpi", "steady", "whole-run", "d16", "d64", "text-d128", "text-d384", "overhead", "generate")
-TEXT_PARTS = ("threads", "steady", "whole-run", "text-d128", "text-d384", "generate")
+PARTS = ("threads", "mpi", "steady", "whole-run", "d16", "d64", "text-d128", "text-d384", "backends", "overhead",
+         "generate")
+TEXT_PARTS = ("threads", "steady", "whole-run", "text-d128", "text-d384", "backends", "generate")
 DEFAULT_DATA = "shakespeare"
 
 
@@ -64,7 +70,7 @@ def run(quick: bool = False, only: Optional[str] = None, data: str = DEFAULT_DAT
     if only is None or only in TEXT_PARTS:  # a text that cannot be read stops the run here, before any timing
         s = works.stream()
         info["text"] = {"source": s.source, "tokens": int(s.tokens.size), "vocab_size": s.tok.vocab_size}
-    rep.extra["gemm_choices"] = None  # the backend each product shape took, once the core reports it
+    rep.extra["gemm_choices"] = []  # the auto backend's plan of each model timed on it (Report.add_plan)
     have_torch = importlib.util.find_spec("torch") is not None  # imported below, after the child processes ran
     if not have_torch:
         rep.notes.append("PyTorch not installed: its rows are skipped (pip install torch to include them)")
@@ -83,6 +89,7 @@ def run(quick: bool = False, only: Optional[str] = None, data: str = DEFAULT_DAT
         ("text-d128", selected("text-d128"), lambda: text_rows(rep, works, "text-d128", have_torch, repeats, seconds)),
         ("text-d384", only == "text-d384" or (only is None and not quick),  # a step takes seconds
          lambda: text_rows(rep, works, "text-d384", have_torch, 1 if quick else 3, 0.0)),
+        ("backends", selected("backends"), lambda: backend_rows(rep, works, quick)),
         ("overhead", selected("overhead"), lambda: call_rows(rep, works.names(16), quick, repeats, seconds)),
         ("generate", selected("generate"),
          lambda: generate_rows(rep, works.text("text-d128"), quick, repeats, seconds)),

@@ -21,7 +21,7 @@ def bench_call_overhead(w: NamesWorkload, repeats: int, seconds: float) -> dict[
     n = 512
     ids = np.arange(n, dtype=np.int64) % len(w.docs)
     batches = [w.corpus.select(ids[i:i + 1]) for i in range(n)]
-    loop_m, steps_m = w.model("float64"), w.model("float64")
+    loop_m, steps_m = w.model("float64", batch=1), w.model("float64", batch=1)
     got = [loop_m.train_step(b, 1e-3) for b in batches[:64]]
     want = steps_m.train_steps(w.corpus, ids[:64, None], np.full(64, 1e-3))
     if got != want.tolist() or not np.array_equal(loop_m.flat_params, steps_m.flat_params):

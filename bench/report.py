@@ -46,6 +46,28 @@ class Report:
         self.part_seconds[part] = self.part_seconds.get(part, 0.0) + now - self._mark
         self._mark = now
 
+    def add_plan(self, workload: str, model: Any) -> None:
+        """Keep the auto backend's choices for ``model`` (trained on ``workload``): per product shape the backend
+        it took and both timings (nothing when the model runs a forced backend)."""
+        plan = model.gemm_plan if model.backend == "auto" else None
+        if plan is None:
+            return
+        choices = self.extra.setdefault("gemm_choices", [])
+        if any(c["workload"] == workload and c["dtype"] == plan.dtype for c in choices):
+            return
+        products = [{"shape": p["shape"], "role": p["role"], "backend": p["choice"], "native_us": p["native_s"] * 1e6,
+                     "blas_us": p["blas_s"] * 1e6,
+                     "why": f"native {p['native_s'] * 1e6:.1f} µs, OpenBLAS {p['blas_s'] * 1e6:.1f} µs"}
+                    for p in plan.products]
+        if plan.attention:
+            a = plan.attention
+            products.append({"shape": "attention", "role": a["role"].replace("attention of ", ""),
+                             "backend": a["choice"], "fused_us": a["fused_s"] * 1e6, "gemm_us": a["gemm_s"] * 1e6,
+                             "why": f"fused kernel {a['fused_s'] * 1e6:.1f} µs, as gemm products "
+                                    f"{a['gemm_s'] * 1e6:.1f} µs"})
+        choices.append({"workload": workload, "dtype": plan.dtype, "rows": plan.rows, "summary": plan.summary(),
+                        "products": products, "large": list(plan.large)})
+
     def peak(self, dtype: str) -> float:
         return self.machine["peak_gflops_f32" if dtype == "float32" else "peak_gflops_f64"]
 
@@ -146,13 +168,31 @@ def _header(rep: Report, command: str) -> list[str]:
 
 
 def _gemm_choices(choices: Optional[list[dict[str, Any]]]) -> list[str]:
-    """Which gemm backend each product shape of the benchmark's models took, and why. The core does not report
-    its choice yet: until it does, the run stores None and this section says so."""
-    lines = ["", "gemm backend per product shape:"]
-    if choices is None:
-        return lines + ["  not reported by this build of the core (the 'gemm' column is the backend each row asked "
-                        "for; 'native' hands large products to OpenBLAS by a fixed size rule, csrc/gemm.hpp)"]
-    return lines + [f"  {c['shape']} {c['dtype']}: {c['backend']} ({c['why']})" for c in choices]
+    """Which gemm backend each product shape of the benchmark's auto-backend models took, and why (thread CPU time
+    per call of each, measured on this machine or read from its cache)."""
+    lines = ["", "Auto gemm backend, per model: each product shape's choice and why (thread CPU time per call):"]
+    if not choices:
+        return lines + ["  no model of this run planned (every row ran a forced backend)"]
+    for c in choices:
+        lines.append(f"  {c['workload']} {c['dtype']}: {c['summary']}")
+        lines += [f"    {p['shape']:18s} {p['role']:26s} -> {p['backend']:6s} ({p['why']})" for p in c["products"]]
+    return lines
+
+
+def _backends(rep: Report) -> list[str]:
+    rows = rep.extra.get("backends")
+    if not rows:
+        return []
+    info = rep.machine
+    kernel = str(info["openblas"]).rsplit("kernel ", 1)[-1]
+    lines = ["", "Default gemm backend (auto) against the forced ones, float32, 1 thread (µs per unit, min / median "
+                 f"over repeats taken in turns; thread CPU time; OpenBLAS kernel {kernel}, native kernels "
+                 f"{info['native_isa']}, FMA peak {info['peak_gflops_f32']:.0f} GFLOP/s float32 per core):"]
+    for r in rows:
+        cells = ", ".join(f"{be} {min(t):.3f} / {statistics.median(t):.3f}" for be, t in r["us"].items())
+        lines.append(f"  {r['workload']} (µs/{r['unit']}): {cells}; auto / fastest of native, blas "
+                     f"{r['auto_vs_fastest_min']:.3f} (min), {r['auto_vs_fastest_median']:.3f} (median)")
+    return lines
 
 
 def _long_runs(rep: Report) -> list[str]:
@@ -175,9 +215,11 @@ def _long_runs(rep: Report) -> list[str]:
             got = (f"reached at step {side['step']} in {side['seconds']:.1f} s wall ({side['cpu_seconds']:.1f} s CPU)"
                    if side["reached"] else f"not reached in {side['step']} steps ({side['seconds']:.1f} s wall); "
                    f"best {min(side['val']):.3f}")
-            lines.append(f"  {side['impl']}: {got}; {side['ms_per_step']:.2f} ms/step")
+            gemm = f" ({side['gemm']})" if side.get("gemm") else ""
+            lines.append(f"  {side['impl']}: {got}; {side['ms_per_step']:.2f} ms/step{gemm}")
         if w.get("speedup"):
-            lines.append(f"  blasgpt reaches it {w['speedup']:.2f}x as fast as torch (wall) ({w['checked']})")
+            lines.append(f"  blasgpt reaches it {w['speedup']:.2f}x as fast as torch (wall clock: a fair figure on a "
+                         f"quiet machine only, see the machine load above) ({w['checked']})")
     m = rep.extra.get("mpi")
     if m:
         lines += ["", f"Data-parallel (mpiexec, d64 float32 batch 32, names.txt; one schedule of {m[0]['steps']} "
@@ -203,7 +245,8 @@ def format_table(rep: Report, command: str) -> str:
             lines.append(f"  {c['workload']} batch {c['batch']} float32: 1 thread {t1:.3f}, 2 threads {t2:.3f} "
                          f"µs/{c['unit']}: {t1 / t2:.2f}x")
     lines += _long_runs(rep)
-    if any(r.detail in ("native", "blas") for r in rep.rows):
+    lines += _backends(rep)
+    if rep.extra.get("gemm_choices") or any(r.detail in ("auto", "native", "blas") for r in rep.rows):
         lines += _gemm_choices(rep.extra.get("gemm_choices"))
     if rep.comparisons:
         lines += ["", "Ratios (measured in this run):"] + [f"  {c}" for c in rep.comparisons]

@@ -52,7 +52,7 @@ def thread_scaling(quick: bool, data: str) -> dict[str, Any]:
                          "checked": checked})
     for n_embd in (16, 64):
         w = works.names(n_embd)
-        models = [w.model("float32", "native", t) for t in (1, 2)]
+        models = [w.model("float32", None, t, 32) for t in (1, 2)]
         checked = [check_model(f"blasgpt d{n_embd} float32 t{t}", m, w.check_batch, w.ref_loss, w.ref_grads)
                    for t, m in zip((1, 2), models)]
         res = interleaved([w.runner(m, 32) for m in models], repeats, seconds, True, [1, 2])
@@ -84,7 +84,7 @@ def mpi_worker(run: dict[str, Any]) -> None:
     lr = LongRun(**run)
     batch = 32
     w = NamesWorkload(64, blasgpt.load_docs())
-    model = w.model("float32")
+    model = w.model("float32", batch=batch // comm.Get_size())  # this rank's share of each step
     ids = w.ids(0, lr.steps, batch)
     first = w.model("float32").loss(w.corpus.select(ids[0]))
     chunks = []

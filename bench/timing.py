@@ -41,13 +41,14 @@ def time_repeats(run: Callable[[], int], repeats: int, seconds: float, threads: 
 
 def interleaved(runs: Sequence[Callable[[], int]], repeats: int, seconds: float, wall: bool,
                 threads: Sequence[int]) -> list[tuple[list[float], str]]:
-    """Several timings taken in turns (repeat r of each before repeat r + 1 of any), so a ratio between them sees
-    the same machine load."""
+    """Several timings taken in turns (repeat r of each before repeat r + 1 of any, the order rotated by one each
+    repeat so that none always runs first), so a ratio between them sees the same machine load."""
     got: list[list[float]] = [[] for _ in runs]
     names = [""] * len(runs)
-    for _ in range(repeats):
-        for i, fn in enumerate(runs):
-            t, names[i] = time_repeats(fn, 1, seconds, threads[i], wall)
+    for r in range(repeats):
+        for j in range(len(runs)):
+            i = (j + r) % len(runs)
+            t, names[i] = time_repeats(runs[i], 1, seconds, threads[i], wall)
             got[i] += t
     return list(zip(got, names))
 

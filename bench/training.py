@@ -6,28 +6,31 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from blasgpt.model import default_backend
 from numpy_gpt import NumpyGPT
 from report import Report
 from timing import time_repeats
 from workloads import NamesWorkload, TextWorkload, Workloads, check_baseline, check_model
 
-# (impl, dtype, batch, threads, gemm backend); the 2-thread rows come from the thread-scaling child (scaling.py)
+# (impl, dtype, batch, threads, gemm backend); blasgpt on its default backend (what users run; the backends part,
+# backends.py, times it against the forced ones); the 2-thread rows come from the thread-scaling child (scaling.py)
 NAMES_PLAN = [
-    ("blasgpt", "float64", 1, 1, "native"),
-    ("blasgpt", "float32", 16, 1, "native"),
-    ("blasgpt", "float32", 16, 1, "blas"),
-    ("blasgpt", "float32", 32, 1, "native"),
+    ("blasgpt", "float64", 1, 1, "default"),
+    ("blasgpt", "float32", 16, 1, "default"),
+    ("blasgpt", "float32", 32, 1, "default"),
     ("numpy", "float32", 16, 1, "numpy"),
     ("torch", "float32", 16, 1, "torch"),
 ]
 
 
-def bench_blasgpt(w: NamesWorkload, dtype: str, batch: int, backend: str, repeats: int,
-                  seconds: float) -> tuple[list[float], str, str]:
-    m = w.model(dtype, backend)
-    checked = check_model(f"blasgpt {dtype}/{backend}", m, w.check_batch, w.ref_loss, w.ref_grads)
+def bench_blasgpt(rep: Report, w: NamesWorkload, dtype: str, batch: int, repeats: int,
+                  seconds: float) -> tuple[list[float], str, str, str]:
+    """blasgpt on its default backend; returns the times, the clock, how it was checked and the backend."""
+    m = w.model(dtype, batch=batch)
+    rep.add_plan(f"{w.name} b{batch}", m)
+    checked = check_model(f"blasgpt {dtype}/{m.backend}", m, w.check_batch, w.ref_loss, w.ref_grads)
     times, clock = time_repeats(w.runner(m, batch), repeats, seconds)
-    return times, clock, checked
+    return times, clock, checked, m.backend
 
 
 def bench_baseline(kind: str, w: NamesWorkload, dtype: str, batch: int, repeats: int,
@@ -56,8 +59,10 @@ def bench_baseline(kind: str, w: NamesWorkload, dtype: str, batch: int, repeats:
     return times, clock, checked
 
 
-def bench_text_blasgpt(w: TextWorkload, dtype: str, repeats: int, seconds: float) -> tuple[list[float], str, str]:
+def bench_text_blasgpt(rep: Report, w: TextWorkload, dtype: str, repeats: int,
+                       seconds: float) -> tuple[list[float], str, str]:
     m = w.model(dtype)
+    rep.add_plan(f"{w.label} B{w.batch}", m)
     checked = check_model(f"blasgpt {w.name} {dtype}", m, w.check, w.ref_loss, w.ref_grads)
     times, clock = time_repeats(w.runner(m), repeats, seconds)
     return times, clock, checked
@@ -101,15 +106,15 @@ def names_rows(rep: Report, works: Workloads, n_embd: int, have_torch: bool, rep
         if impl == "torch" and not have_torch:
             continue
         if impl == "blasgpt":
-            times, clock, checked = bench_blasgpt(w, dtype, batch, gemm, repeats, seconds)
+            times, clock, checked, gemm = bench_blasgpt(rep, w, dtype, batch, repeats, seconds)
         else:
             times, clock, checked = bench_baseline(impl, w, dtype, batch, repeats, seconds)
         added.append(rep.add("names", w.name, impl, dtype, batch, threads, gemm, "doc", times, clock, checked,
                              w.mean_flops, batch))
     c = _child_case(rep, w.name)
     if c:
-        added.append(rep.add("names", w.name, "blasgpt", "float32", 32, 2, "native", "doc", c["times"][1], "wall",
-                             c["checked"][1], w.mean_flops, 32))
+        added.append(rep.add("names", w.name, "blasgpt", "float32", 32, 2, default_backend(), "doc", c["times"][1],
+                             "wall", c["checked"][1], w.mean_flops, 32))
     torch_row = next((r for r in added if r.impl == "torch"), None)
     if torch_row:
         for r in added:
@@ -122,13 +127,13 @@ def text_rows(rep: Report, works: Workloads, name: str, have_torch: bool, repeat
     threads_list = (1, 2) if _child_case(rep, name) else (1,)
     for threads in threads_list:
         if threads == 1:
-            times, clock, checked = bench_text_blasgpt(w, "float32", repeats, seconds)
+            times, clock, checked = bench_text_blasgpt(rep, w, "float32", repeats, seconds)
         else:
             c = _child_case(rep, name)
             assert c is not None
             times, clock, checked = c["times"][1], "wall", c["checked"][1]
-        b = rep.add("text", w.label, "blasgpt", "float32", w.batch, threads, "native", "token", times, clock, checked,
-                    w.flops_per_token, w.tokens_per_step)
+        b = rep.add("text", w.label, "blasgpt", "float32", w.batch, threads, default_backend(), "token", times, clock,
+                    checked, w.flops_per_token, w.tokens_per_step)
         if have_torch:
             times, clock, checked = bench_text_torch(w, threads, repeats, seconds)
             t = rep.add("text", w.label, "torch SDPA", "float32", w.batch, threads, "torch", "token", times, clock,

@@ -53,11 +53,16 @@ def check_baseline(what: str, loss: float, grads: dict[str, np.ndarray], ref_los
     return f"float64 loss Δ {abs(loss - ref_loss):.0e}, grad rel {err:.0e}"
 
 
-def copy_of(params: dict[str, np.ndarray], cfg: blasgpt.Config, dtype: str, backend: str = "native",
-            threads: int = 1) -> blasgpt.Model:
+def copy_of(params: dict[str, np.ndarray], cfg: blasgpt.Config, dtype: str, backend: Optional[str], threads: int,
+            docs: int, rows: int, doc_len: int) -> blasgpt.Model:
+    """A model with these weights on ``backend`` (None: the default, what users run); under the auto backend,
+    planned for the training steps it will be timed on (``docs`` documents, ``rows`` positions in all, split across
+    the threads), before anything (such as a check on a smaller batch) makes it plan for another shape."""
     m = blasgpt.Model(cfg, dtype=dtype, backend=backend, threads=threads, init=False)
     for k, v in params.items():
         m.params[k][...] = v
+    if m.backend == "auto":
+        m.plan_gemm(max(1, rows // min(threads, docs)), doc_len)
     return m
 
 
@@ -78,8 +83,13 @@ class NamesWorkload:
         lens = np.diff(self.corpus.offsets)[:4096]
         self.mean_flops = blasgpt.training_flops(self.cfg, np.minimum(self.cfg.block_size, lens - 1)) / len(lens)
 
-    def model(self, dtype: str, backend: str = "native", threads: int = 1) -> blasgpt.Model:
-        return copy_of(self.params, self.cfg, dtype, backend, threads)
+    def model(self, dtype: str, backend: Optional[str] = None, threads: int = 1, batch: int = 16) -> blasgpt.Model:
+        """A copy of the weights for training steps of ``batch`` documents (``backend`` None: the default)."""
+        offsets = self.corpus.offsets
+        assert offsets is not None  # a corpus of documents
+        lens = np.minimum(self.cfg.block_size, np.diff(offsets)[self.ids(0, 1, batch)[0]] - 1)
+        return copy_of(self.params, self.cfg, dtype, backend, threads, batch, int(lens.sum()),
+                       int(round(float(lens.mean()))))
 
     def ids(self, first_step: int, steps: int, batch: int) -> np.ndarray:
         """Documents of steps first_step .. first_step + steps - 1 (as blasgpt.train picks them), (steps, batch)."""
@@ -133,8 +143,11 @@ class TextWorkload:
         self.label = f"d{n_embd} L{n_layer} H{n_head} T{block}"
         self.torch_checked = ""  # how the PyTorch baseline was checked on this workload, once it has been
 
-    def model(self, dtype: str, threads: int = 1, backend: str = "native") -> blasgpt.Model:
-        return copy_of(self.params, self.cfg, dtype, backend, threads)
+    def model(self, dtype: str, threads: int = 1, backend: Optional[str] = None) -> blasgpt.Model:
+        """A copy of the weights for training steps of ``batch`` windows (``backend`` None: the default)."""
+        block = self.cfg.block_size
+        return copy_of(self.params, self.cfg, dtype, backend, threads, self.batch, self.batch * block,
+                       block)
 
     def runner(self, m: blasgpt.Model) -> Callable[[], int]:
         """One training step per call (a text step is milliseconds, the Python around it microseconds); returns

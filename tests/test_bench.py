@@ -16,6 +16,7 @@ import pytest
 
 import blasgpt
 from blasgpt import bench_entry
+from blasgpt.model import default_backend
 from conftest import BENCH_DIR
 from recipe import TEXT
 
@@ -59,7 +60,22 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
     whole = data["whole_run"]
     assert [s["impl"] for s in whole["sides"]] == ["blasgpt", *torch]
     assert all(s["step"] > 0 and s["seconds"] > 0 and len(s["val"]) >= 2 and s["checked"] for s in whole["sides"])
-    assert "gemm_choices" in data
+    # the default backend against the forced ones, per workload, every backend timed in each repeat
+    backends = data["backends"]
+    assert [b["workload"] for b in backends] == ["d16 b16", "d64 b16", "d128 L4 H4 T64 B12"]
+    assert all(set(b["us"]) == {"auto", "native", "blas"} and all(len(t) == b["repeats"] for t in b["us"].values())
+               and b["auto_vs_fastest_min"] > 0 and b["clock"] == "thread-cpu" and b["checked"] for b in backends)
+    assert sum("default backend (auto) / fastest of native, blas" in c for c in data["comparisons"]) == 3
+    # what the auto backend chose per product shape of each model it ran, and why (both timings)
+    if default_backend() == "auto":
+        choices = {c["workload"]: c for c in data["gemm_choices"]}
+        assert {"d16 b16", "d64 b16", "d128 L4 H4 T64 B12"} <= set(choices)
+        products = [p for c in choices.values() for p in c["products"] if p["shape"] != "attention"]
+        assert products and all(p["backend"] in ("native", "blas") and p["native_us"] > 0 and p["blas_us"] > 0
+                                and "µs" in p["why"] for p in products)
+        assert all(row["detail"] == "auto" for row in rows
+                   if row["impl"] == "blasgpt" and row["section"] in ("names", "text"))
+        assert "gemm auto" in whole["sides"][0]["gemm"]
     if (os.cpu_count() or 1) >= 2:
         assert data["thread_scaling"]["torch_imported"] is False
         assert any(row["threads"] == 2 for row in rows if row["section"] == "text")
@@ -68,6 +84,7 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
     else:
         assert any("MPI scaling skipped" in n for n in data["notes"])
     for word in ("µs/doc", "µs/token", "tokens/s", "Steady state", "Whole run", "wall seconds per part",
+                 "Default gemm backend (auto) against the forced ones", "OpenBLAS kernel", "choice and why",
                  "command: python -m blasgpt bench --quick"):
         assert word in r.stdout
 
