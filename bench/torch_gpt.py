@@ -3,8 +3,10 @@ benchmark's PyTorch rows train.
 
 The same function as blasgpt (docs/MATH.md): x = rmsnorm(wte[tok] + wpe[pos]); per layer x += attn(rmsnorm(x)) Woᵀ
 (causal, heads of n_embd / n_head, scores scaled by 1/sqrt(head width)) and x += relu(rmsnorm(x) W1ᵀ) W2ᵀ; logits
-= x lm_headᵀ. rmsnorm has no gain (eps 1e-5); no biases; the head is untied. Attention is PyTorch's fused
-``scaled_dot_product_attention(is_causal=True)``.
+= x lm_headᵀ (x wteᵀ with Config.tie_embeddings: no lm_head parameter). rmsnorm has no gain (eps 1e-5); no
+biases. Attention is PyTorch's fused ``scaled_dot_product_attention(is_causal=True)``. ``drop(x, site)``, if given,
+is applied where dropout acts (docs/TRAINING_OPTIONS.md): site 0 to the embedding's output, 1 + 2l to layer l's
+attention output projection and 2 + 2l to its MLP's output, each before the residual add.
 
 A batch is any blasgpt ``Batch`` (documents, a gather of documents, or windows of a token stream). Each sequence
 trains on its first min(block_size, len - 1) positions, the loss is the mean over sequences of each one's mean
@@ -15,7 +17,7 @@ copied; Adam is PyTorch's with blasgpt's constants (bench/recipe.py).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -36,8 +38,10 @@ class Inputs:
 
 class TorchGPT:
 
-    def __init__(self, params: dict[str, np.ndarray], cfg: blasgpt.Config, dtype: str = "float64"):
+    def __init__(self, params: dict[str, np.ndarray], cfg: blasgpt.Config, dtype: str = "float64",
+                 drop: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None):
         self.cfg = cfg
+        self.drop = drop if drop is not None else (lambda x, site: x)
         self.dtype = getattr(torch, dtype)
         self.p = {k: torch.tensor(np.asarray(v), dtype=self.dtype, requires_grad=True) for k, v in params.items()}
         self.opt = torch.optim.Adam(list(self.p.values()), lr=0.0, betas=(ADAM["beta1"], ADAM["beta2"]),
@@ -78,15 +82,15 @@ class TorchGPT:
         def rms(x: torch.Tensor) -> torch.Tensor:
             return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
 
-        x = rms(p["wte"][inp] + p["wpe"][:n])
+        x = self.drop(rms(p["wte"][inp] + p["wpe"][:n]), 0)
         for layer in range(cfg.n_layer):
             w = {k: p[f"layer{layer}.{k}"] for k in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")}
             a = rms(x)
             q, k, v = ((a @ w[name].T).view(B, n, H, hd).transpose(1, 2) for name in ("attn_wq", "attn_wk", "attn_wv"))
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, n, cfg.n_embd)
-            x = x + o @ w["attn_wo"].T
-            x = x + torch.relu(rms(x) @ w["mlp_fc1"].T) @ w["mlp_fc2"].T
-        return x @ p["lm_head"].T
+            x = x + self.drop(o @ w["attn_wo"].T, 1 + 2 * layer)
+            x = x + self.drop(torch.relu(rms(x) @ w["mlp_fc1"].T) @ w["mlp_fc2"].T, 2 + 2 * layer)
+        return x @ p.get("lm_head", p["wte"]).T
 
     def loss(self, b: Inputs) -> torch.Tensor:
         logits = self.logits(b.inp)

@@ -190,13 +190,13 @@ void bind_model(py::module_& m, const char* name) {
     using M = Model<T>;
     py::class_<M>(m, name, "The C++ model state: params, grads, Adam m/v in one contiguous buffer each.")
         .def(py::init([](int vocab_size, int n_embd, int n_head, int n_layer, int block_size,
-                         const std::string& backend, int threads) {
-                 Config cfg{vocab_size, n_embd, n_head, n_layer, block_size};
+                         const std::string& backend, int threads, bool tie_embeddings) {
+                 Config cfg{vocab_size, n_embd, n_head, n_layer, block_size, tie_embeddings};
                  cfg.validate();
                  return std::make_unique<M>(cfg, backend_from_name(backend), threads);
              }),
              py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
-             py::arg("backend") = "native", py::arg("threads") = 1)
+             py::arg("backend") = "native", py::arg("threads") = 1, py::arg("tie_embeddings") = false)
         .def_property_readonly("num_params", &M::size)
         .def_property("step", &M::step, py::cpp_function(&M::set_step, py::call_guard<py::gil_scoped_release>()),
                       "Number of Adam updates applied so far.")
@@ -240,6 +240,15 @@ void bind_model(py::module_& m, const char* name) {
                 return out;
             },
             "List of (name, (rows, cols), offset) in buffer order.")
+        .def(
+            "decayed_params",
+            [](const M& self) {
+                py::list out;
+                for (const auto& p : self.table())
+                    if (p.decay) out.append(p.name);
+                return out;
+            },
+            "Names of the parameters AdamW's weight decay applies to (the table's decay flag), in buffer order.")
         .def("params", [](py::object self) { M& s = self.cast<M&>(); return buffer_view(self, s.params(), s.size()); })
         .def("grads", [](py::object self) { M& s = self.cast<M&>(); return buffer_view(self, s.grads(), s.size()); })
         .def("adam_m", [](py::object self) { M& s = self.cast<M&>(); return buffer_view(self, s.adam_m(), s.size()); })
@@ -247,37 +256,49 @@ void bind_model(py::module_& m, const char* name) {
         .def(
             "forward_backward",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
-               const py::object& mean_over, bool windows) {
+               const py::object& mean_over, bool windows, bool accumulate, double dropout, uint64_t dropout_seed,
+               const py::object& share_start) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
                 BatchView view = args.view();
                 view.mean_over = int64_arg(mean_over, "mean_over");
+                view.share_start = int64_arg(share_start, "share_start");
+                const DropoutConfig drop{dropout, dropout_seed};
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                return self.forward_backward(view);
+                return self.forward_backward(view, accumulate, drop);
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids") = py::none(), py::arg("mean_over") = 0,
-            py::arg("windows") = false,
+            py::arg("windows") = false, py::arg("accumulate") = false, py::arg("dropout") = 0.0,
+            py::arg("dropout_seed") = 0, py::arg("share_start") = 0,
             "Loss and gradients of the batch; mean_over > 0 averages over that many documents instead of the "
             "batch's own count (a share of a larger batch). windows=True: doc_ids are window start offsets into "
-            "tokens (text mode) and offsets is None.")
+            "tokens (text mode) and offsets is None. accumulate=True adds the gradient to the grads buffer instead "
+            "of overwriting it (micro-batches of one step, each with mean_over = the step's documents). dropout p "
+            "in [0, 1): training dropout, masks keyed by (dropout_seed, step, site, share_start + sequence index, "
+            "position, column).")
         .def(
             "train_step",
             [](M& self, const py::handle& tokens, const py::handle& offsets, double lr, const py::handle& doc_ids,
-               bool windows, double beta1, double beta2, double eps) {
+               bool windows, double beta1, double beta2, double eps, double weight_decay, double grad_clip,
+               double dropout, uint64_t dropout_seed) {
                 const BatchArgs args(tokens, offsets, doc_ids, windows);
-                const AdamConfig adam{beta1, beta2, eps};
+                const AdamConfig adam{beta1, beta2, eps, weight_decay, grad_clip};
+                const DropoutConfig drop{dropout, dropout_seed};
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
-                return self.train_step(args.view(), lr, adam);
+                return self.train_step(args.view(), lr, adam, drop);
             },
             // windows before the Adam constants: Model.train_step passes all it needs by position (keywords cost
             // pybind11 about 0.7 us per call)
             py::arg("tokens"), py::arg("offsets"), py::arg("lr"), py::arg("doc_ids") = py::none(),
-            py::arg("windows") = false, py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8)
+            py::arg("windows") = false, py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
+            py::arg("weight_decay") = 0.0, py::arg("grad_clip") = 0.0, py::arg("dropout") = 0.0,
+            py::arg("dropout_seed") = 0)
         .def(
             "train_steps",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
-               const py::handle& lrs, double beta1, double beta2, double eps, bool windows) {
+               const py::handle& lrs, double beta1, double beta2, double eps, bool windows, double weight_decay,
+               double grad_clip, double dropout, uint64_t dropout_seed) {
                 const auto ids = array_arg<int64_t>(doc_ids, windows ? "starts" : "doc_ids", 2);
                 const BatchArgs args(tokens, offsets, windows ? py::handle(ids.attr("ravel")()) : py::none(), windows);
                 const auto lr = vector_arg<double>(lrs, "lrs");
@@ -286,13 +307,14 @@ void bind_model(py::module_& m, const char* name) {
                     fail("lrs must hold one learning rate per step: doc_ids has " + std::to_string(steps) +
                          " rows, lrs has " + std::to_string(lr.size()));
                 py::array_t<double> losses(steps);
-                const AdamConfig adam{beta1, beta2, eps};
+                const AdamConfig adam{beta1, beta2, eps, weight_decay, grad_clip};
+                const DropoutConfig drop{dropout, dropout_seed};
                 int64_t done;
                 {
                     py::gil_scoped_release nogil;
                     const FloatMode<T> mode;
                     done = self.train_steps(args.view(), ids.data(), steps, batch, lr.data(), losses.mutable_data(),
-                                            adam);
+                                            adam, drop);
                 }
                 if (done == steps) return losses;
                 py::array_t<double> head(done);  // stopped early: only the losses of the steps taken
@@ -300,19 +322,26 @@ void bind_model(py::module_& m, const char* name) {
                 return head;
             },
             py::arg("tokens"), py::arg("offsets"), py::arg("doc_ids"), py::arg("lrs"), py::arg("beta1") = 0.85,
-            py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false,
+            py::arg("beta2") = 0.99, py::arg("eps") = 1e-8, py::arg("windows") = false, py::arg("weight_decay") = 0.0,
+            py::arg("grad_clip") = 0.0, py::arg("dropout") = 0.0, py::arg("dropout_seed") = 0,
             "Many train steps in one call: row s of doc_ids (steps, batch) is step s's documents, lrs[s] its "
             "learning rate. Returns the losses; stops after the first non-finite one (which is not applied).")
         .def(
             "apply_adam",
-            [](M& self, double lr, double beta1, double beta2, double eps) {
-                const AdamConfig adam{beta1, beta2, eps};
+            [](M& self, double lr, double beta1, double beta2, double eps, double weight_decay, double grad_clip) {
+                const AdamConfig adam{beta1, beta2, eps, weight_decay, grad_clip};
                 py::gil_scoped_release nogil;
                 const FloatMode<T> mode;
                 self.apply_adam(lr, adam);
             },
             py::arg("lr"), py::arg("beta1") = 0.85, py::arg("beta2") = 0.99, py::arg("eps") = 1e-8,
-            "One Adam step (step count + 1) from the gradients currently in the grads buffer.")
+            py::arg("weight_decay") = 0.0, py::arg("grad_clip") = 0.0,
+            "One Adam step (step count + 1) from the gradients currently in the grads buffer; weight_decay > 0 makes "
+            "it AdamW (decoupled decay of the rows decayed_params() names); grad_clip > 0 first scales the whole "
+            "gradient to norm at most grad_clip (a non-finite norm: nothing applied). 0 turns either off.")
+        .def_property_readonly("grad_norm", &M::grad_norm,
+                               "The whole gradient's L2 norm before clipping, at the latest update that clipped "
+                               "(NaN before any).")
         .def(
             "loss",
             [](M& self, const py::handle& tokens, const py::handle& offsets, const py::handle& doc_ids,
@@ -605,30 +634,32 @@ PYBIND11_MODULE(_core, m) {
         "The model's Adam update (vectorized kernel) on any float32/float64 buffers, in place.");
     m.def(
         "param_table",
-        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {
+        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size, bool tie_embeddings) {
             py::list out;
-            for (const auto& p : param_table(Config{vocab_size, n_embd, n_head, n_layer, block_size}))
+            for (const auto& p : param_table(Config{vocab_size, n_embd, n_head, n_layer, block_size, tie_embeddings}))
                 out.append(py::make_tuple(p.name, py::make_tuple(p.rows, p.cols), p.offset));
             return out;
         },
         py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
+        py::arg("tie_embeddings") = false,
         "The parameter table (name, (rows, cols), offset) of a config, without allocating a model.");
     m.def(
         "workspace_size",
-        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size, int64_t rows) {
-            const Config cfg{vocab_size, n_embd, n_head, n_layer, block_size};
+        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size, int64_t rows, bool tie_embeddings) {
+            const Config cfg{vocab_size, n_embd, n_head, n_layer, block_size, tie_embeddings};
             cfg.validate();
             if (rows < 0) fail("rows must be >= 0");
             const WorkspaceSize w = workspace_size(cfg, rows);
             return py::make_tuple(w.values, w.ints);
         },
         py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
-        py::arg("rows"),
+        py::arg("rows"), py::arg("tie_embeddings") = false,
         "(float values, int32 values) one thread's activation workspace allocates for `rows` token positions.");
     m.def(
         "num_params",
-        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size) {
-            return num_params(Config{vocab_size, n_embd, n_head, n_layer, block_size});
+        [](int vocab_size, int n_embd, int n_head, int n_layer, int block_size, bool tie_embeddings) {
+            return num_params(Config{vocab_size, n_embd, n_head, n_layer, block_size, tie_embeddings});
         },
-        py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"));
+        py::arg("vocab_size"), py::arg("n_embd"), py::arg("n_head"), py::arg("n_layer"), py::arg("block_size"),
+        py::arg("tie_embeddings") = false);
 }

@@ -14,10 +14,11 @@ namespace {
 constexpr int kMlpMult = 4;       // MLP hidden width F = 4C
 constexpr int kMaxDim = 1 << 16;  // sanity bound on every size (keeps all products inside int64 and gemm's int)
 
-// Index of each layer's first parameter in the table: wte, wpe, lm_head, then 6 per layer.
-constexpr int kGlobalParams = 3;
+// Rows of the table: wte, wpe, lm_head (absent with tied embeddings), then 6 per layer.
 constexpr int kParamsPerLayer = 6;
 enum LayerParam { kWq = 0, kWk, kWv, kWo, kFc1, kFc2 };
+int head_index(const Config& cfg) { return cfg.tie_embeddings ? 0 : 2; }  // the output layer's weight (V, C)
+int layer_base(const Config& cfg, int l) { return (cfg.tie_embeddings ? 2 : 3) + kParamsPerLayer * l; }
 
 }  // namespace
 
@@ -39,13 +40,15 @@ std::vector<ParamInfo> param_table(const Config& cfg) {
     const int64_t C = cfg.n_embd, V = cfg.vocab_size, F = kMlpMult * C;
     std::vector<ParamInfo> t;
     int64_t off = 0;
-    auto add = [&](std::string name, int64_t rows, int64_t cols) {
-        t.push_back({std::move(name), rows, cols, off});
+    auto add = [&](std::string name, int64_t rows, int64_t cols, bool decay = true) {
+        t.push_back({std::move(name), rows, cols, off, decay});
         off += rows * cols;
     };
-    add("wte", V, C);
-    add("wpe", cfg.block_size, C);
-    add("lm_head", V, C);
+    // weight decay: not the embeddings (rmsnorm follows them, so their scale does not change the function), unless
+    // wte is also the output layer
+    add("wte", V, C, cfg.tie_embeddings);
+    add("wpe", cfg.block_size, C, false);
+    if (!cfg.tie_embeddings) add("lm_head", V, C);
     for (int l = 0; l < cfg.n_layer; ++l) {
         const std::string p = "layer" + std::to_string(l) + ".";
         add(p + "attn_wq", C, C);  // wq, wk, wv are adjacent: together one (3C, C) matrix, one gemm
@@ -139,24 +142,33 @@ void forward_with(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo
     auto w = [&](int idx) { return params + table[idx].offset; };
 
     embed_forward(ws.e.data(), ws.x[0].data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), w(0), w(1), N, C);
+    if (ws.drop.on()) dropout_forward(ws.x[0].data(), ws.x[0].data(), ws.drop, ws.docs, 0, C);
+    // res += dropout(in · Wᵀ) at `site` (without dropout: one gemm that adds to the residual)
+    auto residual_branch = [&](T* res, const T* in, const T* wt, int width, int site) {
+        if (!ws.drop.on()) return linear_forward(mm, res, in, wt, N, width, C, T(1));
+        T* y = ws.dtmp.data();  // backward scratch, free during the forward
+        linear_forward(mm, y, in, wt, N, width, C, T(0));
+        dropout_forward(y, y, ws.drop, ws.docs, site, C);
+        for (int64_t i = 0; i < N * C; ++i) res[i] += y[i];
+    };
     for (int l = 0; l < cfg.n_layer; ++l) {
         auto& c = ws.layers[l];
-        const int base = kGlobalParams + kParamsPerLayer * l;
+        const int base = layer_base(cfg, l);
         const T* x = ws.x[l].data();
         // x = x + Wo · attention(rmsnorm(x))
         rmsnorm_forward(c.a.data(), c.ra.data(), x, N, C);
         linear_forward(mm, c.qkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
         attend(l, c);
         std::copy_n(x, N * C, c.xmid.data());
-        linear_forward(mm, c.xmid.data(), c.o.data(), w(base + kWo), N, C, C, T(1));
+        residual_branch(c.xmid.data(), c.o.data(), w(base + kWo), C, 1 + 2 * l);
         // x = x + W2 · relu(W1 · rmsnorm(x))
         rmsnorm_forward(c.b.data(), c.rb.data(), c.xmid.data(), N, C);
         linear_forward(mm, c.u.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
         relu_forward(c.h.data(), c.u.data(), N * F);
         std::copy_n(c.xmid.data(), N * C, ws.x[l + 1].data());
-        linear_forward(mm, ws.x[l + 1].data(), c.h.data(), w(base + kFc2), N, F, C, T(1));
+        residual_branch(ws.x[l + 1].data(), c.h.data(), w(base + kFc2), F, 2 + 2 * l);
     }
-    linear_forward(mm, ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
+    linear_forward(mm, ws.logits.data(), ws.x[cfg.n_layer].data(), w(head_index(cfg)), N, C, V, T(0));
 }
 
 }  // namespace
@@ -183,37 +195,52 @@ double model_loss(const Config& cfg, Workspace<T>& ws) {
 
 template <class T>
 void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
-                    T* grads, Workspace<T>& ws) {
+                    T* grads, Workspace<T>& ws, bool accumulate) {
     const int C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, H = cfg.n_head;
     const int64_t N = ws.N;
+    const T acc = accumulate ? T(1) : T(0);  // every dW: overwritten, or added to (gradient accumulation)
     auto w = [&](int idx) { return params + table[idx].offset; };
     auto g = [&](int idx) { return grads + table[idx].offset; };
     T* dx = ws.dx.data();     // ∂loss/∂(residual stream), walked backwards through the layers
     T* tmp = ws.dtmp.data();  // (N, C) scratch: db, dO, da in turn
+    // a branch's output gradient: dx, or with dropout dx ⊙ m / (1 − p) in dqkv's first N·C (free until attention)
+    auto branch_grad = [&](int site) -> const T* {
+        if (!ws.drop.on()) return dx;
+        dropout_backward(ws.dqkv.data(), dx, ws.drop, ws.docs, site, C);
+        return ws.dqkv.data();
+    };
 
     softmax_xent_backward(ws.logits.data(), ws.logits.data(), ws.tok_tgt.data(), ws.weight.data(), N, V);
-    linear_backward(mm, dx, g(2), ws.logits.data(), ws.x[cfg.n_layer].data(), w(2), N, C, V, T(0));
+    // tied: this writes d(wte) = dlogitsᵀ x, and the embedding backward below adds its rows to it
+    const int head = head_index(cfg);
+    linear_backward(mm, dx, g(head), ws.logits.data(), ws.x[cfg.n_layer].data(), w(head), N, C, V, T(0), acc);
     for (int l = cfg.n_layer - 1; l >= 0; --l) {
         auto& c = ws.layers[l];
-        const int base = kGlobalParams + kParamsPerLayer * l;
+        const int base = layer_base(cfg, l);
         // MLP branch; the residual passes dx through unchanged and the branch adds to it
-        linear_backward(mm, ws.dh.data(), g(base + kFc2), dx, c.h.data(), w(base + kFc2), N, F, C, T(0));
+        linear_backward(mm, ws.dh.data(), g(base + kFc2), branch_grad(2 + 2 * l), c.h.data(), w(base + kFc2), N, F, C,
+                        T(0), acc);
         relu_backward(ws.dh.data(), ws.dh.data(), c.u.data(), N * F);
-        linear_backward(mm, tmp, g(base + kFc1), ws.dh.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
+        linear_backward(mm, tmp, g(base + kFc1), ws.dh.data(), c.b.data(), w(base + kFc1), N, C, F, T(0), acc);
         rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
         // attention branch
-        linear_backward(mm, tmp, g(base + kWo), dx, c.o.data(), w(base + kWo), N, C, C, T(0));
+        linear_backward(mm, tmp, g(base + kWo), branch_grad(1 + 2 * l), c.o.data(), w(base + kWo), N, C, C, T(0),
+                        acc);
         if (fused_attention(mm, cfg, ws))
             attention_backward_kernel<T>(ws.dqkv.data(), tmp, c.qkv.data(), c.att.data(), ws.docs.data(),
                                       int64_t(ws.docs.size()), C, H);
         else
             attention_backward(mm, ws.dqkv.data(), ws.datt.data(), tmp, c.o.data(), c.qkv.data(), c.att.data(), ws.docs,
                                C, H);
-        linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0));
+        linear_backward(mm, tmp, g(base + kWq), ws.dqkv.data(), c.a.data(), w(base + kWq), N, C, 3 * C, T(0),
+                        acc);
         rmsnorm_backward(dx, tmp, ws.x[l].data(), c.ra.data(), N, C);
     }
-    std::fill_n(g(0), table[0].rows * C, T(0));
-    std::fill_n(g(1), table[1].rows * C, T(0));
+    if (!accumulate) {  // the embedding backward adds into its rows (tied: into the head's d(wte) already there)
+        if (!cfg.tie_embeddings) std::fill_n(g(0), table[0].rows * C, T(0));
+        std::fill_n(g(1), table[1].rows * C, T(0));
+    }
+    if (ws.drop.on()) dropout_backward(dx, dx, ws.drop, ws.docs, 0, C);
     embed_backward(g(0), g(1), dx, ws.e.data(), ws.r0.data(), ws.tok_in.data(), ws.pos.data(), N, C);
 }
 

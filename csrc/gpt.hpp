@@ -24,6 +24,7 @@ struct Config {
     int n_head = 4;
     int n_layer = 1;
     int block_size = 16;
+    bool tie_embeddings = false;  // lm_head is wte (no lm_head row in the table): logits = x · wteᵀ
 
     void validate() const;  // throws std::invalid_argument naming the bad field
     int head_dim() const { return n_embd / n_head; }
@@ -35,6 +36,8 @@ struct ParamInfo {
     int64_t rows;
     int64_t cols;
     int64_t offset;  // in elements, into the one contiguous buffer
+    bool decay;      // AdamW's weight decay applies (matrices that multiply activations; not wte/wpe, see
+                     // docs/TRAINING_OPTIONS.md)
 };
 
 std::vector<ParamInfo> param_table(const Config& cfg);
@@ -66,6 +69,7 @@ struct Workspace {
     std::vector<T> logits;           // (N, V), then probabilities, then dlogits
     std::vector<T> dx, dtmp, dqkv, datt, dh;  // backward scratch
     std::vector<T> grads;            // partial gradient of this thread (unused by thread 0)
+    DropoutPlan drop;                // off except in training with dropout
 
     void reserve(const Config& cfg, int64_t rows);
 };
@@ -103,9 +107,9 @@ void model_forward(const Gemm& mm, const Config& cfg, const std::vector<ParamInf
                    Workspace<T>& ws);
 template <class T>  // probabilities in ws.logits; returns sum_r weight_r * -log p_r[target_r]
 double model_loss(const Config& cfg, Workspace<T>& ws);
-template <class T>  // from probabilities in ws.logits: every gradient, overwritten into grads
+template <class T>  // from probabilities in ws.logits: every gradient, overwritten into grads (accumulate: added)
 void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
-                    T* grads, Workspace<T>& ws);
+                    T* grads, Workspace<T>& ws, bool accumulate = false);
 
 // Generation's cached step: ws is planned with one row per sample, row r holding the newest token of sample
 // samples[r] at position p. Every layer writes that row's key and value into the sample's cache (kcache[l] and

@@ -45,7 +45,8 @@ void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, 
 
 // ---------------------------------------------------------------------------------------------------------------
 // linear:   Y = beta·Y + X Wᵀ          X (N, in), W (out, in), Y (N, out)
-// backward: dW = dYᵀ X  (out, in) ;  dX = dx_beta·dX + dY W  (N, in)
+// backward: dW = dw_beta·dW + dYᵀ X  (out, in) ;  dX = dx_beta·dX + dY W  (N, in)
+// (dw_beta = 1 adds this batch's dW to one already there: gradient accumulation over micro-batches)
 
 template <class T>
 void linear_forward(const Gemm& mm, T* y, const T* x, const T* w, int64_t N, int in, int out, T beta) {
@@ -54,8 +55,8 @@ void linear_forward(const Gemm& mm, T* y, const T* x, const T* w, int64_t N, int
 
 template <class T>
 void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t N, int in, int out,
-                     T dx_beta) {
-    mm(Op::T, Op::N, out, in, int(N), T(1), dy, out, x, in, T(0), dw, in);
+                     T dx_beta, T dw_beta) {
+    mm(Op::T, Op::N, out, in, int(N), T(1), dy, out, x, in, dw_beta, dw, in);
     mm(Op::N, Op::N, int(N), in, out, T(1), dy, out, w, in, dx_beta, dx, in);
 }
 
@@ -221,6 +222,61 @@ void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* target, co
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// dropout (inverted), elementwise over the rows of the planned documents, at site s:
+//   y_rc = x_rc · m_rc / (1 − p) ,   m_rc = [u_rc ≥ p] ,  u_rc = uniform [0, 1) from hash(seed, step, s, seq, pos, c)
+// backward (y is linear in x with the same mask):  dx_rc = dy_rc · m_rc / (1 − p)
+// The hash chains splitmix64's finalizer, h(a, b) = fmix64((a ^ b) + γ): key = h(h(0, seed), step) (the plan's),
+// then h(h(h(key, s), seq), pos) per row and h(row, c) per element; u = (h >> 11) · 2⁻⁵³. So the mask is a function
+// of those coordinates alone (tests/test_training_options.py recomputes it in numpy).
+
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+uint64_t fmix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+uint64_t hash2(uint64_t a, uint64_t b) { return fmix64((a ^ b) + kGolden); }
+
+template <class T>
+void apply_dropout_mask(T* y, const T* x, const DropoutPlan& plan, const std::vector<DocSpan>& docs, int site, int C) {
+    // keep iff u >= p, with u = (h >> 11)·2⁻⁵³: iff (h >> 11) >= ceil(p·2⁵³) (exact: p·2⁵³ is a double below 2⁵³)
+    const uint64_t cut = uint64_t(std::ceil(plan.p * 0x1p53));
+    const T scale = T(1 / (1 - plan.p));
+    const uint64_t site_key = hash2(plan.key, uint64_t(site));
+    for (size_t d = 0; d < docs.size(); ++d) {
+        const uint64_t seq_key = hash2(site_key, uint64_t(plan.seq[d]));
+        for (int pos = 0; pos < docs[d].n; ++pos) {
+            const uint64_t row_key = hash2(seq_key, uint64_t(pos));
+            const int64_t r = docs[d].row + pos;
+            const T* xr = x + r * C;
+            T* yr = y + r * C;
+            for (int c = 0; c < C; ++c) yr[c] = (hash2(row_key, uint64_t(c)) >> 11) >= cut ? xr[c] * scale : T(0);
+        }
+    }
+}
+
+}  // namespace
+
+uint64_t dropout_key(uint64_t seed, int64_t step) { return hash2(hash2(0, seed), uint64_t(step)); }
+
+template <class T>
+void dropout_forward(T* y, const T* x, const DropoutPlan& plan, const std::vector<DocSpan>& docs, int site, int C) {
+    apply_dropout_mask(y, x, plan, docs, site, C);
+}
+
+template <class T>
+void dropout_backward(T* dx, const T* dy, const DropoutPlan& plan, const std::vector<DocSpan>& docs, int site, int C) {
+    apply_dropout_mask(dx, dy, plan, docs, site, C);
+}
+
+void DropoutConfig::validate() const {
+    require(std::isfinite(p) && p >= 0 && p < 1, "dropout must be a number in [0, 1) (got " + std::to_string(p) + ")");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Adam (bias-corrected), elementwise over the one buffer:
 //   m = β1 m + (1 − β1) g ;  v = β2 v + (1 − β2) g² ;  p −= lr · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + ε)
 
@@ -228,6 +284,35 @@ template <class T>
 void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t) {
     const AdamStep s{lr, a.beta1, a.beta2, a.eps, 1 - std::pow(a.beta1, double(t)), 1 - std::pow(a.beta2, double(t))};
     adam_kernel<T>(p, m, v, g, n, s);  // vectorized for this CPU (kernels.cpp)
+}
+
+// AdamW (decoupled weight decay, PyTorch's order), before the Adam step of the same update, on the decay rows only
+// (the runtime passes their ranges):
+//   p ← p − lr·λ·p = p·(1 − lr·λ)    (the moments never see λ: it is not added to the gradient)
+// The decay is not part of the loss, so it has no backward; its effect is p_t = (1 − lr·λ)·p_{t−1} − lr·adam_t.
+
+template <class T>
+void weight_decay_update(T* p, int64_t n, double lr_wd) {
+    const T keep = T(1 - lr_wd);
+    for (int64_t i = 0; i < n; ++i) p[i] *= keep;
+}
+
+void AdamConfig::validate() const {
+    require(std::isfinite(weight_decay) && weight_decay >= 0,
+            "weight_decay must be a finite number >= 0 (got " + std::to_string(weight_decay) + ")");
+    require(std::isfinite(grad_clip) && grad_clip >= 0,
+            "grad_clip must be a finite number > 0, or 0 for off (got " + std::to_string(grad_clip) + ")");
+}
+
+// Global-norm gradient clipping, on the whole gradient after every partial sum (threads, processes) is in it:
+//   ‖g‖ = sqrt(Σ_i g_i²) ;  g ← g · min(1, G / ‖g‖)
+// It rescales the gradient the optimiser sees; the loss is unchanged, so there is no backward. (PyTorch's
+// clip_grad_norm_ divides by ‖g‖ + 1e-6 instead; here G / ‖g‖ exactly.) Σ g² of one slice, in double:
+template <class T>
+double sum_of_squares(const T* g, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += double(g[i]) * double(g[i]);
+    return s;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -244,7 +329,11 @@ BLASGPT_INSTANTIATE(attention_forward)
 BLASGPT_INSTANTIATE(attention_backward)
 BLASGPT_INSTANTIATE(attention_row_forward)
 BLASGPT_INSTANTIATE(softmax_xent_forward)
+BLASGPT_INSTANTIATE(dropout_forward)
+BLASGPT_INSTANTIATE(dropout_backward)
 BLASGPT_INSTANTIATE(softmax_xent_backward)
 BLASGPT_INSTANTIATE(adam_update)
+BLASGPT_INSTANTIATE(weight_decay_update)
+BLASGPT_INSTANTIATE(sum_of_squares)
 
 }  // namespace blasgpt

@@ -30,9 +30,9 @@ void rmsnorm_backward(T* dx, const T* dy, const T* x, const T* rstd, int64_t N, 
 
 template <class T>  // y = beta * y + x Wᵀ  (beta = 1 adds a residual already stored in y)
 void linear_forward(const Gemm& mm, T* y, const T* x, const T* w, int64_t N, int in, int out, T beta);
-template <class T>  // dw = dyᵀ x (overwrites); dx = dx_beta * dx + dy W
+template <class T>  // dw = dw_beta * dw + dyᵀ x (dw_beta 1: accumulate); dx = dx_beta * dx + dy W
 void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t N, int in, int out,
-                     T dx_beta);
+                     T dx_beta, T dw_beta = T(0));
 
 template <class T>
 void relu_forward(T* h, const T* u, int64_t n);
@@ -67,6 +67,33 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
 template <class T>
 void attention_row_forward(T* out, T* scores, const T* q, const T* kc, const T* vc, int64_t p, int C, int H);
 
+// Inverted dropout in training (docs/TRAINING_OPTIONS.md): each activation at a dropout site is zeroed with
+// probability p and the rest scaled by 1/(1 − p). The mask is a pure function of (seed, step, site, sequence index
+// in the step's batch, position, column): a counter-based hash, no stream state, so it does not depend on threads,
+// on how the batch is split, or on what ran before (resume is exact).
+struct DropoutConfig {
+    double p = 0;  // 0: off
+    uint64_t seed = 0;
+
+    void validate() const;  // throws std::invalid_argument unless 0 <= p < 1
+};
+
+// One workspace's dropout: p, the hash key of (seed, step), and the step-batch index of each planned document.
+struct DropoutPlan {
+    double p = 0;
+    uint64_t key = 0;
+    std::vector<int64_t> seq;
+    bool on() const { return p > 0; }
+};
+uint64_t dropout_key(uint64_t seed, int64_t step);  // DropoutPlan::key
+
+// Dropout sites: 0 the embedding's output x₀; 1 + 2l layer l's attention projection o·Woᵀ; 2 + 2l its MLP output
+// h·W2ᵀ (both before the residual add).
+template <class T>  // y = x ⊙ m / (1 − p) over the planned rows (may alias)
+void dropout_forward(T* y, const T* x, const DropoutPlan& plan, const std::vector<DocSpan>& docs, int site, int C);
+template <class T>  // dx = dy ⊙ m / (1 − p), the same mask (may alias)
+void dropout_backward(T* dx, const T* dy, const DropoutPlan& plan, const std::vector<DocSpan>& docs, int site, int C);
+
 template <class T>  // probs (N, V) from logits (may alias); returns sum_r weight_r * -log p_r[target_r]
 double softmax_xent_forward(T* probs, const T* logits, const int32_t* target, const T* weight, int64_t N, int V);
 template <class T>  // dlogits = weight * (probs - onehot(target)); may alias probs
@@ -76,9 +103,17 @@ struct AdamConfig {
     double beta1 = 0.85;
     double beta2 = 0.99;
     double eps = 1e-8;
+    double weight_decay = 0;  // AdamW's decoupled decay λ on the table's decay rows: p ← p − lr·λ·p (0: off)
+    double grad_clip = 0;     // G > 0: g ← g·min(1, G / ‖g‖₂) over the whole reduced gradient first (0: off)
+
+    void validate() const;  // throws std::invalid_argument naming the bad field
 };
 
 template <class T>  // bias-corrected Adam on one flat buffer; t = 1, 2, ...
 void adam_update(T* p, T* m, T* v, const T* g, int64_t n, double lr, const AdamConfig& a, int64_t t);
+template <class T>  // AdamW's decay of one flat range p[0, n): p ← p·(1 − lr·λ), lr_wd = lr·λ
+void weight_decay_update(T* p, int64_t n, double lr_wd);
+template <class T>  // Σ g² of g[0, n), summed in double (the global norm for clipping)
+double sum_of_squares(const T* g, int64_t n);
 
 }  // namespace blasgpt

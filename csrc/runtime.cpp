@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace blasgpt {
@@ -16,7 +17,8 @@ constexpr int64_t kParallelMinParams = 1 << 14;  // below this, slicing the grad
 }  // namespace
 
 template <class T>
-Model<T>::Model(const Config& cfg, Backend backend, int threads) : cfg_(cfg), table_(param_table(cfg)) {
+Model<T>::Model(const Config& cfg, Backend backend, int threads)
+    : cfg_(cfg), table_(param_table(cfg)), grad_norm_(std::numeric_limits<double>::quiet_NaN()) {
     mm_.backend = backend;
     const int64_t n = num_params(cfg_);
     params_.assign(n, T(0));
@@ -120,13 +122,15 @@ int64_t Model<T>::validate(const BatchView& b) {
     }
     require(rows <= (int64_t(1) << 30), "batch too large: more than 2^30 token positions");
     require(b.mean_over == 0 || b.mean_over >= b.batch_size, "mean_over must be 0 or at least the batch size");
+    require(b.share_start >= 0, "share_start must be >= 0");
     tokens_ = b.tokens;
+    share_start_ = b.share_start;
     inv_batch_ = T(1) / T(b.mean_over ? b.mean_over : b.batch_size);
     return rows;
 }
 
 template <class T>
-int Model<T>::split(int64_t rows) {
+int Model<T>::split(int64_t rows, const DropoutConfig& drop) {
     const int groups = int(std::min<int64_t>(threads(), int64_t(refs_.size())));
     // contiguous groups of documents, cut once the running row count passes g/groups of the total (or when only
     // one document per remaining group is left)
@@ -154,18 +158,27 @@ int Model<T>::split(int64_t rows) {
                 ws.weight[s.row + p] = wgt;
             }
         }
+        ws.drop.p = drop.p;  // loss() and evaluation plan p = 0: no dropout
+        if (drop.p > 0) {
+            ws.drop.key = dropout_key(drop.seed, step_);
+            ws.drop.seq.resize(group_begin_[g + 1] - first);
+            for (size_t k = 0; k < ws.drop.seq.size(); ++k) ws.drop.seq[k] = share_start_ + int64_t(first + k);
+        }
     }
     return groups;
 }
 
 template <class T>
-double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr) {
+double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr, bool accumulate) {
     const int groups = int(group_begin_.size()) - 1;
     pool_->run(groups, [&](int g) {
         Workspace<T>& ws = ws_[g];
         model_forward(mm_, cfg_, table_, params_.data(), ws);
         group_loss_[g] = model_loss(cfg_, ws);
-        if (with_grads) model_backward(mm_, cfg_, table_, params_.data(), g == 0 ? grads_.data() : ws.grads.data(), ws);
+        // group 0 writes (or, accumulating, adds) into grads; the others' partials are added by the reduction
+        if (with_grads)
+            model_backward(mm_, cfg_, table_, params_.data(), g == 0 ? grads_.data() : ws.grads.data(), ws,
+                           g == 0 && accumulate);
     });
     double loss = group_loss_[0];
     for (int g = 1; g < groups; ++g) loss += group_loss_[g];
@@ -179,50 +192,99 @@ double Model<T>::run(bool with_grads, const AdamConfig* adam, double lr) {
 // Adam step; each thread works on its own slice of the buffer.
 template <class T>
 void Model<T>::reduce_and_update(int groups, const AdamConfig* adam, double lr) {
+    if (adam && adam->grad_clip > 0) return reduce_clip_update(groups, *adam, lr);
     if (adam) ++step_;
     const int64_t n = size();
     const int slices = n >= kParallelMinParams ? threads() : 1;
     pool_->run(slices, [&](int t) {
         const int64_t lo = n * t / slices, hi = n * (t + 1) / slices;
-        T* dst = grads_.data();
-        for (int g = 1; g < groups; ++g) {
-            const T* part = ws_[g].grads.data();
-            for (int64_t i = lo; i < hi; ++i) dst[i] += part[i];
-        }
-        if (adam)
-            adam_update(params_.data() + lo, m_.data() + lo, v_.data() + lo, grads_.data() + lo, hi - lo, lr, *adam,
-                        step_);
+        add_partials(groups, lo, hi);
+        if (adam) update_slice(*adam, lr, lo, hi);
     });
+}
+
+// The same with clipping: the norm needs the whole reduced gradient, so a first pass sums the partials and each
+// slice's Σ g² (added in slice order: deterministic), the second scales, decays and steps. A non-finite norm
+// (overflow) is recorded and not applied.
+template <class T>
+void Model<T>::reduce_clip_update(int groups, const AdamConfig& adam, double lr) {
+    const int64_t n = size();
+    const int slices = n >= kParallelMinParams ? threads() : 1;
+    slice_sq_.assign(slices, 0.0);
+    pool_->run(slices, [&](int t) {
+        const int64_t lo = n * t / slices, hi = n * (t + 1) / slices;
+        add_partials(groups, lo, hi);
+        slice_sq_[t] = sum_of_squares(grads_.data() + lo, hi - lo);
+    });
+    double sq = 0;
+    for (double s : slice_sq_) sq += s;
+    grad_norm_ = std::sqrt(sq);
+    if (!std::isfinite(grad_norm_)) return;
+    const T scale = T(grad_norm_ > adam.grad_clip ? adam.grad_clip / grad_norm_ : 1.0);
+    ++step_;
+    pool_->run(slices, [&](int t) {
+        const int64_t lo = n * t / slices, hi = n * (t + 1) / slices;
+        if (scale != T(1))
+            for (int64_t i = lo; i < hi; ++i) grads_[i] *= scale;
+        update_slice(adam, lr, lo, hi);
+    });
+}
+
+template <class T>
+void Model<T>::add_partials(int groups, int64_t lo, int64_t hi) {
+    T* dst = grads_.data();
+    for (int g = 1; g < groups; ++g) {
+        const T* part = ws_[g].grads.data();
+        for (int64_t i = lo; i < hi; ++i) dst[i] += part[i];
+    }
+}
+
+// AdamW's decay on the table's decay rows within [lo, hi), then Adam on all of it.
+template <class T>
+void Model<T>::update_slice(const AdamConfig& adam, double lr, int64_t lo, int64_t hi) {
+    if (adam.weight_decay > 0)
+        for (const ParamInfo& row : table_) {
+            if (!row.decay) continue;
+            const int64_t a = std::max(lo, row.offset), b = std::min(hi, row.offset + row.rows * row.cols);
+            if (a < b) weight_decay_update(params_.data() + a, b - a, lr * adam.weight_decay);
+        }
+    adam_update(params_.data() + lo, m_.data() + lo, v_.data() + lo, grads_.data() + lo, hi - lo, lr, adam, step_);
 }
 
 template <class T>
 void Model<T>::apply_adam(double lr, const AdamConfig& adam) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
+    adam.validate();
     reduce_and_update(1, &adam, lr);
 }
 
 template <class T>
-double Model<T>::forward_backward(const BatchView& batch) {
+double Model<T>::forward_backward(const BatchView& batch, bool accumulate, const DropoutConfig& drop) {
     std::lock_guard<std::mutex> lock(mutex_);
-    split(validate(batch));
-    return run(true, nullptr, 0);
+    drop.validate();
+    split(validate(batch), drop);
+    return run(true, nullptr, 0, accumulate);
 }
 
 template <class T>
-double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam) {
+double Model<T>::train_step(const BatchView& batch, double lr, const AdamConfig& adam, const DropoutConfig& drop) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!(std::isfinite(lr) && lr >= 0)) fail("lr must be a finite number >= 0 (got " + std::to_string(lr) + ")");
-    split(validate(batch));
+    adam.validate();
+    drop.validate();
+    split(validate(batch), drop);
     return run(true, &adam, lr);
 }
 
 template <class T>
 int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, int64_t steps, int64_t batch_size,
-                              const double* lrs, double* losses, const AdamConfig& adam) {
+                              const double* lrs, double* losses, const AdamConfig& adam, const DropoutConfig& drop) {
     std::lock_guard<std::mutex> lock(mutex_);
     require(steps >= 0, "steps must be >= 0");
     require(batch_size >= 1, "the batch is empty: it needs at least one document");
+    adam.validate();
+    drop.validate();
     for (int64_t s = 0; s < steps; ++s)
         if (!(std::isfinite(lrs[s]) && lrs[s] >= 0))
             fail("lr must be a finite number >= 0 (got " + std::to_string(lrs[s]) + " at step " + std::to_string(s) +
@@ -235,7 +297,7 @@ int64_t Model<T>::train_steps(const BatchView& corpus, const int64_t* doc_ids, i
     }
     for (int64_t s = 0; s < steps; ++s) {
         b.doc_ids = doc_ids + s * batch_size;
-        split(validate(b));
+        split(validate(b), drop);
         losses[s] = run(true, &adam, lrs[s]);
         if (!std::isfinite(losses[s])) return s + 1;
     }
@@ -261,6 +323,7 @@ void Model<T>::logits(T* out, const int32_t* tokens, int64_t n) {
                  ")");
     Workspace<T>& ws = ws_[0];
     plan_docs(ws, cfg_, 1, [&](size_t) { return int(n); });
+    ws.drop.p = 0;  // inference: no dropout
     for (int64_t i = 0; i < n; ++i) {
         ws.tok_in[i] = tokens[i];
         ws.pos[i] = int32_t(i);

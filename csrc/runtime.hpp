@@ -39,6 +39,8 @@ struct BatchView {
     int64_t batch_size = 0;
     int64_t mean_over = 0;  // documents the loss is averaged over (0: batch_size; more when this is a share of a
                             // larger batch split across processes, so the partial sums add up to the whole mean)
+    int64_t share_start = 0;  // index of this batch's first sequence in the step's whole batch (dropout masks are
+                              // keyed by a sequence's index in the whole batch, so no split changes them)
 };
 
 class ThreadPool;
@@ -68,17 +70,21 @@ class Model {
     int threads() const;
     void set_threads(int threads);
 
-    // Mean over documents of each document's mean next-token loss. Grads are overwritten, Adam untouched.
-    double forward_backward(const BatchView& batch);
+    // Mean over documents of each document's mean next-token loss. Grads are overwritten (accumulate: added to,
+    // so micro-batches with mean_over = the whole batch's count sum to its gradient), Adam untouched.
+    double forward_backward(const BatchView& batch, bool accumulate = false, const DropoutConfig& drop = {});
     // forward_backward, then one Adam step with learning rate lr. Returns the loss before the update; a loss that
     // is not finite leaves the parameters, Adam state and step untouched.
-    double train_step(const BatchView& batch, double lr, const AdamConfig& adam);
+    double train_step(const BatchView& batch, double lr, const AdamConfig& adam, const DropoutConfig& drop = {});
     // `steps` train_steps in one call: step s uses documents doc_ids[s*B .. s*B+B) of the corpus and lr lrs[s];
     // losses[s] receives its loss. Stops after the first non-finite loss (not applied). Returns steps recorded.
     int64_t train_steps(const BatchView& corpus, const int64_t* doc_ids, int64_t steps, int64_t batch_size,
-                        const double* lrs, double* losses, const AdamConfig& adam);
-    // One Adam step from the gradients now in grads() (e.g. after summing them across processes).
+                        const double* lrs, double* losses, const AdamConfig& adam, const DropoutConfig& drop = {});
+    // One Adam step from the gradients now in grads() (e.g. after summing them across processes). With
+    // adam.grad_clip, a gradient whose norm is not finite is not applied (the step count stays).
     void apply_adam(double lr, const AdamConfig& adam);
+    // ‖g‖₂ of the whole gradient before clipping, at the latest update that clipped (NaN before any).
+    double grad_norm() const { return grad_norm_; }
     // Loss only: no gradients, no Adam (held-out evaluation).
     double loss(const BatchView& batch);
     // Logits (n, V) for one sequence of n <= block_size tokens at positions 0..n-1.
@@ -94,10 +100,13 @@ class Model {
     };
 
     int64_t validate(const BatchView& batch);  // fills refs_; returns total positions
-    int split(int64_t rows);                   // assigns refs_ to workspaces; returns the groups used
+    int split(int64_t rows, const DropoutConfig& drop = {});  // assigns refs_ to workspaces; returns the groups
     // forward (+ backward, + Adam when adam is given) over the split batch; returns the loss
-    double run(bool with_grads, const AdamConfig* adam, double lr);
+    double run(bool with_grads, const AdamConfig* adam, double lr, bool accumulate = false);
     void reduce_and_update(int groups, const AdamConfig* adam, double lr);
+    void reduce_clip_update(int groups, const AdamConfig& adam, double lr);  // reduce_and_update with grad_clip
+    void add_partials(int groups, int64_t lo, int64_t hi);  // grads[lo, hi) += the other threads' partials
+    void update_slice(const AdamConfig& adam, double lr, int64_t lo, int64_t hi);  // decay + Adam on [lo, hi)
 
     Config cfg_;
     std::vector<ParamInfo> table_;
@@ -105,11 +114,14 @@ class Model {
     std::vector<T> params_, grads_, m_, v_;
     int64_t step_ = 0;
     T inv_batch_ = 1;
+    int64_t share_start_ = 0;
     std::vector<DocRef> refs_;
     const int32_t* tokens_ = nullptr;
     std::vector<size_t> group_begin_;  // refs_[group_begin_[t] .. group_begin_[t+1]) go to thread t
     std::vector<Workspace<T>> ws_;
     std::vector<double> group_loss_;
+    std::vector<double> slice_sq_;  // Σ g² of each thread's slice of the reduced gradient (clipping)
+    double grad_norm_;
     std::unique_ptr<ThreadPool> pool_;  // complete type in runtime.cpp only
     std::mutex mutex_;
 };

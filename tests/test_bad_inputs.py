@@ -6,7 +6,7 @@ holding a phrase that says what is wrong, that there is no traceback, and that n
 file or directory under the working directory except the ones the case expects, and no ``*.tmp`` anywhere.
 Every API case asserts the exception type and its message.
 
-169 cases, 107 command line and 62 API (test_cli_bad_input unless named):
+175 cases, 113 command line and 62 API (test_cli_bad_input unless named):
   data file    missing; empty; whitespace-only; NUL bytes; not UTF-8; a directory; a sparse 1 GiB + 1 byte file
                (test_cli_refuses_a_file_over_1_gib_without_reading_it: refused at once under a 1 GiB address-space
                limit); exactly 1 GiB (test_cli_refuses_exactly_1_gib); an endless character device
@@ -15,7 +15,8 @@ Every API case asserts the exception type and its message.
   sizes        --n-embd 0, 1.5 and 100000; --n-head -1 and 32 (> n_embd); --n-layer 0; --block-size 0;
                --batch-size 0; --steps -5; --n-head 4 with --n-embd 10 (does not divide)
   train flags  --lr nan, -0.1, inf, abc; --lr 1e300 (training diverges: exit 1, no checkpoint); --warmup-steps -1
-               and as many as --steps; --lr-schedule step;
+               and as many as --steps; --lr-schedule step; --weight-decay -1; --grad-clip 0; --dropout 1 and nan;
+               --grad-accum 0;
                --val-fraction 1.0, -0.5; --temperature 0, -2; unknown subcommand; no subcommand
   output       --out under a regular file; --out under /proc/version; --out that is a regular file; disk full
                while writing the checkpoint (test_cli_disk_full_*: RLIMIT_FSIZE, EFBIG); --out that holds a run
@@ -25,7 +26,7 @@ Every API case asserts the exception type and its message.
                a 2.4 GiB batch under a 1 GiB address-space limit (test_cli_refuses_a_run_over_the_address_space_limit)
   --resume     missing file; a directory; random bytes; truncated checkpoint; foreign safetensors file; checkpoint
                without a vocabulary; changed --n-embd; different --data; --steps before the checkpoint's step; another
-               --lr-schedule
+               --lr-schedule; --dropout (the options come from the checkpoint)
   sample       prompt outside the vocabulary; --temperature 0, -1; --top-k vocab + 1, 0; prompt as long as
                block_size; --checkpoint that is a directory; checkpoint without a vocabulary
   plot         directory without metrics.jsonl; metrics.jsonl with a truncated line, with a JSON array line, with
@@ -260,6 +261,13 @@ CLI_CASES = [
                  "--warmup-steps 5 must be fewer than the run's 5 steps", id="warmup-covers-the-run"),
     pytest.param([*TRAIN, "--lr-schedule", "step"], 2, "argument --lr-schedule: invalid choice: 'step'",
                  id="lr-schedule-unknown"),
+    pytest.param([*TRAIN, "--weight-decay", "-1"], 2, "--weight-decay must be a finite number >= 0, got -1.0",
+                 id="weight-decay-negative"),
+    pytest.param([*TRAIN, "--grad-clip", "0"], 2, "--grad-clip must be a finite number > 0, got 0.0",
+                 id="grad-clip-0"),
+    pytest.param([*TRAIN, "--dropout", "1"], 2, "--dropout must be a number in [0, 1), got 1.0", id="dropout-1"),
+    pytest.param([*TRAIN, "--dropout", "nan"], 2, "--dropout must be a number in [0, 1), got nan", id="dropout-nan"),
+    pytest.param([*TRAIN, "--grad-accum", "0"], 2, "argument --grad-accum: must be >= 1, got 0", id="grad-accum-0"),
     pytest.param([*TRAIN, "--val-fraction", "1.0"], 2, "--val-fraction must be in [0, 1), got 1.0",
                  id="val-fraction-1"),
     pytest.param([*TRAIN, "--val-fraction", "-0.5"], 2, "--val-fraction must be in [0, 1), got -0.5",
@@ -320,6 +328,8 @@ CLI_CASES = [
     pytest.param([*RESUME, "ckpt.safetensors", "--lr-schedule", "cosine"], 2,
                  "--lr-schedule cosine does not match the checkpoint's run (linear); a resumed run keeps its schedule",
                  id="resume-changed-schedule"),
+    pytest.param([*RESUME, "ckpt.safetensors", "--dropout", "0.2"], 2,
+                 "--dropout cannot change when resuming; they come from the checkpoint", id="resume-changed-dropout"),
     # sample: options that do not fit the model exit 2, unusable checkpoints exit 1
     pytest.param(["sample", "--checkpoint", "ckpt.safetensors", "--prompt", "bz"], 2,
                  "1 character(s) not in the vocabulary: 'z'", id="sample-prompt-outside-vocab"),

@@ -37,10 +37,16 @@ def params(path: Path) -> blasgpt.Model:
     return blasgpt.load_checkpoint(path).model
 
 
-@pytest.mark.parametrize("batch", [5, 1])  # 1: fewer documents than ranks, one rank idles each step
-def test_two_ranks_equal_one_process(tmp_path, corpus, batch):
+# 1: fewer documents than ranks, one rank idles each step. The training options: dropout masks keyed by the index
+# in the whole step, clipping of the summed gradient, decay; --grad-accum 3 of batch 1 splits 3 sequences into
+# shares of 2 and 1, each in 3 micro-batches (some empty)
+OPTIONS = ["--weight-decay", "0.1", "--grad-clip", "0.3", "--grad-accum", "3", "--dropout", "0.1", "--tie-embeddings"]
+
+
+@pytest.mark.parametrize("batch, options", [(5, []), (1, []), (1, OPTIONS)], ids=["5", "1", "1-options"])
+def test_two_ranks_equal_one_process(tmp_path, corpus, batch, options):
     common = ["--data", str(corpus), "--steps", "25", "--batch-size", str(batch), "--samples", "0", "--log-every",
-              "0", "--n-layer", "2"]
+              "0", "--n-layer", "2", *options]
     r = mpirun(2, "-m", "blasgpt", "train", *common, "--out", "mpi", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "data-parallel over 2 MPI ranks" in r.stdout and r.stdout.count("saved") == 1  # rank 0 alone speaks

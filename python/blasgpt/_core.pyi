@@ -15,6 +15,7 @@ class _ModelBase:
         block_size: int,
         backend: str = "native",
         threads: int = 1,
+        tie_embeddings: bool = False,
     ) -> None: ...
     @property
     def num_params(self) -> int: ...
@@ -34,6 +35,7 @@ class _ModelBase:
     @threads.setter
     def threads(self, value: int) -> None: ...
     def param_table(self) -> list[tuple[str, tuple[int, int], int]]: ...
+    def decayed_params(self) -> list[str]: ...
     def forward_backward(
         self,
         tokens: npt.NDArray[np.int32],
@@ -41,6 +43,10 @@ class _ModelBase:
         doc_ids: Optional[npt.NDArray[np.int64]] = None,
         mean_over: int = 0,
         windows: bool = False,
+        accumulate: bool = False,
+        dropout: float = 0.0,
+        dropout_seed: int = 0,
+        share_start: int = 0,
     ) -> float: ...
     def train_step(
         self,
@@ -52,6 +58,10 @@ class _ModelBase:
         beta1: float = 0.85,
         beta2: float = 0.99,
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        grad_clip: float = 0.0,
+        dropout: float = 0.0,
+        dropout_seed: int = 0,
     ) -> float: ...
     def train_steps(
         self,
@@ -63,8 +73,22 @@ class _ModelBase:
         beta2: float = 0.99,
         eps: float = 1e-8,
         windows: bool = False,
+        weight_decay: float = 0.0,
+        grad_clip: float = 0.0,
+        dropout: float = 0.0,
+        dropout_seed: int = 0,
     ) -> npt.NDArray[np.float64]: ...
-    def apply_adam(self, lr: float, beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8) -> None: ...
+    def apply_adam(
+        self,
+        lr: float,
+        beta1: float = 0.85,
+        beta2: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        grad_clip: float = 0.0,
+    ) -> None: ...
+    @property
+    def grad_norm(self) -> float: ...
     def loss(
         self,
         tokens: npt.NDArray[np.int32],
@@ -147,9 +171,17 @@ def time_attention(
     seconds: float = 0.01,
 ) -> tuple[float, float]: ...
 def workspace_size(
-    vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, rows: int
+    vocab_size: int,
+    n_embd: int,
+    n_head: int,
+    n_layer: int,
+    block_size: int,
+    rows: int,
+    tie_embeddings: bool = False,
 ) -> tuple[int, int]: ...
-def num_params(vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int) -> int: ...
+def num_params(
+    vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, tie_embeddings: bool = False
+) -> int: ...
 def param_table(
-    vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int
+    vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int, tie_embeddings: bool = False
 ) -> list[tuple[str, tuple[int, int], int]]: ...

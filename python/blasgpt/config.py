@@ -19,6 +19,8 @@ class Config:
     n_head:     attention heads; must divide n_embd (head_dim = n_embd / n_head).
     n_layer:    transformer blocks.
     block_size: maximum positions per document (the model trains on the first min(block_size, len - 1)).
+    tie_embeddings: the output layer is the token embedding (logits = x · wteᵀ; no ``lm_head`` parameter).
+                Off by default (microgpt's untied head); checkpoints without the field load untied.
     """
 
     vocab_size: int = 27
@@ -26,11 +28,15 @@ class Config:
     n_head: int = 4
     n_layer: int = 1
     block_size: int = 16
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if field.name == "tie_embeddings":
+                if not isinstance(value, bool):
+                    raise ValueError(f"Config.tie_embeddings must be True or False, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"Config.{field.name} must be an integer, got {value!r}")
         _check_range("vocab_size", self.vocab_size, 2, 1 << 24)
         _check_range("n_embd", self.n_embd, 1, _MAX_DIM)
@@ -51,7 +57,7 @@ class Config:
 
         return int(_core.num_params(**self.to_dict()))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import sys
@@ -16,6 +17,7 @@ from .config import Config, MemoryEstimate, MemoryLimitError, check_memory, form
 from .data import Batch
 
 INIT_STD = 0.08  # microgpt: every weight ~ gauss(0, 0.08)
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.85, 0.99, 1e-8  # microgpt's Adam (the core's defaults)
 DTYPES = {"float32": _core.ModelF32, "float64": _core.ModelF64}
 BACKENDS = ("auto", "native", "blas")
 _MAX_FLOAT = sys.float_info.max
@@ -100,6 +102,13 @@ class Model:
     def param_table(self) -> list[tuple[str, tuple[int, int], int]]:
         """(name, (rows, cols), offset) of every parameter, in buffer order."""
         return list(self._table)
+
+    @property
+    def decayed_params(self) -> list[str]:
+        """Names of the parameters AdamW's weight decay shrinks (the core table's decay flag): every matrix that
+        multiplies activations (attention, MLP, lm_head), not the embeddings wte and wpe, whose scale rmsnorm
+        removes (see docs/TRAINING_OPTIONS.md)."""
+        return list(self._core.decayed_params())
 
     @property
     def flat_params(self) -> np.ndarray:
@@ -230,13 +239,23 @@ class Model:
     def __repr__(self) -> str:
         c = self.config
         return (f"Model(vocab_size={c.vocab_size}, n_embd={c.n_embd}, n_head={c.n_head}, n_layer={c.n_layer}, "
-                f"block_size={c.block_size}, dtype={self.dtype.name}, params={self.num_params}, step={self.step})")
+                f"block_size={c.block_size}, {'tie_embeddings=True, ' if c.tie_embeddings else ''}"
+                f"dtype={self.dtype.name}, params={self.num_params}, step={self.step})")
 
     # -- compute ---------------------------------------------------------------------------------------------
-    def forward_backward(self, batch: Batch, mean_over: Optional[int] = None) -> float:
+    def forward_backward(self, batch: Batch, mean_over: Optional[int] = None, *, accumulate: bool = False,
+                         dropout: float = 0.0, dropout_seed: int = 0, share_start: int = 0) -> float:
         """Loss of ``batch`` (mean over documents of each document's mean token loss); fills ``grads``.
         Adam's state and the step count are untouched. ``mean_over`` (>= the batch's documents) divides by that
-        many documents instead: the batch is one share of a larger one, and the shares' results add up."""
+        many documents instead: the batch is one share of a larger one, and the shares' results add up.
+        ``accumulate=True`` adds the gradient to ``grads`` instead of overwriting it: micro-batches of one step,
+        each with ``mean_over`` = the step's documents, leave the whole batch's gradient (gradient accumulation;
+        ``train_step`` does this when given a list of batches).
+
+        ``dropout`` p in [0, 1) trains with inverted dropout (docs/TRAINING_OPTIONS.md): its masks are a function
+        of (``dropout_seed``, ``step``, site, sequence index in the step's whole batch, position, column) only;
+        ``share_start`` is the index of this batch's first sequence in that whole batch (a micro-batch or process
+        share), so splitting a batch does not change its masks. ``loss``, ``forward`` and generation never drop."""
         _check_batch(batch)
         if mean_over and (isinstance(mean_over, bool) or not isinstance(mean_over, int)
                           or not batch.num_docs <= mean_over <= 1 << 62):
@@ -244,34 +263,90 @@ class Model:
                              f"got {mean_over!r}")
         if self._plan_pending:
             self._plan_from(batch, batch.doc_ids)
-        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0, batch.windows)
+        if isinstance(share_start, bool) or not isinstance(share_start, int) or not 0 <= share_start <= 1 << 62:
+            raise ValueError(f"share_start must be an integer between 0 and 2**62, got {share_start!r}")
+        return self._core.forward_backward(batch.tokens, batch.offsets, batch.doc_ids, mean_over or 0, batch.windows,
+                                           bool(accumulate), _check_dropout(dropout), _check_seed(dropout_seed),
+                                           share_start)
 
-    def train_step(self, batch: Batch, lr: float = 0.01) -> float:
-        """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update."""
+    def train_step(self, batch: Union[Batch, Sequence[Batch]], lr: float = 0.01, *, weight_decay: float = 0.0,
+                   grad_clip: Optional[float] = None, dropout: float = 0.0, dropout_seed: int = 0) -> float:
+        """forward_backward then one Adam update with exactly ``lr``; returns the loss before the update (a loss
+        that is not finite is returned and not applied).
+
+        ``batch`` may be a list of micro-batches (gradient accumulation): their gradients are summed, each
+        averaged over all their sequences together, so the update is the one of the batch they make up, with the
+        activation memory of the largest of them.
+
+        Options (docs/TRAINING_OPTIONS.md), all off by default: ``weight_decay`` > 0 makes the update AdamW's
+        (every parameter of ``decayed_params`` first shrinks by the factor 1 - lr * weight_decay, decoupled from
+        the moments); ``grad_clip`` G > 0 scales the whole gradient by min(1, G / ||g||) before the update (the
+        norm before clipping is then ``grad_norm``); ``dropout`` p > 0 with ``dropout_seed`` as in
+        ``forward_backward``."""
         # per-call cost matters here (a Python loop of steps): cheap checks first, all arguments by position; the
         # binding checks the arrays (a Batch checked them when it was made)
-        if not isinstance(batch, Batch):
-            _check_batch(batch)
         if not (isinstance(lr, float) and 0.0 <= lr <= _MAX_FLOAT):  # (NaN fails the comparison)
             lr = _check_lr(lr)
+        if not isinstance(batch, Batch):
+            if isinstance(batch, (list, tuple)) and all(isinstance(b, Batch) for b in batch):
+                return self._accumulated_step(batch, lr, _check_weight_decay(weight_decay),
+                                              _check_grad_clip(grad_clip), _check_dropout(dropout),
+                                              _check_seed(dropout_seed))
+            _check_batch(batch)
         if self._plan_pending:
             self._plan_from(batch, batch.doc_ids)
-        return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows)
+        if (weight_decay == 0.0 and grad_clip is None and dropout == 0.0 and dropout_seed == 0
+                and not isinstance(weight_decay, bool) and not isinstance(dropout, bool)):
+            return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows)
+        return self._core.train_step(batch.tokens, batch.offsets, lr, batch.doc_ids, batch.windows, ADAM_BETA1,
+                                     ADAM_BETA2, ADAM_EPS, _check_weight_decay(weight_decay),
+                                     _check_grad_clip(grad_clip), _check_dropout(dropout),
+                                     _check_seed(dropout_seed))
 
-    def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+    def _accumulated_step(self, micro: Sequence[Batch], lr: float, weight_decay: float, grad_clip: float,
+                          dropout: float, seed: int) -> float:
+        if not micro:
+            raise ValueError("train_step needs at least one batch (got an empty list of micro-batches)")
+        total = sum(b.num_docs for b in micro)
+        if self._plan_pending:  # the gemm shapes of the largest micro-batch
+            big = max(micro, key=lambda b: b.num_docs)
+            self._plan_from(big, big.doc_ids)
+        loss, start = 0.0, 0
+        for k, b in enumerate(micro):
+            loss += self._core.forward_backward(b.tokens, b.offsets, b.doc_ids, total, b.windows, k > 0, dropout,
+                                                seed, start)
+            start += b.num_docs
+        if math.isfinite(loss):
+            self._core.apply_adam(lr, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, weight_decay, grad_clip)
+        return loss
+
+    def train_steps(self, corpus: Batch, doc_ids: np.ndarray, lrs: np.ndarray, *, weight_decay: float = 0.0,
+                    grad_clip: Optional[float] = None, dropout: float = 0.0, dropout_seed: int = 0) -> np.ndarray:
         """Many train_steps in one C++ call (no Python work per step): step s trains on documents
         ``doc_ids[s]`` (int64, shape (steps, batch)) of ``corpus`` — for a corpus of windows
         (``Batch.of_windows``), on the windows starting at ``doc_ids[s]`` — with learning rate ``lrs[s]``
-        (float64). Returns the losses; stops after the first non-finite loss, which is returned but not applied."""
+        (float64). Returns the losses; stops after the first non-finite loss, which is returned but not applied.
+        ``weight_decay``, ``grad_clip``, ``dropout`` and ``dropout_seed`` as in ``train_step``."""
         _check_batch(corpus)
         if self._plan_pending and isinstance(doc_ids, np.ndarray) and doc_ids.ndim == 2 and doc_ids.shape[0]:
             self._plan_from(corpus, doc_ids, doc_ids.shape[0])
-        return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs, windows=corpus.windows)
+        return self._core.train_steps(corpus.tokens, corpus.offsets, doc_ids, lrs, windows=corpus.windows,
+                                      weight_decay=_check_weight_decay(weight_decay),
+                                      grad_clip=_check_grad_clip(grad_clip), dropout=_check_dropout(dropout),
+                                      dropout_seed=_check_seed(dropout_seed))
 
-    def apply_adam(self, lr: float) -> None:
+    def apply_adam(self, lr: float, *, weight_decay: float = 0.0, grad_clip: Optional[float] = None) -> None:
         """One Adam update (step + 1) from the gradients now in ``grads`` — after ``forward_backward`` and, in
-        data-parallel training, after the gradients were summed across processes."""
-        self._core.apply_adam(_check_lr(lr))
+        data-parallel training, after the gradients were summed across processes (so clipping sees the norm of
+        the whole batch's gradient). ``weight_decay`` and ``grad_clip`` as in ``train_step``; when clipping, a
+        gradient whose norm is not finite is not applied (``step`` stays, ``grad_norm`` says why)."""
+        self._core.apply_adam(_check_lr(lr), weight_decay=_check_weight_decay(weight_decay),
+                              grad_clip=_check_grad_clip(grad_clip))
+
+    @property
+    def grad_norm(self) -> float:
+        """The whole gradient's L2 norm before clipping, at the latest update that clipped (NaN before any)."""
+        return float(self._core.grad_norm)
 
     def loss(self, batch: Batch) -> float:
         """Loss only: gradients and Adam state are left alone (for held-out evaluation)."""
@@ -313,6 +388,33 @@ def _check_lr(lr: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     return value
+
+
+def _check_weight_decay(wd: Any) -> float:
+    if isinstance(wd, bool) or not isinstance(wd, numbers.Real) or not 0.0 <= float(wd) <= _MAX_FLOAT:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {wd!r}")
+    return float(wd)
+
+
+def _check_grad_clip(clip: Any) -> float:
+    """None (off) -> 0.0, the core's "off"; otherwise a finite number > 0."""
+    if clip is None:
+        return 0.0
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not 0.0 < float(clip) <= _MAX_FLOAT:
+        raise ValueError(f"grad_clip must be a finite number > 0 (or None for no clipping), got {clip!r}")
+    return float(clip)
+
+
+def _check_dropout(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"dropout_seed must be an integer between 0 and 2**64 - 1, got {seed!r}")
+    return int(seed)
 
 
 def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:

@@ -75,34 +75,45 @@ def _abort(comm: Any, what: str, code: int) -> None:
     comm.Abort(code)
 
 
+def _share_start(n: int, rank: int, size: int) -> int:
+    return rank * (n // size) + min(rank, n % size)
+
+
 def share(ids: np.ndarray, rank: int, size: int) -> np.ndarray:
     """Rank ``rank``'s contiguous share of a step's row of sequences (documents or window starts; shares differ in
     size by at most one)."""
-    n = ids.size
-    lo = rank * (n // size) + min(rank, n % size)
-    hi = lo + n // size + (1 if rank < n % size else 0)
-    return ids[lo:hi]
+    return ids[_share_start(ids.size, rank, size):_share_start(ids.size, rank + 1, size)]
 
 
-def data_parallel_step(model: Model, batch: Batch, row: np.ndarray, lr: float, comm: Any) -> float:
+def data_parallel_step(model: Model, batch: Batch, row: np.ndarray, lr: float, comm: Any, grad_accum: int = 1, *,
+                       weight_decay: float = 0.0, grad_clip: Optional[float] = None, dropout: float = 0.0,
+                       dropout_seed: int = 0) -> float:
     """One training step on the sequences ``row`` selects from ``batch`` (a corpus's Feed: documents, or windows
-    starting at those offsets), split across the ranks of ``comm``. Returns the batch loss (the same on every
-    rank); a non-finite loss is returned without updating the model."""
+    starting at those offsets), split across the ranks of ``comm``, each rank's share in ``grad_accum``
+    micro-batches. Returns the batch loss (the same on every rank); a non-finite loss is returned without updating
+    the model. The options as Model.train_step's: dropout masks are keyed by each sequence's index in ``row``
+    (share_start), clipping sees the norm of the summed gradient, decay and Adam follow on every rank alike."""
     from mpi4py import MPI
 
+    start = _share_start(row.size, comm.Get_rank(), comm.Get_size())
     mine = share(row, comm.Get_rank(), comm.Get_size())
     grads = model.flat_grads
-    if mine.size:  # this rank's part of the batch mean: its sequences' losses divided by the whole batch's count
-        loss = model.forward_backward(batch.select(mine), mean_over=row.size)
-    else:  # fewer sequences than ranks: this rank contributes nothing
-        loss = 0.0
+    loss, first = 0.0, True
+    # this rank's part of the batch mean: its sequences' losses divided by the whole batch's count
+    for part in np.array_split(mine, grad_accum):
+        if part.size:
+            loss += model.forward_backward(batch.select(part), mean_over=row.size, accumulate=not first,
+                                           dropout=dropout, dropout_seed=dropout_seed, share_start=start)
+            first = False
+        start += part.size
+    if first:  # fewer sequences than ranks: this rank contributes nothing
         grads[...] = 0
     total = np.array([loss])
     comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
     comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
     loss = float(total[0])
     if np.isfinite(loss):
-        model.apply_adam(lr)
+        model.apply_adam(lr, weight_decay=weight_decay, grad_clip=grad_clip)
     return loss
 
 

@@ -184,16 +184,28 @@ class Evaluator:
         return val, npc, took
 
 
-def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm: Optional[Any]) -> list[float]:
-    """Steps s .. end - 1 (one C++ call, or one data-parallel step at a time); stops after a non-finite loss."""
-    rows = feed.rows(s, end)
-    if comm is None or comm.Get_size() <= 1:
-        return model.train_steps(feed.batch, rows, lrs).tolist()
+def step_options(config: TrainConfig) -> dict[str, Any]:
+    """The training options of ``config`` as Model.train_step's keywords (dropout masks keyed by the run's seed)."""
+    return {"weight_decay": config.weight_decay, "grad_clip": config.grad_clip, "dropout": config.dropout,
+            "dropout_seed": config.seed % (1 << 64) if config.dropout else 0}
+
+
+def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm: Optional[Any],
+               config: TrainConfig) -> list[float]:
+    """Steps s .. end - 1 (one C++ call, or one step at a time: data-parallel, or in grad_accum micro-batches);
+    stops after a non-finite loss."""
+    rows, opts, K = feed.rows(s, end), step_options(config), config.grad_accum
+    if (comm is None or comm.Get_size() <= 1) and K == 1:
+        return model.train_steps(feed.batch, rows, lrs, **opts).tolist()
     from .parallel import data_parallel_step
 
     losses: list[float] = []
     for k in range(end - s):
-        losses.append(data_parallel_step(model, feed.batch, rows[k], float(lrs[k]), comm))
+        if comm is None or comm.Get_size() <= 1:
+            micro = [feed.batch.select(part) for part in np.array_split(rows[k], K)]
+            losses.append(model.train_step(micro, float(lrs[k]), **opts))
+        else:
+            losses.append(data_parallel_step(model, feed.batch, rows[k], float(lrs[k]), comm, K, **opts))
         if not math.isfinite(losses[-1]):
             break
     return losses
@@ -243,10 +255,11 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     within that schedule), validating on ``val``; the checkpoints store ``checkpoint_extra``. See ``train``."""
     start = model.step
     steps = config.total_steps - start if steps is None else steps
-    tok, B, block = data.tokenizer, config.batch_size, model.config.block_size
+    tok, block = data.tokenizer, model.config.block_size
+    B = config.batch_size * config.grad_accum  # sequences per step (in grad_accum micro-batches of batch_size)
     root = comm is None or comm.Get_size() <= 1 or comm.Get_rank() == 0
     _admit(model, data, val, config, steps, out_dir, comm)
-    plan_run(model, data, B, comm.Get_size() if comm is not None else 1)
+    plan_run(model, data, config.batch_size, comm.Get_size() if comm is not None else 1)
     val = val if root else None  # only rank 0 validates
     if val is not None:
         val.check(block, validation=True)
@@ -269,7 +282,7 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
                 if every:
                     end = min(end, start + ((s - start) // every + 1) * every)
             lrs = schedule(np.arange(s, end, dtype=np.int64))
-            chunk = _run_steps(model, feed, s, end, lrs, comm)
+            chunk = _run_steps(model, feed, s, end, lrs, comm, config)
             losses.extend(chunk)
             report.steps_done(chunk)
             if len(chunk) < end - s or not math.isfinite(chunk[-1]):
@@ -294,7 +307,8 @@ TextLike = Union[np.ndarray, TextData]
 
 def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], TextLike, Corpus], steps: int = 1000,
           batch_size: int = 1, lr: float = 0.01, *, schedule_steps: Optional[int] = None, schedule: str = "linear",
-          warmup_steps: int = 0, log_every: int = 0,
+          warmup_steps: int = 0, weight_decay: float = 0.0, grad_clip: Optional[float] = None, grad_accum: int = 1,
+          dropout: float = 0.0, log_every: int = 0,
           log: Callable[[str], None] = print, val_docs: Optional[Union[Sequence[str], TextLike, Corpus]] = None,
           eval_every: int = 0, window_seed: int = 0,
           out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
@@ -310,6 +324,9 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
     (periodically on its first EVAL_DURING_TRAINING targets, at the end on all of them). ``docs`` and ``val_docs``
     may also be corpora (blasgpt.corpus). ``schedule_steps`` defaults to ``model.step + steps``, so a fresh model
     reproduces microgpt and a resumed run passes its original total to continue the same schedule.
+    ``weight_decay``, ``grad_clip``, ``grad_accum`` (each step then trains on grad_accum micro-batches of
+    ``batch_size``) and ``dropout`` (masks keyed by ``window_seed``) are TrainConfig's training options, all off
+    by default (docs/TRAINING_OPTIONS.md).
 
     Optional, each only when asked: a progress line every ``log_every`` steps (``progress_bar`` shows a tqdm bar
     instead); the loss on ``val_docs`` every ``eval_every`` steps and at the end (never touching gradients or
@@ -332,7 +349,8 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
     if total < model.step + steps:
         raise ValueError(f"schedule_steps ({total}) must cover this run (model at step {model.step}, {steps} more)")
     config = TrainConfig(seed=window_seed, batch_size=batch_size, lr=lr, total_steps=total, schedule=schedule,
-                         warmup_steps=warmup_steps, val_fraction=0.0,
+                         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                         grad_accum=grad_accum, dropout=dropout, val_fraction=0.0,
                          log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every,
                          keep_checkpoints=keep_checkpoints, dtype=model.dtype.name, threads=model.threads)
     data = as_corpus(docs, tokenizer)
@@ -343,4 +361,4 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
 
 __all__ = ["EVAL_CHUNK_DOCS", "EVAL_CHUNK_TOKENS", "EVAL_DURING_TRAINING", "History", "TrainingError",
            "WINDOW_DRAW_STEPS", "evaluate", "evaluate_text", "fit", "lr_at", "microgpt_start", "plan_run",
-           "save_rotating", "shuffle_docs", "split_validation", "train", "window_starts"]
+           "save_rotating", "shuffle_docs", "split_validation", "step_options", "train", "window_starts"]

@@ -20,7 +20,8 @@ from .schedule import SCHEDULES
 # microgpt's seed, batch and learning rate, no validation split, lines mode, microgpt's schedule.
 LEGACY: dict[str, Any] = {"seed": 42, "batch_size": 1, "lr": 0.01, "val_fraction": 0.0, "data": None,
                           "data_mode": "lines", "schedule": "linear", "warmup_steps": 0,
-                          "tokenizer": "char", "vocab_size": None}
+                          "tokenizer": "char", "vocab_size": None,
+                          "weight_decay": 0.0, "grad_clip": None, "grad_accum": 1, "dropout": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +30,11 @@ class TrainConfig:
     ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps`` after ``warmup_steps`` (blasgpt.schedule),
     the data (``data``: a file or named dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the
     tail ``val_fraction`` held out and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of
-    ``vocab_size`` ids trained on the training split, blasgpt.bpe). How it is run (may change when resuming):
-    ``log_every``, ``eval_every``, ``checkpoint_every`` and ``keep_checkpoints`` (0: never), ``dtype``, ``threads``,
-    ``backend`` (None: the default)."""
+    ``vocab_size`` ids trained on the training split, blasgpt.bpe). Training options (docs/TRAINING_OPTIONS.md),
+    off by default: AdamW's ``weight_decay``, global-norm ``grad_clip`` (None: off), ``grad_accum`` micro-batches of
+    ``batch_size`` per step (a step trains on grad_accum × batch_size sequences) and ``dropout`` (masks keyed by
+    ``seed``). How it is run (may change when resuming): ``log_every``, ``eval_every``, ``checkpoint_every`` and
+    ``keep_checkpoints`` (0: never), ``dtype``, ``threads``, ``backend`` (None: the default)."""
 
     seed: int = 42
     batch_size: int = 1
@@ -39,6 +42,10 @@ class TrainConfig:
     total_steps: int = 1000
     schedule: str = "linear"
     warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = None
+    grad_accum: int = 1
+    dropout: float = 0.0
     data: Optional[str] = None
     data_mode: str = "lines"
     val_fraction: float = 0.1
@@ -54,12 +61,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, lo in (("batch_size", 1), ("total_steps", 0), ("log_every", 0), ("eval_every", 0),
-                         ("checkpoint_every", 0), ("keep_checkpoints", 1), ("threads", 1), ("warmup_steps", 0)):
+                         ("checkpoint_every", 0), ("keep_checkpoints", 1), ("threads", 1), ("warmup_steps", 0),
+                         ("grad_accum", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0, got {self.lr!r}")
+        _check_options(self.weight_decay, self.grad_clip, self.dropout)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
@@ -102,7 +111,22 @@ class TrainConfig:
         values["total_steps"], values["warmup_steps"] = int(values["total_steps"]), int(values["warmup_steps"])
         values["data"] = values["data"] or None
         values["vocab_size"] = None if values["vocab_size"] is None else int(values["vocab_size"])
+        values["weight_decay"], values["dropout"] = float(values["weight_decay"]), float(values["dropout"])
+        values["grad_accum"] = int(values["grad_accum"])
+        values["grad_clip"] = None if values["grad_clip"] is None else float(values["grad_clip"])
         return cls(**values)
+
+
+def _check_options(weight_decay: Any, grad_clip: Any, dropout: Any) -> None:
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not (number(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if grad_clip is not None and not (number(grad_clip) and grad_clip > 0):
+        raise ValueError(f"grad_clip must be a finite number > 0, got {grad_clip!r}")
+    if not (number(dropout) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
 
 
 __all__ = ["LEGACY", "TrainConfig"]

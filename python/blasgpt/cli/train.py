@@ -27,7 +27,9 @@ from .common import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError, no
 
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
 DEFAULT_BPE_VOCAB = 1024
-FIXED_WHEN_RESUMING = (*SIZE_DEFAULTS, "dtype", "seed", "batch_size", "val_fraction")  # flags that name the run
+OPTIONS = ("weight_decay", "grad_clip", "grad_accum", "dropout")  # TrainConfig's training options, flags alike
+FIXED_WHEN_RESUMING = (*SIZE_DEFAULTS, "dtype", "seed", "batch_size", "val_fraction", *OPTIONS,
+                       "tie_embeddings")  # flags that name the run
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -57,6 +59,18 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         "cosine to 0; wsd holds the peak, then decays linearly to 0 over the last fifth")
     t.add_argument("--warmup-steps", type=nonneg_int, default=None,
                    help="raise the learning rate linearly from lr/N to lr over the first N steps (default 0)")
+    t.add_argument("--weight-decay", type=float, default=None, metavar="W",
+                   help="AdamW's decoupled weight decay on the weight matrices, not the embeddings (default 0: off)")
+    t.add_argument("--grad-clip", type=float, default=None, metavar="G",
+                   help="scale each step's whole gradient to L2 norm at most G > 0 (default: no clipping)")
+    t.add_argument("--grad-accum", type=positive_int, default=None, metavar="K",
+                   help="a step trains on K micro-batches of --batch-size, one update: the batch of K x batch size "
+                        "with one micro-batch's memory (default 1)")
+    t.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="dropout probability in [0, 1) after the embedding and each residual branch, in training only; "
+                        "masks keyed by --seed (default 0: off)")
+    t.add_argument("--tie-embeddings", action="store_true", default=None,
+                   help="the output layer is the token embedding wte (no separate lm_head)")
     t.add_argument("--dtype", choices=("float64", "float32"), default=None, help="arithmetic (default float64)")
     for name, default in SIZE_DEFAULTS.items():
         t.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None,
@@ -148,7 +162,8 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
     """(the run's TrainConfig, the model sizes of the flags): from the flags, or the checkpoint's run with the flags
     that may change (--lr, --steps, --data and how the run is logged, checkpointed and computed)."""
     try:
-        sizes = Config(**{k: getattr(args, k) or v for k, v in SIZE_DEFAULTS.items()})  # checked before any data
+        sizes = Config(**{k: getattr(args, k) or v for k, v in SIZE_DEFAULTS.items()},  # checked before any data
+                       tie_embeddings=bool(args.tie_embeddings))
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
@@ -182,6 +197,10 @@ def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[Tr
                            batch_size=args.batch_size or 1, dtype=args.dtype or "float64",
                            val_fraction=0.1 if args.val_fraction is None else args.val_fraction,
                            schedule=args.lr_schedule or "linear", tokenizer=kind, vocab_size=vocab)
+        try:
+            base = base.replace(**{k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None})
+        except ValueError as e:
+            raise UsageError(f"--{str(e).replace('_', '-', 1)}") from None
     lr = base.lr if args.lr is None else args.lr
     if not (lr >= 0 and lr < float("inf")):
         raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
