@@ -40,8 +40,8 @@ MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger product
 # Products of this many multiply-adds or more go to OpenBLAS untimed, as on the native backend (csrc/gemm.hpp
 # kBlasMinVolume): the native kernels do not block k and fall far behind there, and timing them would take seconds.
 LARGE_VOLUME = 1 << 29
-ATTN_TILE = 64  # model.hpp kAttnTile: rows of a tile of the long-context attention path
-CACHED_POSITIONS = 128  # model.hpp kCachedPositions: documents up to this long keep their probabilities
+ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
+CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "amx_tile", "asimd", "sve", "sve2")
@@ -72,7 +72,7 @@ def row_bucket(rows: int) -> int:
 
 def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
     """Every distinct product of a training step over ``rows`` positions of documents of ``doc_len`` positions
-    (model.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X, dX = dY W; attention's
+    (gpt.cpp, layers.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X, dX = dY W; attention's
     gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; in tiles of 64 query rows past 128 positions)."""
     C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
     out: dict[Product, str] = {}
