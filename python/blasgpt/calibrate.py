@@ -72,8 +72,9 @@ def row_bucket(rows: int) -> int:
 
 def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
     """Every distinct product of a training step over ``rows`` positions of documents of ``doc_len`` positions
-    (gpt.cpp, layers.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X, dX = dY W; attention's
-    gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; in tiles of 64 query rows past 128 positions)."""
+    (gpt.cpp, layers.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X,
+    dX = dY W; attention's gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; in tiles of 64 query rows past
+    128 positions)."""
     C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
     out: dict[Product, str] = {}
     for name, fan_in, fan_out in (("qkv", C, 3 * C), ("attn out", C, C), ("mlp fc1", C, 4 * C),
