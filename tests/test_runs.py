@@ -165,7 +165,7 @@ def test_kill_9_mid_save_leaves_a_readable_checkpoint(tmp_path):
         proc.wait(timeout=60)
         ck = blasgpt.load_checkpoint(out / "ckpt.safetensors")  # checksum verified inside
         assert ck.step >= 1 and np.all(ck.model.flat_params == ck.extra["i"])
-    # the next run in this directory sweeps away what a killed save left
+    # the next run in this directory (continuing it: the directory holds a run) sweeps away what a killed save left
     model, tok, docs = make_setup(62, 8, 2, 1, 6)
-    blasgpt.train(model, tok, docs, steps=1, out_dir=out)
+    blasgpt.train(model, tok, docs, steps=1, out_dir=out, resume=True)
     assert not list(out.glob(".*.tmp"))
