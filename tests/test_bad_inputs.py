@@ -29,8 +29,8 @@ Every API case asserts the exception type and its message.
                --lr-schedule; --dropout (the options come from the checkpoint)
   sample       prompt outside the vocabulary; --temperature 0, -1; --top-k vocab + 1, 0; prompt as long as
                block_size; --checkpoint that is a directory; checkpoint without a vocabulary
-  plot         directory without metrics.jsonl; metrics.jsonl with a truncated line, with a JSON array line, with
-               a row missing train_loss, with bytes that are not UTF-8
+  plot         directory without metrics.jsonl; metrics.jsonl whose only line is truncated, a JSON array, a row
+               missing train_loss, or bytes that are not UTF-8 (no row to plot)
   text mode    train: a text shorter than block_size + 1; a validation split of 0 and of 1 character; an empty
                file; NUL bytes; --data-mode words; resuming a text checkpoint in lines mode and a lines one in text
                mode; resuming with another text. eval: a character outside the vocabulary (text and lines
@@ -205,7 +205,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             TrainConfig(data="book.txt", data_mode="text", tokenizer="bpe", vocab_size=258).to_dict())
     (lib / "plot_empty").mkdir()
     for name, content in [
-        ("plot_truncated", b'{"step": 1, "train_loss": 2.5, "val_loss": null}\n{"step": 2, "train_lo\n'),
+        ("plot_truncated", b'{"step": 2, "train_lo\n'),  # (beside whole rows it is skipped: test_runs.py)
         ("plot_array", b"[1, 2]\n"),
         ("plot_nokey", b'{"step": 1, "val_loss": null}\n'),
         ("plot_latin1", '{"step": 1, "train_loss": 2.5, "note": "café"}\n'.encode("latin-1")),
@@ -349,8 +349,8 @@ CLI_CASES = [
                  id="sample-no-vocab"),
     # plot: exit 1, no loss.png and no temp file
     pytest.param(["plot", "plot_empty"], 1, "no metrics.jsonl in plot_empty", id="plot-no-metrics"),
-    pytest.param(["plot", "plot_truncated"], 1, "plot_truncated/metrics.jsonl:2: not a JSON line",
-                 id="plot-truncated-line"),
+    pytest.param(["plot", "plot_truncated"], 1, "plot_truncated/metrics.jsonl:1: not a JSON line; the file holds no "
+                 "metrics row to plot", id="plot-truncated-line"),
     pytest.param(["plot", "plot_array"], 1, "plot_array/metrics.jsonl:1", id="plot-json-array-line"),
     pytest.param(["plot", "plot_nokey"], 1, "plot_nokey/metrics.jsonl:1", id="plot-row-without-train-loss"),
     pytest.param(["plot", "plot_latin1"], 1, "plot_latin1/metrics.jsonl", id="plot-metrics-not-utf8"),

@@ -93,6 +93,39 @@ def test_a_failing_rank_ends_the_job_with_a_message(tmp_path):
     assert "rank 1 of 2 failed (ValueError: disk on fire); aborting all ranks" in r.stderr
 
 
+REFUSED = """
+import sys
+import blasgpt
+from blasgpt.parallel import world
+comm = world()
+docs, tok, model = blasgpt.microgpt_start(["abc", "abd", "bcd", "cde"] * 10)
+try:
+    blasgpt.train(model, tok, docs, steps=5, batch_size=4, comm=comm, out_dir=sys.argv[1])
+except blasgpt.RunDirError as e:
+    print(f"rank {comm.Get_rank()}: {e.code} {e}", flush=True)
+"""
+
+
+def test_an_out_dir_refused_on_rank_0_is_refused_on_every_rank(tmp_path):
+    """Only rank 0 takes out_dir's lock; when it is refused, the other ranks raise the same error instead of
+    waiting for a step that never comes."""
+    from test_rundir import hold_lock
+
+    script = tmp_path / "refused.py"
+    script.write_text(REFUSED)
+    holder = hold_lock(tmp_path / "run")
+    try:
+        r = mpirun(2, str(script), str(tmp_path / "run"), cwd=tmp_path, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.returncode == 0, r.stderr
+    lines = sorted(r.stdout.splitlines())
+    assert [line.split(" is in use by another training run (pid ")[0] for line in lines] == [
+        f"rank 0: 1 out_dir {tmp_path / 'run'}", f"rank 1: 1 out_dir {tmp_path / 'run'}"]
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_scaling_bench_runs(tmp_path):
     from conftest import BENCH_DIR
 

@@ -115,7 +115,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from blasgpt import rundir
-lock = rundir.acquire(Path(sys.argv[1]))
+lock = rundir.acquire(Path(sys.argv[1]), resuming_here=True)  # (the directory may hold its run)
 print("locked", flush=True)
 time.sleep(120)
 """

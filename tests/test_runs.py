@@ -97,6 +97,26 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
     assert not (tmp_path / "run" / "loss.png").exists()
 
 
+ROW = '{"step": %d, "train_loss": 3.0, "val_loss": null}\n'
+
+
+def test_plot_skips_a_damaged_line_with_a_warning(tmp_path):
+    """The last line of a run killed mid-write is cut short: plot used to refuse the whole file. Now it draws the
+    other rows and names the line it skipped in a one-line warning (several damaged lines: one line listing them)."""
+    pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install .[plot]")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(ROW % 1 + ROW % 2 + '{"step": 3, "train_lo')
+    r = blasgpt_cli(["plot", "run"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "blasgpt plot: warning: run/metrics.jsonl:3: skipped a damaged line (not a JSON line)\n"
+    assert r.stdout == "wrote run/loss.png\n" and (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    (run / "metrics.jsonl").write_text(ROW % 1 + "[1, 2]\n" + ROW % 2 + '{"step": 3}\n' + ROW % 4 + '{"st')
+    r = blasgpt_cli(["plot", "run"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "blasgpt plot: warning: run/metrics.jsonl: skipped 3 damaged lines (lines 2, 4, 6)\n"
+
+
 def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, corpus):
     common = ["--data", str(corpus), "--batch-size", "3", "--steps", "60", "--samples", "0", "--log-every", "0"]
     assert blasgpt_cli(["train", *common, "--out", "full"], cwd=tmp_path).returncode == 0
@@ -165,7 +185,7 @@ def test_kill_9_mid_save_leaves_a_readable_checkpoint(tmp_path):
         proc.wait(timeout=60)
         ck = blasgpt.load_checkpoint(out / "ckpt.safetensors")  # checksum verified inside
         assert ck.step >= 1 and np.all(ck.model.flat_params == ck.extra["i"])
-    # the next run in this directory sweeps away what a killed save left
+    # the next run in this directory (continuing it: the directory holds a run) sweeps away what a killed save left
     model, tok, docs = make_setup(62, 8, 2, 1, 6)
-    blasgpt.train(model, tok, docs, steps=1, out_dir=out)
+    blasgpt.train(model, tok, docs, steps=1, out_dir=out, resume=True)
     assert not list(out.glob(".*.tmp"))

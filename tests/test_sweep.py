@@ -32,3 +32,24 @@ def test_sweep_rejects_bad_grids(tmp_path: Path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "comma-separated list" in r.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_sweep_refuses_a_value_given_twice(tmp_path: Path):
+    """Before: `--lr 0.01,0.01` ran two jobs into one directory. Now equal values, however spelled, are refused
+    before anything runs."""
+    for flag, values, what in (("--lr", "0.01,0.03,0.01", "0.01 twice"),
+                               ("--lr", "0.01,1e-2", "the same value twice (0.01, 1e-2)"),
+                               ("--n-embd", "16,016", "the same value twice (16, 016)")):
+        r = subprocess.run([sys.executable, "-m", "blasgpt", "sweep", flag, values, "--steps", "2"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2
+        assert r.stderr.splitlines()[-1] == f"blasgpt sweep: error: {flag} lists {what}; give each value once"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_run_directories_keep_every_digit_that_tells_points_apart():
+    from blasgpt.cli.sweep import _run_name
+
+    assert [_run_name(lr, 16) for lr in (0.003, 0.01, 1e-5, 1.0)] == ["lr0.003-d16", "lr0.01-d16", "lr1e-05-d16",
+                                                                      "lr1-d16"]
+    assert _run_name(0.0100000001, 32) == "lr0.0100000001-d32"  # %g would call it lr0.01, as 0.01's run

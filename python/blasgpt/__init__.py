@@ -15,6 +15,7 @@ from .corpus import Corpus, Documents, TextStream, load_corpus
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
 from .generate import generate, sample
 from .model import Model
+from .rundir import RunDirError
 from .train import History, TrainingError, evaluate_text, fit, lr_at, microgpt_start, train
 from .train_config import TrainConfig
 from ._core import blas_info
@@ -32,6 +33,7 @@ __all__ = [
     "History",
     "MemoryLimitError",
     "Model",
+    "RunDirError",
     "TextData",
     "TextStream",
     "Tokenizer",

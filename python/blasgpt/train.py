@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from . import rundir
 from .bpe import AnyTokenizer, BPETokenizer
 from .checkpoint import save_checkpoint
 from .config import Config
@@ -28,10 +29,10 @@ from .corpus import (EVAL_CHUNK_DOCS, EVAL_CHUNK_TOKENS, EVAL_DURING_TRAINING, W
 from .data import TextData, Tokenizer
 from .calibrate import Plan
 from .model import Model
+from .rundir import METRICS_FILE, RunDirError, RunLock
 from .schedule import lr_at, make_schedule
 from .train_config import TrainConfig
 
-METRICS_FILE = "metrics.jsonl"
 LATEST_CHECKPOINT = "ckpt.safetensors"
 CHUNK_STEPS = 256  # steps per C++ call in fit(): Python overhead vanishes, Ctrl-C still answers quickly
 
@@ -212,7 +213,8 @@ def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm
 
 
 def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfig, steps: int,
-           out_dir: Optional[Union[str, "os.PathLike[str]"]], comm: Optional[Any]) -> None:
+           out_dir: Optional[Union[str, "os.PathLike[str]"]], comm: Optional[Any], resume: bool = False,
+           overwrite: bool = False) -> None:
     """Refuse a run that cannot start (ValueError, MemoryLimitError) before anything is allocated or written; the
     same checks on every rank, before any collective call."""
     tok, start = data.tokenizer, model.step
@@ -222,6 +224,8 @@ def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfi
         raise ValueError(f"tokenizer has {tok.vocab_size} symbols but the model expects {model.config.vocab_size}")
     if config.checkpoint_every and out_dir is None:
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoints)")
+    if (resume or overwrite) and out_dir is None:
+        raise ValueError(f"{'resume' if resume else 'overwrite'}=True is about out_dir's run, but no out_dir was given")
     if val is not None and type(val) is not type(data):
         raise ValueError("val_docs must be of the same kind as docs: a token stream (text mode) or documents")
     ranks = comm.Get_size() if comm is not None else 1
@@ -231,6 +235,29 @@ def _admit(model: Model, data: Corpus, val: Optional[Corpus], config: TrainConfi
         raise ValueError(f"schedule_steps ({config.total_steps}) must cover this run (model at step {start}, "
                          f"{steps} more)")
     data.check(model.config.block_size)
+
+
+def _claim(out: Optional[Path], shared: bool, resume: bool, overwrite: bool, held: Optional[RunLock],
+           comm: Optional[Any], log: Callable[[str], None]) -> Optional[RunLock]:
+    """Lock ``out`` for this call (rundir.acquire: refused while another run trains there, or when it holds a run
+    that is neither resumed nor overwritten) unless the caller ``held`` its lock already; returns the lock taken
+    (None: none needed). With ``shared`` (out_dir given on every rank), the other ranks of ``comm`` learn of a
+    refusal on rank 0 and raise it too, so none waits for a collective call that never comes."""
+    taken, error = None, None
+    if out is not None and held is None:
+        try:
+            taken = rundir.acquire(out, resume, overwrite, rundir.API)
+        except Exception as e:
+            error = e
+    if shared and comm is not None and comm.Get_size() > 1:
+        told = comm.bcast(None if error is None else (str(error), getattr(error, "code", 1)), root=0)
+        if error is None and told is not None:
+            error = RunDirError(*told)
+    if error is not None:
+        raise error
+    if taken is not None and taken.stale:
+        log(f"took over the lock of {out} left by {taken.stale}, which is no longer running")
+    return taken
 
 
 def plan_run(model: Model, data: Corpus, batch_size: int, ranks: int = 1) -> Optional[Plan]:
@@ -250,15 +277,18 @@ def plan_run(model: Model, data: Corpus, batch_size: int, ranks: int = 1) -> Opt
 
 def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus] = None, steps: Optional[int] = None,
         out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_extra: Optional[dict[str, Any]] = None,
-        log: Callable[[str], None] = print, progress_bar: bool = False, comm: Optional[Any] = None) -> History:
+        log: Callable[[str], None] = print, progress_bar: bool = False, comm: Optional[Any] = None,
+        resume: bool = False, overwrite: bool = False, lock: Optional[RunLock] = None) -> History:
     """Train ``model`` on ``data`` as ``config`` says, from its step to ``config.total_steps`` (or ``steps`` steps
-    within that schedule), validating on ``val``; the checkpoints store ``checkpoint_extra``. See ``train``."""
+    within that schedule), validating on ``val``; the checkpoints store ``checkpoint_extra``. See ``train`` (also
+    for ``out_dir``'s lock, ``resume`` and ``overwrite``); ``lock`` is out_dir's lock when the caller holds it
+    already (the train command takes it before loading the model), so fit neither takes nor releases it."""
     start = model.step
     steps = config.total_steps - start if steps is None else steps
     tok, block = data.tokenizer, model.config.block_size
     B = config.batch_size * config.grad_accum  # sequences per step (in grad_accum micro-batches of batch_size)
     root = comm is None or comm.Get_size() <= 1 or comm.Get_rank() == 0
-    _admit(model, data, val, config, steps, out_dir, comm)
+    _admit(model, data, val, config, steps, out_dir, comm, resume, overwrite)
     plan_run(model, data, config.batch_size, comm.Get_size() if comm is not None else 1)
     val = val if root else None  # only rank 0 validates
     if val is not None:
@@ -266,38 +296,47 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     feed = data.feed(start, steps, B, block, config.seed)
     schedule = make_schedule(config.schedule, config.lr, config.total_steps, config.warmup_steps)
     out = Path(out_dir) if out_dir is not None and root else None
-    saver = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, tok, dict(checkpoint_extra or {}))
-    evaluator = Evaluator(val, config.eval_every)
-    report = Reporter(start, config.total_steps, steps, data.per_step(B, block), data.unit,
-                      log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None,
-                      show_chars=isinstance(tok, BPETokenizer))
-    losses: list[float] = []
-    end_all = start + steps
+    taken = _claim(out, out_dir is not None, resume, overwrite, lock, comm, log)
     try:
-        s = start
-        while s < end_all:
-            # a chunk of steps runs in one C++ call; chunks end where something is due and stay short for Ctrl-C
-            end = min(end_all, s + CHUNK_STEPS)
-            for every in (config.log_every, config.eval_every, config.checkpoint_every):
-                if every:
-                    end = min(end, start + ((s - start) // every + 1) * every)
-            lrs = schedule(np.arange(s, end, dtype=np.int64))
-            chunk = _run_steps(model, feed, s, end, lrs, comm, config)
-            losses.extend(chunk)
-            report.steps_done(chunk)
-            if len(chunk) < end - s or not math.isfinite(chunk[-1]):
-                raise TrainingError(f"loss became {losses[-1]} at step {s + len(chunk)}; stopping before applying "
-                                    f"it (the model keeps step {model.step}; try a lower learning rate)")
-            s = end
-            last = s == end_all
-            val_loss, val_npc, t_eval = evaluator.after(model, start, last)
-            if root and (_due(config.log_every, start, s) or val_loss is not None or
-                         (last and (config.log_every or out))):
-                report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval,
-                              val_nats_per_char=val_npc)
-            saver.after(model, start, last)
+        if out is not None:  # rows after the model's step belong to a future this run replaces
+            dropped = rundir.trim_metrics(out, start)
+            if dropped:
+                log(dropped)
+        saver = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, tok, dict(checkpoint_extra or {}))
+        evaluator = Evaluator(val, config.eval_every)
+        report = Reporter(start, config.total_steps, steps, data.per_step(B, block), data.unit,
+                          log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None,
+                          show_chars=isinstance(tok, BPETokenizer))
+        losses: list[float] = []
+        end_all = start + steps
+        try:
+            s = start
+            while s < end_all:
+                # a chunk of steps runs in one C++ call; chunks end where something is due and stay short for Ctrl-C
+                end = min(end_all, s + CHUNK_STEPS)
+                for every in (config.log_every, config.eval_every, config.checkpoint_every):
+                    if every:
+                        end = min(end, start + ((s - start) // every + 1) * every)
+                lrs = schedule(np.arange(s, end, dtype=np.int64))
+                chunk = _run_steps(model, feed, s, end, lrs, comm, config)
+                losses.extend(chunk)
+                report.steps_done(chunk)
+                if len(chunk) < end - s or not math.isfinite(chunk[-1]):
+                    raise TrainingError(f"loss became {losses[-1]} at step {s + len(chunk)}; stopping before "
+                                        f"applying it (the model keeps step {model.step}; try a lower learning rate)")
+                s = end
+                last = s == end_all
+                val_loss, val_npc, t_eval = evaluator.after(model, start, last)
+                if root and (_due(config.log_every, start, s) or val_loss is not None or
+                             (last and (config.log_every or out))):
+                    report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval,
+                                  val_nats_per_char=val_npc)
+                saver.after(model, start, last)
+        finally:
+            report.close()
     finally:
-        report.close()
+        if taken is not None:
+            taken.release()
     return History(losses, time.perf_counter() - report.t0 - evaluator.seconds, steps * B, evaluator.losses,
                    evaluator.nats_per_char)
 
@@ -313,7 +352,8 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
           eval_every: int = 0, window_seed: int = 0,
           out_dir: Optional[Union[str, "os.PathLike[str]"]] = None, checkpoint_every: int = 0,
           keep_checkpoints: int = 3, checkpoint_extra: Optional[dict[str, Any]] = None,
-          progress_bar: bool = False, comm: Optional[Any] = None) -> History:
+          progress_bar: bool = False, comm: Optional[Any] = None, resume: bool = False,
+          overwrite: bool = False) -> History:
     """Run ``steps`` Adam steps on ``docs`` (in the given order, cycling) and return the losses.
 
     Global step s (``model.step`` before the update) trains on documents ``(s*B + i) % len(docs)``, i < B, with
@@ -337,6 +377,13 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
     ``keep_checkpoints`` numbered ones; ``checkpoint_extra`` is stored in them. Raises TrainingError if the loss
     stops being finite (that step is not applied, so the model and every checkpoint stay valid).
 
+    ``out_dir`` belongs to one run, as with ``blasgpt train --out``: the call holds its lock (``train.lock``) until
+    it returns or raises, and raises RunDirError, writing nothing, while another process trains there, or when the
+    directory already holds a run (a checkpoint or metrics.jsonl) and neither ``resume=True`` (the model continues
+    that run, e.g. loaded from its ckpt.safetensors; the rows of its metrics.jsonl after ``model.step`` are dropped,
+    saying so through ``log``) nor ``overwrite=True`` (its checkpoints, metrics.jsonl and loss.png are removed
+    first) is given.
+
     With ``comm`` (an mpi4py communicator of several processes, each calling train with the same arguments), each
     step's batch is split across the ranks and their gradients summed (blasgpt.parallel): the same updates as one
     process on the whole batch. Only rank 0 logs, evaluates and writes files.
@@ -356,7 +403,7 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
     data = as_corpus(docs, tokenizer)
     val = as_corpus(val_docs, tokenizer) if val_docs is not None and len(val_docs) > 0 else None
     return fit(model, data, config, val=val, steps=steps, out_dir=out_dir, checkpoint_extra=checkpoint_extra,
-               log=log, progress_bar=progress_bar, comm=comm)
+               log=log, progress_bar=progress_bar, comm=comm, resume=resume, overwrite=overwrite)
 
 
 __all__ = ["EVAL_CHUNK_DOCS", "EVAL_CHUNK_TOKENS", "EVAL_DURING_TRAINING", "History", "TrainingError",

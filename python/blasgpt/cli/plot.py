@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..data import DataError
@@ -24,26 +25,17 @@ def run(args: argparse.Namespace) -> int:
     metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir} (train with --out {run_dir} first)")
-    try:
-        text = metrics.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{metrics} is not valid UTF-8 (byte offset {e.start}); was it written by blasgpt?") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{metrics}:{n}: not a JSON line") from None
-        ok = isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) for k in ("step", "train_loss")) \
-            and isinstance(row.get("val_loss"), (int, float, type(None)))
-        if not ok:
-            raise DataError(f"{metrics}:{n}: not a metrics row (needs numeric step and train_loss, and val_loss a "
-                            f"number or null)")
-        rows.append(row)
+    rows, damaged = read_rows(metrics)
     if not rows:
+        if damaged:
+            n, why = damaged[0]
+            raise DataError(f"{metrics}:{n}: {why}; the file holds no metrics row to plot")
         raise DataError(f"{metrics} holds no measurements yet")
+    if damaged:  # e.g. the last line of a run killed mid-write: the rest still plots
+        where = (f"{metrics}:{damaged[0][0]}: skipped a damaged line ({damaged[0][1]})" if len(damaged) == 1 else
+                 f"{metrics}: skipped {len(damaged)} damaged lines (lines "
+                 f"{', '.join(str(n) for n, _ in damaged[:5])}{', ...' if len(damaged) > 5 else ''})")
+        print(f"blasgpt plot: warning: {where}", file=sys.stderr)
     try:
         import matplotlib
 
@@ -74,3 +66,30 @@ def run(args: argparse.Namespace) -> int:
             tmp.unlink()
     print(f"wrote {out}")
     return EXIT_OK
+
+
+def read_rows(metrics: Path) -> tuple[list[dict], list[tuple[int, str]]]:
+    """(the metrics rows of the file, its damaged lines as (line number, what is wrong)); blank lines are neither."""
+    rows: list[dict] = []
+    damaged: list[tuple[int, str]] = []
+    for n, raw in enumerate(metrics.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            damaged.append((n, f"not valid UTF-8 (byte {e.start} of the line)"))
+            continue
+        except json.JSONDecodeError:
+            damaged.append((n, "not a JSON line"))
+            continue
+        if isinstance(row, dict) and all(_number(row.get(k)) for k in ("step", "train_loss")) \
+                and (row.get("val_loss") is None or _number(row["val_loss"])):
+            rows.append(row)
+        else:
+            damaged.append((n, "not a metrics row: needs numeric step and train_loss, and val_loss a number or null"))
+    return rows, damaged
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

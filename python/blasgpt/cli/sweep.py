@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..data import atomic_write_bytes
+from ..rundir import new_dir
 from ..train import METRICS_FILE
 from .common import EXIT_ERROR, EXIT_OK, UsageError, positive_int
 
@@ -30,13 +31,29 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def _parse_list(flag: str, text: str, kind: type) -> list:
+    """The values of a comma-separated list, each once (equal numbers however spelled, 0.01 and 1e-2, would train
+    the same run twice, into one directory)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
     try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in items]
     except ValueError:
         raise UsageError(f"{flag} must be a comma-separated list of numbers, got {text!r}") from None
     if not values:
         raise UsageError(f"{flag} needs at least one value")
+    first: dict = {}  # value -> how it was first spelled
+    for item, value in zip(items, values):
+        if value in first:
+            what = f"{item} twice" if item == first[value] else f"the same value twice ({first[value]}, {item})"
+            raise UsageError(f"{flag} lists {what}; give each value once")
+        first[value] = item
     return values
+
+
+def _run_name(lr: float, d: int) -> str:
+    """A grid point's directory: lr as %g unless that would round it (then every digit), so distinct points never
+    share one."""
+    short = f"{lr:g}"
+    return f"lr{short if float(short) == lr else repr(lr)}-d{d}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,14 +74,17 @@ def run(args: argparse.Namespace) -> int:
             Config(n_embd=d, n_head=heads)
         except ValueError as e:
             raise UsageError(f"--n-embd {d}: {e}") from None
-    sweep_dir = Path(args.out) if args.out else Path("sweeps") / time.strftime("%Y%m%d-%H%M%S")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if args.out:
+        sweep_dir = Path(args.out)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    else:  # its own: sweeps started in the same second get <timestamp>-2, -3, ...
+        sweep_dir = new_dir(Path("sweeps"), time.strftime("%Y%m%d-%H%M%S"))
     grid = [(lr, d) for d in widths for lr in lrs]
     print(f"sweep of {len(grid)} runs in {sweep_dir}, {args.jobs} at a time")
 
     def one(point: tuple[float, int]) -> dict:
         lr, d = point
-        run_dir = sweep_dir / f"lr{lr:g}-d{d}"
+        run_dir = sweep_dir / _run_name(lr, d)
         cmd = [sys.executable, "-m", "blasgpt", "train", *passthrough, "--lr", repr(lr), "--n-embd", str(d),
                "--out", str(run_dir), "--samples", "0", "--log-every", "0"]
         t0 = time.perf_counter()

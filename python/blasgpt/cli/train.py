@@ -76,7 +76,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
         t.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None,
                        help=f"model size (default {default})")
     t.add_argument("--seed", type=int, default=None, help="shuffle and initialisation seed (default 42)")
-    t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>)")
+    t.add_argument("--out", metavar="RUN_DIR", help="directory for the checkpoint (default runs/<timestamp>, or "
+                                                    "runs/<timestamp>-2 ... when that is taken)")
     t.add_argument("--resume", metavar="CKPT", help="continue a run from its checkpoint, bit-exactly "
                                                     "(default --out: the checkpoint's directory; default --data: "
                                                     "the run's)")
@@ -107,18 +108,21 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 def run(args: argparse.Namespace) -> int:
     resume = _resumed(args)
     cfg, sizes = settings(args, resume)
+    new_dir = not args.out and resume is None  # a new directory under runs/, made when the run starts
     out_dir = Path(args.out) if args.out else Path(args.resume).parent if resume is not None else \
         Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     resuming_here = resume is not None and out_dir.resolve() == Path(args.resume).resolve().parent
     root = args.comm is None or args.comm.Get_rank() == 0
-    if root:  # refuse a directory in use or holding another run now, before any work (and again under the lock)
-        rundir.check(out_dir, resuming_here, args.overwrite)
+    if root and not new_dir:  # refuse a directory in use or holding another run now, before any work (and again
+        rundir.check(out_dir, resuming_here, args.overwrite)  # under the lock)
     corpus = _load(args, cfg, resume)
     data, val = corpus.split(cfg.val_fraction, resume.model.config.block_size if resume else sizes.block_size)
     model, note = _model(args, cfg, sizes, resume, data, val)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is not a directory (it is an existing file)")
     if root:  # create it now (fail now, not after training) and lock it; the command's runner releases the lock
+        if new_dir:  # its own: runs started in the same second get <timestamp>-2, -3, ...
+            out_dir = rundir.new_dir(out_dir.parent, out_dir.name)
         args.run_lock = rundir.acquire(out_dir, resuming_here, args.overwrite)
         if args.run_lock.stale:
             print(f"took over the lock of {out_dir} left by {args.run_lock.stale}, which is no longer running")
@@ -131,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         hist = fit(model, data, cfg, val=val if len(val) else None, out_dir=out_dir, checkpoint_extra=run_state,
-                   progress_bar=sys.stderr.isatty() and cfg.log_every > 0, comm=args.comm)
+                   progress_bar=sys.stderr.isatty() and cfg.log_every > 0, comm=args.comm,
+                   lock=getattr(args, "run_lock", None))
     except KeyboardInterrupt:
         if root:
             ckpt = save_rotating(model, corpus.tokenizer, out_dir, cfg.keep_checkpoints, run_state)
