@@ -208,6 +208,19 @@ def test_a_resume_from_an_older_checkpoint_into_its_own_directory_drops_the_late
     assert steps(tmp_path / "run") == [5, 10, 15, 20, 25]
 
 
+def test_a_resume_from_an_older_checkpoint_keeps_the_checkpoint_it_writes(tmp_path: Path) -> None:
+    """Before: resuming ckpt-2 of a run that had saved up to ckpt-6, with keep_checkpoints=1, deleted the new ckpt-3
+    it had just written (ckpt-6 counted as newer), leaving ckpt.safetensors the only copy of step 3."""
+    run = tmp_path / "run"
+    docs, tok = a_run(run)
+    model = blasgpt.Model.load(run / "ckpt-2.safetensors")
+    blasgpt.train(model, tok, docs, steps=1, schedule_steps=6, out_dir=run, checkpoint_every=1, keep_checkpoints=1,
+                  resume=True, **QUIET)
+    assert (run / "ckpt-3.safetensors").exists()
+    assert (run / "ckpt-3.safetensors").read_bytes() == (run / "ckpt.safetensors").read_bytes()
+    assert not (run / "ckpt-2.safetensors").exists()
+
+
 def test_trim_metrics_drops_later_rows_and_a_line_cut_short_and_keeps_the_rest(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.jsonl"
     assert rundir.trim_metrics(tmp_path, 3) == ""  # no file: nothing to do

@@ -119,7 +119,9 @@ class Reporter:
 
 
 def save_rotating(model: Model, tokenizer: AnyTokenizer, out_dir: Path, keep: int, extra: dict[str, Any]) -> Path:
-    """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones."""
+    """Write ckpt-<step>.safetensors, point ckpt.safetensors at it, keep the newest ``keep`` numbered ones up to this
+    step. Numbered checkpoints past this step (left by a run this one resumed before the end of) are never counted
+    as newer: rotating by step alone deleted the one just written when they outnumbered ``keep``."""
     numbered = out_dir / f"ckpt-{model.step}.safetensors"
     save_checkpoint(numbered, model, tokenizer, extra)
     latest = out_dir / LATEST_CHECKPOINT
@@ -131,7 +133,7 @@ def save_rotating(model: Model, tokenizer: AnyTokenizer, out_dir: Path, keep: in
         if tmp.exists():
             tmp.unlink()
         save_checkpoint(latest, model, tokenizer, extra)
-    old = sorted(out_dir.glob("ckpt-*.safetensors"), key=lambda q: _ckpt_step(q))
+    old = sorted((q for q in out_dir.glob("ckpt-*.safetensors") if _ckpt_step(q) <= model.step), key=_ckpt_step)
     for q in old[:-keep] if keep > 0 else old:
         q.unlink()
     return latest
