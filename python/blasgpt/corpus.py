@@ -28,8 +28,8 @@ import numpy as np
 
 from .bpe import AnyTokenizer, BPETokenizer, token_chars
 from .config import Config, MemoryEstimate, memory_estimate
-from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, load_docs, read_text, split_tail,
-                   text_vocabulary)
+from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, display_path, load_docs, read_text,
+                   split_tail, text_vocabulary)
 from .model import Model
 
 EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
@@ -519,7 +519,7 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         if bpe_vocab_size is not None:
             tokenizer = BPETokenizer.train(split_validation(shuffled, val_fraction)[0], bpe_vocab_size)
         return Documents(shuffled, tokenizer or Tokenizer.from_docs(shuffled), fingerprint=fingerprint, init_rng=rng,
-                         source=str(spec) if spec else "names.txt (bundled)")
+                         source=display_path(spec) if spec else "names.txt (bundled)")
     path = data_path(spec or cls.default_data)
     text, digest = read_text(path)
     verify(digest)  # before tokenizing: changed text is reported as such, not as characters outside the vocabulary
@@ -527,7 +527,7 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         tokenizer = BPETokenizer.train(split_tail(text, val_fraction)[0], bpe_vocab_size)
     tok = tokenizer or text_vocabulary(text)
     return TextStream(tok.encode_text(text), tok, text if isinstance(tok, BPETokenizer) else None,
-                      source=str(spec or cls.default_data), where=str(path), fingerprint=digest)
+                      source=display_path(spec or cls.default_data), where=display_path(path), fingerprint=digest)
 
 
 def _identity(fingerprint: Optional[str], state: Optional[list]) -> dict[str, Any]:

@@ -44,15 +44,15 @@ def cache_dir() -> Path:
 def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
     """(text, raw bytes) of a UTF-8 file that can be a corpus, or DataError / FileNotFoundError saying why not.
     ``what`` ends the binary-file message (what the file should have been)."""
-    p = Path(path)
+    p, name = Path(path), display_path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file not found: {p}")
+        raise FileNotFoundError(f"data file not found: {name}")
     if p.is_dir():
-        raise DataError(f"{p} is a directory, not a text file")
+        raise DataError(f"{name} is a directory, not a text file")
     if not p.is_file():
-        raise DataError(f"{p} is not a regular file (a device, pipe or socket cannot be a corpus)")
+        raise DataError(f"{name} is not a regular file (a device, pipe or socket cannot be a corpus)")
     size = p.stat().st_size
-    too_big = f"{p} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
+    too_big = f"{name} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
     if size >= MAX_FILE_BYTES:
         raise DataError(too_big)
     with open(p, "rb") as f:
@@ -69,15 +69,15 @@ def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
                 total += len(piece)
             raw = b"".join(parts)
     if len(raw) >= MAX_FILE_BYTES:
-        raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
+        raise DataError(f"{name} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte-order mark is an encoding marker, not a character of the text
     if b"\x00" in raw:
-        raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not {what}")
+        raise DataError(f"{name} looks like a binary file (it contains NUL bytes), not {what}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{p} is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+        raise DataError(f"{name} is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
     return text, raw
 
 
@@ -87,7 +87,7 @@ def read_docs(path: PathLike) -> list[str]:
     docs = [line.strip() for line in text.splitlines()]
     docs = [d for d in docs if d]
     if not docs:
-        raise DataError(f"{Path(path)} holds no documents (it is empty or only whitespace)")
+        raise DataError(f"{display_path(path)} holds no documents (it is empty or only whitespace)")
     return docs
 
 
@@ -161,6 +161,25 @@ def data_path(spec: PathLike) -> Path:
     if not p.exists() and str(spec) in DATASETS:
         return DATASETS[str(spec)].path()
     return p
+
+
+def absolute_data(spec: PathLike) -> str:
+    """How a run records its data (``spec`` as data_path reads it): an existing file by its absolute path, so that
+    the run can be evaluated or resumed from any directory; anything else — a named dataset — as it is."""
+    return os.path.abspath(spec) if Path(spec).exists() else os.fspath(spec)
+
+
+def display_path(path: PathLike) -> str:
+    """A path for messages: an absolute path inside the working directory relative to it, anything else as it is."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            rel = os.path.relpath(p)
+        except ValueError:  # (another drive)
+            return str(p)
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            return rel
+    return str(p)
 
 
 SeqT = TypeVar("SeqT")  # anything sliced like a list: documents, a token array
@@ -525,7 +544,7 @@ def read_text(path: PathLike) -> tuple[str, str]:
     (a leading byte-order mark is dropped). Refused like read_docs: missing, binary, not UTF-8, over 1 GiB, empty."""
     text, raw = _read_utf8(path, "running text")
     if not text:
-        raise DataError(f"{Path(path)} is empty")
+        raise DataError(f"{display_path(path)} is empty")
     return text, hashlib.sha256(raw).hexdigest()
 
 
@@ -544,7 +563,9 @@ __all__ = [
     "DataError",
     "Dataset",
     "TextData",
+    "absolute_data",
     "data_path",
+    "display_path",
     "download",
     "encode_text",
     "load_text",
