@@ -89,12 +89,12 @@ def rewrite_checkpoint(src: Path, dest: Path, changes: dict[str, str], *, checks
     from safetensors import safe_open
     from safetensors.numpy import save
 
-    from blasgpt.checkpoint import metadata_checksum
-
     with safe_open(str(src), framework="numpy") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     meta = {k: v for k, v in {**meta, **changes}.items() if k not in drop}
     if checksum and "meta_checksum" in meta:
+        from blasgpt.checkpoint import metadata_checksum
+
         meta["meta_checksum"] = metadata_checksum(meta)
     dest.write_bytes(save(tensors, metadata=meta))
     return dest

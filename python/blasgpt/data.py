@@ -170,14 +170,15 @@ def absolute_data(spec: PathLike) -> str:
 
 
 def display_path(path: PathLike) -> str:
-    """A path for messages: an absolute path inside the working directory relative to it, anything else as it is."""
+    """A path for messages: an absolute path relative to the working directory when that is shorter (always so
+    inside it), anything else as it is."""
     p = Path(path)
     if p.is_absolute():
         try:
             rel = os.path.relpath(p)
         except ValueError:  # (another drive)
             return str(p)
-        if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+        if len(rel) < len(str(p)):
             return rel
     return str(p)
 
