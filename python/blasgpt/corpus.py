@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import math
 import random
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -502,6 +503,9 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     many ids trained on the training split only — all but the tail ``val_fraction`` of the shuffled documents (each
     one a text of its own) or of the text's characters —, deterministically (blasgpt.bpe; needs ``tokenizers``)."""
     cls = corpus_class(mode)
+    # a run records its data file by absolute path: read it by the name messages show (display_path), the same file
+    if spec and Path(spec).is_absolute() and Path(spec).exists():
+        spec = display_path(spec)
     if bpe_vocab_size is not None and tokenizer is not None:
         raise ValueError("give a tokenizer or a BPE vocabulary size to train one, not both")
 
@@ -519,7 +523,7 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         if bpe_vocab_size is not None:
             tokenizer = BPETokenizer.train(split_validation(shuffled, val_fraction)[0], bpe_vocab_size)
         return Documents(shuffled, tokenizer or Tokenizer.from_docs(shuffled), fingerprint=fingerprint, init_rng=rng,
-                         source=display_path(spec) if spec else "names.txt (bundled)")
+                         source=str(spec) if spec else "names.txt (bundled)")
     path = data_path(spec or cls.default_data)
     text, digest = read_text(path)
     verify(digest)  # before tokenizing: changed text is reported as such, not as characters outside the vocabulary
@@ -527,7 +531,7 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         tokenizer = BPETokenizer.train(split_tail(text, val_fraction)[0], bpe_vocab_size)
     tok = tokenizer or text_vocabulary(text)
     return TextStream(tok.encode_text(text), tok, text if isinstance(tok, BPETokenizer) else None,
-                      source=display_path(spec or cls.default_data), where=display_path(path), fingerprint=digest)
+                      source=str(spec or cls.default_data), where=str(path), fingerprint=digest)
 
 
 def _identity(fingerprint: Optional[str], state: Optional[list]) -> dict[str, Any]:

@@ -44,15 +44,15 @@ def cache_dir() -> Path:
 def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
     """(text, raw bytes) of a UTF-8 file that can be a corpus, or DataError / FileNotFoundError saying why not.
     ``what`` ends the binary-file message (what the file should have been)."""
-    p, name = Path(path), display_path(path)
+    p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"data file not found: {name}")
+        raise FileNotFoundError(f"data file not found: {p}")
     if p.is_dir():
-        raise DataError(f"{name} is a directory, not a text file")
+        raise DataError(f"{p} is a directory, not a text file")
     if not p.is_file():
-        raise DataError(f"{name} is not a regular file (a device, pipe or socket cannot be a corpus)")
+        raise DataError(f"{p} is not a regular file (a device, pipe or socket cannot be a corpus)")
     size = p.stat().st_size
-    too_big = f"{name} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
+    too_big = f"{p} is {size / 2**30:.1f} GiB; corpora are read into memory and must be under 1 GiB"
     if size >= MAX_FILE_BYTES:
         raise DataError(too_big)
     with open(p, "rb") as f:
@@ -69,15 +69,15 @@ def _read_utf8(path: PathLike, what: str) -> tuple[str, bytes]:
                 total += len(piece)
             raw = b"".join(parts)
     if len(raw) >= MAX_FILE_BYTES:
-        raise DataError(f"{name} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
+        raise DataError(f"{p} is at least 1 GiB; corpora are read into memory and must be under 1 GiB")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte-order mark is an encoding marker, not a character of the text
     if b"\x00" in raw:
-        raise DataError(f"{name} looks like a binary file (it contains NUL bytes), not {what}")
+        raise DataError(f"{p} looks like a binary file (it contains NUL bytes), not {what}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{name} is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+        raise DataError(f"{p} is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
     return text, raw
 
 
@@ -87,7 +87,7 @@ def read_docs(path: PathLike) -> list[str]:
     docs = [line.strip() for line in text.splitlines()]
     docs = [d for d in docs if d]
     if not docs:
-        raise DataError(f"{display_path(path)} holds no documents (it is empty or only whitespace)")
+        raise DataError(f"{Path(path)} holds no documents (it is empty or only whitespace)")
     return docs
 
 
@@ -545,7 +545,7 @@ def read_text(path: PathLike) -> tuple[str, str]:
     (a leading byte-order mark is dropped). Refused like read_docs: missing, binary, not UTF-8, over 1 GiB, empty."""
     text, raw = _read_utf8(path, "running text")
     if not text:
-        raise DataError(f"{display_path(path)} is empty")
+        raise DataError(f"{Path(path)} is empty")
     return text, hashlib.sha256(raw).hexdigest()
 
 
