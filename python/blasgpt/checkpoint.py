@@ -121,8 +121,11 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign bytes
-        raise bad(f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # safetensors raises its own error types for truncated, damaged or foreign bytes
+        detail = " ".join(f"{type(e).__name__}: {e}".split())  # one line, and short (it can list every dtype)
+        if len(detail) > 150:
+            detail = detail[:150] + "..."
+        raise bad(f"not a readable safetensors file ({detail})") from None
     # the metadata checksum first: a changed byte in the header is reported as corruption, whatever it changed
     if "meta_checksum" in meta and meta["meta_checksum"] != metadata_checksum(meta):
         raise bad("checksum mismatch in its metadata: the file is corrupted")
