@@ -16,8 +16,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np

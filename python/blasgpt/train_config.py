@@ -31,9 +31,9 @@ class TrainConfig:
     """A run's settings. The run: ``seed`` (lines mode: the shuffle and the weights; text mode: the windows),
     ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps`` after ``warmup_steps`` (blasgpt.schedule),
     the data (``data``: a file — kept as its absolute path, so the run resumes from any directory — or a named
-    dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the
-    tail ``val_fraction`` held out and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of
-    ``vocab_size`` ids trained on the training split, blasgpt.bpe). Training options (docs/TRAINING_OPTIONS.md),
+    dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the tail ``val_fraction`` held out
+    and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of ``vocab_size`` ids trained on the
+    training split, blasgpt.bpe). Training options (docs/TRAINING_OPTIONS.md),
     off by default: AdamW's ``weight_decay``, global-norm ``grad_clip`` (None: off), ``grad_accum`` micro-batches of
     ``batch_size`` per step (a step trains on grad_accum × batch_size sequences) and ``dropout`` (masks keyed by
     ``seed``). How it is run (may change when resuming): ``log_every``, ``eval_every``, ``checkpoint_every`` and

@@ -34,7 +34,7 @@ def eval_data(ck: Checkpoint, run: TrainConfig, spec: Optional[str]) -> tuple[st
     from its file (refused if the file changed since)."""
     if spec is not None:
         return spec, load_corpus(spec, run.data_mode, tokenizer=ck.tokenizer)
-    source = display_path(run.data or corpus_class(run.data_mode).default_data)  # (stored absolute: shown relative)
+    source = display_path(run.data or corpus_class(run.data_mode).default_data)  # (stored absolute)
     if run.val_fraction <= 0:
         raise DataError("the run held out no validation data (--val-fraction 0); pass --data FILE to evaluate")
     try:
