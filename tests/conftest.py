@@ -81,6 +81,25 @@ def interrupt_training(args: list, cwd, sig: int) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def rewrite_checkpoint(src: Path, dest: Path, changes: dict[str, str], *, checksum: bool = True,
+                       drop: Sequence[str] = ()) -> Path:
+    """Write to ``dest`` the checkpoint ``src`` with metadata keys set to ``changes`` and ``drop`` removed: with a
+    matching metadata checksum (``checksum``: a file crafted that way, to test what the loader checks beyond it),
+    or with the old one, as a corrupted byte leaves it."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    with safe_open(str(src), framework="numpy") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    meta = {k: v for k, v in {**meta, **changes}.items() if k not in drop}
+    if checksum and "meta_checksum" in meta:
+        from blasgpt.checkpoint import metadata_checksum
+
+        meta["meta_checksum"] = metadata_checksum(meta)
+    dest.write_bytes(save(tensors, metadata=meta))
+    return dest
+
+
 def greedy_lines(model: blasgpt.Model, tok: blasgpt.Tokenizer, prompt: str = "") -> str:
     """microgpt-style greedy document: argmax of model.forward from BOS (+ prompt) until BOS or block_size."""
     ids = [tok.bos] + list(tok.encode(prompt))

@@ -24,6 +24,7 @@ from blasgpt.bpe import (_PIECE_CUT, MIN_VOCAB_SIZE, PRETOKEN_PATTERN, BPETokeni
                          tokenizer_from_metadata, tokenizer_kind, tokenizer_metadata)
 from blasgpt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from blasgpt.data import DataError, Tokenizer, text_vocabulary
+from conftest import rewrite_checkpoint
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -262,19 +263,17 @@ def test_checkpoint_round_trip_with_bpe(tmp_path: Path) -> None:
 
 
 def test_checkpoint_with_corrupt_bpe_metadata(tmp_path: Path) -> None:
-    from safetensors.numpy import save
-
+    """Changed tokenizer metadata is refused: by the metadata checksum, and when the file was crafted with a
+    matching checksum, by the tokenizer's own checks."""
     tok = _hand_merges()
     model = blasgpt.Model(blasgpt.Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=8))
     path = save_checkpoint(tmp_path / "ckpt.safetensors", model, tok)
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
     for key, value, msg in [("bpe", "{", "not JSON"), ("tokenizer", "sentencepiece", "unknown tokenizer kind")]:
         broken = tmp_path / f"broken-{key}.safetensors"
-        broken.write_bytes(save(tensors, metadata={**meta, key: value}))
+        rewrite_checkpoint(path, broken, {key: value}, checksum=False)
+        with pytest.raises(CheckpointError, match="checksum mismatch in its metadata"):
+            load_checkpoint(broken)
+        rewrite_checkpoint(path, broken, {key: value})
         with pytest.raises(CheckpointError, match=f"invalid metadata .*{msg}"):
             load_checkpoint(broken)
 

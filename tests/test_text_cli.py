@@ -183,7 +183,8 @@ def test_resume_from_a_periodic_checkpoint_is_bit_exact(tmp_path, mode):
     early = blasgpt.load_checkpoint(tmp_path / "full" / "ckpt-10.safetensors").model
     assert full.step == 30 and full.dtype == np.float64
     assert same_state(resumed.model, full) and not same_state(early, full)
-    assert resumed.extra["data"] == "t.txt" and resumed.extra["data_mode"] == mode  # so it resumes again the same
+    # so it resumes again the same, from any directory
+    assert resumed.extra["data"] == str((tmp_path / "t.txt").resolve()) and resumed.extra["data_mode"] == mode
     vals = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"]
             for d in ("full", "resumed")]
     assert vals[0] == vals[1] is not None

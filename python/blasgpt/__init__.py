@@ -9,7 +9,7 @@
 
 from ._version import __version__
 from .bpe import BPETokenizer, chars_covered
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, CheckpointWarning, load_checkpoint, save_checkpoint
 from .config import Config, MemoryLimitError, memory_estimate, training_flops
 from .corpus import Corpus, Documents, TextStream, load_corpus
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
@@ -26,6 +26,7 @@ __all__ = [
     "Batch",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWarning",
     "Config",
     "Corpus",
     "DataError",

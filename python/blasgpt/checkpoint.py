@@ -4,8 +4,10 @@ Tensors: each parameter under its own name (``wte``, ``layer0.attn_wq``, ...; re
 plus Adam's moments as flat buffers ``adam.m`` and ``adam.v``. Metadata (strings): format, format_version,
 config (JSON), dtype, step, the tokenizer (may be absent): ``tokenizer`` = its kind, char or bpe (char if absent),
 with ``vocab`` = the JSON list of a char tokenizer's characters or ``bpe`` = a BPE tokenizer's JSON (bpe.py); extra
-(JSON: caller's run state), and checksum (sha256 over the tensors' bytes in key order). Files are written to a temp
-file, fsynced and renamed.
+(JSON: caller's run state), gemm_plan (may be absent), and two checksums: checksum (sha256 over the tensors' names
+and bytes in key order) and meta_checksum (sha256 over every other metadata key and value, as JSON with sorted keys),
+so that a changed byte anywhere — a weight, the vocabulary, the learning rate — is refused. Format version 1 (before
+meta_checksum) is still read, with a CheckpointWarning. Files are written to a temp file, fsynced and renamed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -29,11 +32,18 @@ from .model import Model
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT = "blasgpt-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the metadata has a checksum too
+READABLE_VERSIONS = ("1", "2")  # 1: only the tensors are checksummed (loaded with a CheckpointWarning)
+CHECKSUM_KEYS = ("checksum", "meta_checksum")
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable blasgpt checkpoint; the message names the file and the problem."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint that loads but cannot be checked as fully as a current one (written before metadata
+    checksums)."""
 
 
 @dataclasses.dataclass
@@ -55,12 +65,20 @@ def _checksum(tensors: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def metadata_checksum(metadata: Mapping[str, str]) -> str:
+    """sha256 of every metadata key and value except the checksums themselves, as JSON with sorted keys (ASCII)."""
+    body = {k: v for k, v in metadata.items() if k not in CHECKSUM_KEYS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[AnyTokenizer] = None,
                     extra: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``model`` (params, Adam m/v, step), its config, tokenizer and ``extra`` to ``path`` atomically."""
     from safetensors.numpy import save
 
-    tensors = {name: np.array(view) for name, view in model.params.items()}
+    flat = model.flat_params  # the live buffer the core computes with (model.params are views into it)
+    tensors = {name: flat[off:off + rows * cols].reshape(rows, cols).copy() for name, (rows, cols), off in
+               model.param_table}
     tensors["adam.m"] = np.array(model.adam_m)
     tensors["adam.v"] = np.array(model.adam_v)
     try:
@@ -80,6 +98,7 @@ def save_checkpoint(path: PathLike, model: Model, tokenizer: Optional[AnyTokeniz
         metadata.update(tokenizer_metadata(tokenizer))
     if model.gemm_plan is not None:  # the auto backend's kernel per product: a resumed run computes the same
         metadata["gemm_plan"] = model.gemm_plan.to_json()
+    metadata["meta_checksum"] = metadata_checksum(metadata)
     path = Path(path)
     atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
@@ -102,14 +121,23 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign bytes
-        raise bad(f"not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # safetensors raises its own error types for truncated, damaged or foreign bytes
+        detail = " ".join(f"{type(e).__name__}: {e}".split())  # one line, and short (it can list every dtype)
+        if len(detail) > 150:
+            detail = detail[:150] + "..."
+        raise bad(f"not a readable safetensors file ({detail})") from None
+    # the metadata checksum first: a changed byte in the header is reported as corruption, whatever it changed
+    if "meta_checksum" in meta and meta["meta_checksum"] != metadata_checksum(meta):
+        raise bad("checksum mismatch in its metadata: the file is corrupted")
     if meta.get("format") != FORMAT:
         raise bad("a safetensors file, but not a blasgpt checkpoint (no 'format: blasgpt-checkpoint' metadata)")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise bad(f"checkpoint format version {meta.get('format_version')!r}; this blasgpt reads {FORMAT_VERSION}")
+    version = meta.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise bad(f"checkpoint format version {version!r}; this blasgpt reads {' and '.join(READABLE_VERSIONS)}")
+    if version != "1" and "meta_checksum" not in meta:
+        raise bad("its metadata checksum is missing: the file is corrupted")
     if meta.get("checksum") != _checksum(tensors):
-        raise bad("checksum mismatch: the file is corrupted")
+        raise bad("checksum mismatch in its tensors: the file is corrupted")
     try:
         config = Config.from_dict(json.loads(meta["config"]))
         dtype = np.dtype(meta["dtype"])
@@ -145,9 +173,14 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Checkpoint
         model.use_plan(dataclasses.replace(plan, source="kept from the checkpoint"))
     if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
         raise bad(f"vocabulary has {tokenizer.vocab_size} symbols but the config says {config.vocab_size}")
+    if "meta_checksum" not in meta:
+        warnings.warn(f"{path}: predates metadata checksums (format version 1), so a change to its vocabulary, "
+                      f"config or run settings would go unnoticed; checkpoints saved from it have them",
+                      CheckpointWarning, stacklevel=2)
     return Checkpoint(model, tokenizer, extra)
 
 
 model_module.CHECKPOINT_IO.update(save=save_checkpoint, load=load_checkpoint)  # Model.save / Model.load
 
-__all__ = ["Checkpoint", "CheckpointError", "FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointWarning", "FORMAT_VERSION", "load_checkpoint",
+           "metadata_checksum", "save_checkpoint"]

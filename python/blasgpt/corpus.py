@@ -22,14 +22,15 @@ import dataclasses
 import hashlib
 import math
 import random
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from .bpe import AnyTokenizer, BPETokenizer, token_chars
 from .config import Config, MemoryEstimate, memory_estimate
-from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, load_docs, read_text, split_tail,
-                   text_vocabulary)
+from .data import (Batch, DataError, PathLike, TextData, Tokenizer, data_path, display_path, load_docs, read_text,
+                   split_tail, text_vocabulary)
 from .model import Model
 
 EVAL_CHUNK_DOCS = 256  # documents per loss() call in evaluation: bounds the activation workspace
@@ -502,6 +503,9 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     many ids trained on the training split only — all but the tail ``val_fraction`` of the shuffled documents (each
     one a text of its own) or of the text's characters —, deterministically (blasgpt.bpe; needs ``tokenizers``)."""
     cls = corpus_class(mode)
+    # a run records its data file by absolute path: read it by the name messages show (display_path), the same file
+    if spec and Path(spec).is_absolute() and Path(spec).exists():
+        spec = display_path(spec)
     if bpe_vocab_size is not None and tokenizer is not None:
         raise ValueError("give a tokenizer or a BPE vocabulary size to train one, not both")
 

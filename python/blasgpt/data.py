@@ -163,6 +163,26 @@ def data_path(spec: PathLike) -> Path:
     return p
 
 
+def absolute_data(spec: PathLike) -> str:
+    """How a run records its data (``spec`` as data_path reads it): an existing file by its absolute path, so that
+    the run can be evaluated or resumed from any directory; anything else — a named dataset — as it is."""
+    return os.path.abspath(spec) if Path(spec).exists() else os.fspath(spec)
+
+
+def display_path(path: PathLike) -> str:
+    """A path for messages: an absolute path relative to the working directory when that is shorter (always so
+    inside it), anything else as it is."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            rel = os.path.relpath(p)
+        except ValueError:  # (another drive)
+            return str(p)
+        if len(rel) < len(str(p)):
+            return rel
+    return str(p)
+
+
 SeqT = TypeVar("SeqT")  # anything sliced like a list: documents, a token array
 
 
@@ -544,7 +564,9 @@ __all__ = [
     "DataError",
     "Dataset",
     "TextData",
+    "absolute_data",
     "data_path",
+    "display_path",
     "download",
     "encode_text",
     "load_text",

@@ -7,7 +7,7 @@ import numbers
 import os
 import random
 import sys
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Optional, Sequence, Union
 
 import numpy as np
 
@@ -49,7 +49,8 @@ class Model:
     and gradient partial, summed in a fixed order, so a result does not depend on scheduling).
 
     ``params`` and ``grads`` map microgpt's names (``wte``, ``wpe``, ``lm_head``, ``layer0.attn_wq``, ...) to
-    zero-copy numpy views of shape (rows, cols); writing ``model.params["wte"][...] = w`` sets the weights.
+    zero-copy numpy views of shape (rows, cols); writing ``model.params["wte"][...] = w`` sets the weights. The
+    mappings are read-only (``model.params["wte"] = w`` raises TypeError): a name always means the live buffer.
 
     Weights are drawn from ``gauss(0, 0.08)`` with Python's ``random`` — from ``init_rng`` if given (to continue a
     stream, as microgpt does after shuffling its documents), else from ``random.Random(seed)`` — parameter by
@@ -82,18 +83,25 @@ class Model:
         self._plan: Optional[Plan] = None  # the auto backend's plan in use (see plan_gemm)
         self._plan_pending = self.backend == "auto"  # plan from the first batch trained on
         self._plan_kept = False  # a plan from a checkpoint (use_plan): kept, so a resumed run computes the same
-        self.params = self._views(self._flat["params"])
-        self.grads = self._views(self._flat["grads"])
+        self._params = Views("params", self._flat["params"], self._table)
+        self._grads = Views("grads", self._flat["grads"], self._table)
         if init:
             rng = init_rng if init_rng is not None else random.Random(seed)
             for name, (rows, cols), _ in self._table:
                 draws = np.fromiter((rng.gauss(0.0, INIT_STD) for _ in range(rows * cols)), np.float64, rows * cols)
                 self.params[name][...] = draws.reshape(rows, cols)
 
-    def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: flat[off:off + r * c].reshape(r, c) for name, (r, c), off in self._table}
-
     # -- state -----------------------------------------------------------------------------------------------
+    @property
+    def params(self) -> "Views":
+        """Each parameter by name: a (rows, cols) view into the one contiguous parameter buffer (write in place)."""
+        return self._params
+
+    @property
+    def grads(self) -> "Views":
+        """Each parameter's gradient by name: a (rows, cols) view into the one contiguous gradient buffer."""
+        return self._grads
+
     @property
     def num_params(self) -> int:
         return int(self._core.num_params)
@@ -358,6 +366,38 @@ class Model:
         return self._core.logits(_token_array(tokens))
 
 
+class Views(Mapping[str, np.ndarray]):
+    """A model's ``params`` or ``grads``: parameter name -> zero-copy (rows, cols) view into its contiguous buffer.
+    Read-only as a mapping, so that a name always means the buffer the core computes with and checkpoints save:
+    the views are written in place (``model.params["wte"][...] = w``); assigning or deleting a name raises
+    TypeError."""
+
+    __slots__ = ("_what", "_views")
+
+    def __init__(self, what: str, flat: np.ndarray, table: Sequence[tuple[str, tuple[int, int], int]]):
+        self._what = what
+        self._views = {name: flat[off:off + r * c].reshape(r, c) for name, (r, c), off in table}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._views[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __setitem__(self, name: str, value: Any) -> NoReturn:
+        raise TypeError(f"model.{self._what} is read-only: a name cannot be rebound to another array; write into "
+                        f"the model's buffer in place with model.{self._what}[{name!r}][...] = value")
+
+    def __delitem__(self, name: str) -> NoReturn:
+        raise TypeError(f"model.{self._what} is read-only: its names are the model's parameters ({name!r} stays)")
+
+    def __repr__(self) -> str:
+        return f"<model.{self._what}: " + ", ".join(f"{k} {v.shape}" for k, v in self._views.items()) + ">"
+
+
 # blasgpt.checkpoint sits above this module (it builds Models), so Model.save / Model.load cannot import it: it
 # installs its save_checkpoint and load_checkpoint here when imported, which ``import blasgpt`` always does.
 CHECKPOINT_IO: dict[str, Callable[..., Any]] = {}
@@ -430,4 +470,4 @@ def _token_array(tokens: Union[Sequence[int], np.ndarray]) -> np.ndarray:
     return np.require(a, dtype=np.int32, requirements=["C", "A"])  # contiguous and aligned (copied if need be)
 
 
-__all__ = ["Model", "default_backend", "INIT_STD"]
+__all__ = ["Model", "Views", "default_backend", "INIT_STD"]

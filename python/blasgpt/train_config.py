@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Mapping, Optional
 
 from .bpe import MAX_VOCAB_SIZE, MIN_VOCAB_SIZE, TOKENIZERS
 from .corpus import MODES
+from .data import absolute_data
 from .schedule import SCHEDULES
 
 # What a checkpoint without run settings (written by save_checkpoint from Python, or before a field existed) means:
@@ -28,9 +30,10 @@ LEGACY: dict[str, Any] = {"seed": 42, "batch_size": 1, "lr": 0.01, "val_fraction
 class TrainConfig:
     """A run's settings. The run: ``seed`` (lines mode: the shuffle and the weights; text mode: the windows),
     ``batch_size``, peak ``lr`` and its ``schedule`` over ``total_steps`` after ``warmup_steps`` (blasgpt.schedule),
-    the data (``data``: a file or named dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the
-    tail ``val_fraction`` held out and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of
-    ``vocab_size`` ids trained on the training split, blasgpt.bpe). Training options (docs/TRAINING_OPTIONS.md),
+    the data (``data``: a file — kept as its absolute path, so the run resumes from any directory — or a named
+    dataset, None for the mode's default; ``data_mode``: "lines" or "text"), the tail ``val_fraction`` held out
+    and the ``tokenizer`` ("char": the data's characters; "bpe": byte-level BPE of ``vocab_size`` ids trained on the
+    training split, blasgpt.bpe). Training options (docs/TRAINING_OPTIONS.md),
     off by default: AdamW's ``weight_decay``, global-norm ``grad_clip`` (None: off), ``grad_accum`` micro-batches of
     ``batch_size`` per step (a step trains on grad_accum × batch_size sequences) and ``dropout`` (masks keyed by
     ``seed``). How it is run (may change when resuming): ``log_every``, ``eval_every``, ``checkpoint_every`` and
@@ -73,6 +76,10 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
             raise ValueError(f"the validation fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.data is not None:
+            if not isinstance(self.data, (str, os.PathLike)):
+                raise ValueError(f"data must be a file name or a named dataset, got {self.data!r}")
+            object.__setattr__(self, "data", absolute_data(self.data))  # (frozen: set once, here)
         if self.data_mode not in MODES:
             raise ValueError(f"the data mode must be one of {', '.join(MODES)}, got {self.data_mode!r}")
         if self.schedule not in SCHEDULES:

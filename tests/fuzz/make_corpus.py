@@ -1,10 +1,10 @@
 """Write the seed corpora in tests/fuzz/corpus/ (run in the fuzz venv: it imports the harnesses).
 
 The seeds are small valid inputs the fuzzer mutates from: checkpoints of a tiny model (float32 with vocabulary and
-extra state, float64 without), a truncated one and a safetensors file that is not a checkpoint; and for fuzz_batch,
-one input per target in its byte format; for fuzz_bpe, merges that chain and overlap ("th", "the", " the", "ll", a
-two-byte character) over text in several scripts, invalid UTF-8 and NUL-separated documents. Safetensors writes
-metadata in hash order, so the checkpoint bytes differ from run to run; nothing depends on that.
+extra state, also in format 1, float64 without), a truncated one and a safetensors file that is not a checkpoint;
+and for fuzz_batch, one input per target in its byte format; for fuzz_bpe, merges that chain and overlap ("th",
+"the", " the", "ll", a two-byte character) over text in several scripts, invalid UTF-8 and NUL-separated documents.
+Safetensors writes metadata in hash order, so the checkpoint bytes differ from run to run; nothing depends on that.
 """
 
 from __future__ import annotations
@@ -34,17 +34,25 @@ def checkpoint_seeds(out: Path) -> None:
     from safetensors.numpy import save
 
     (out / "foreign.safetensors").write_bytes(save({"w": np.zeros(3, dtype=np.float32)}))
-    # reproducers of the known loader problems (fuzzlib.KNOWN): valid tensors and checksum, hostile metadata
+    # format 1 (no metadata checksum): mutations of its header reach the checks beyond the checksums
+    (out / "valid-f32-format1.safetensors").write_bytes(with_metadata(raw, format_version="1", meta_checksum=None))
+    # reproducers of the known loader problems (fuzzlib.KNOWN): valid tensors and checksums, hostile metadata
     bomb = dict(vocab_size=1 << 24, n_embd=64, n_head=1, n_layer=1, block_size=2)  # ~34 GB of buffers
     (out / "known-config-allocates.safetensors").write_bytes(with_metadata(raw, config=json.dumps(bomb)))
     (out / "known-json-recursion.safetensors").write_bytes(with_metadata(raw, extra="[" * 5000))
 
 
-def with_metadata(raw: bytes, **changes: str) -> bytes:
-    """The safetensors file ``raw`` with some metadata entries replaced (tensors, and so the checksum, kept)."""
+def with_metadata(raw: bytes, **changes: str | None) -> bytes:
+    """The safetensors file ``raw`` with some metadata entries replaced (None: removed); tensors kept, and the
+    metadata checksum, if it has one, made to match."""
+    from blasgpt.checkpoint import metadata_checksum
+
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + n])
-    header["__metadata__"].update(changes)
+    meta = {k: v for k, v in {**header["__metadata__"], **changes}.items() if v is not None}
+    if "meta_checksum" in meta:
+        meta["meta_checksum"] = metadata_checksum(meta)
+    header["__metadata__"] = meta
     text = json.dumps(header).encode()
     return len(text).to_bytes(8, "little") + text + raw[8 + n:]
 

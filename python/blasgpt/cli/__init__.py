@@ -2,8 +2,8 @@
 
 One module per command, each with ``add_parser(subparsers)`` and ``run(args) -> exit code``; this module parses,
 runs the command and turns errors into one line on stderr and an exit code (never a traceback): 0 success, 1 data /
-file / model error, 2 usage error, 130 interrupted (after saving a checkpoint). Under mpiexec, rank 0 alone talks
-to the user and a rank that fails ends the whole job.
+file / model error, 2 usage error, 130 interrupted (after saving a checkpoint); a warning is one line on stderr too.
+Under mpiexec, rank 0 alone talks to the user and a rank that fails ends the whole job.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Optional, Sequence
+import warnings
+from typing import Any, Callable, Optional, Sequence
 
 from .. import __version__, rundir
 from ..checkpoint import CheckpointError
@@ -81,7 +82,9 @@ def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Names
 def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
          parser: argparse.ArgumentParser) -> int:
     try:
-        return command(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args)
+            return command(args)
     except UsageError as e:
         parser.print_usage(sys.stderr)  # (the top-level usage: the subcommand's own is one --help away)
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
@@ -106,6 +109,18 @@ def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
     finally:
         if getattr(args, "run_lock", None) is not None:
             args.run_lock.release()
+
+
+def _warning_line(args: argparse.Namespace) -> Callable[..., None]:
+    """A warnings.showwarning that prints ``blasgpt COMMAND: warning: message``, one line on stderr (rank 0 alone
+    under mpiexec), instead of Python's two lines naming the source."""
+    quiet = args.comm is not None and args.comm.Get_rank() != 0
+
+    def show(message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None) -> None:
+        if not quiet:
+            print(f"blasgpt {args.command}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..checkpoint import Checkpoint
 from ..corpus import Corpus, DataChanged, corpus_class, load_corpus
-from ..data import DataError
+from ..data import DataError, display_path
 from ..train_config import TrainConfig
 from .common import EXIT_OK, load_for_text, positive_int
 
@@ -34,7 +34,7 @@ def eval_data(ck: Checkpoint, run: TrainConfig, spec: Optional[str]) -> tuple[st
     from its file (refused if the file changed since)."""
     if spec is not None:
         return spec, load_corpus(spec, run.data_mode, tokenizer=ck.tokenizer)
-    source = run.data or corpus_class(run.data_mode).default_data
+    source = display_path(run.data or corpus_class(run.data_mode).default_data)  # (stored absolute)
     if run.val_fraction <= 0:
         raise DataError("the run held out no validation data (--val-fraction 0); pass --data FILE to evaluate")
     try:
