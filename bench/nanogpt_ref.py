@@ -160,13 +160,14 @@ def text_loss(model: NanoGPT, tokens: torch.Tensor, T: int, chunk: int = 256) ->
 @dataclasses.dataclass
 class Point:
     """The run at one of its evaluations: iteration, wall seconds of training alone and with its own evaluations,
-    CPU seconds of the process (training and own evaluations), its own estimates (20 random batches) and, if asked,
-    the loss over the whole validation split (not timed)."""
+    CPU seconds of the process (training and own evaluations; training alone), its own estimates (20 random
+    batches) and, if asked, the loss over the whole validation split (not timed)."""
 
     iter: int
     train_seconds: float
     wall_seconds: float
     cpu_seconds: float
+    train_cpu_seconds: float
     train_estimate: float
     val_estimate: float
     val_loss: Optional[float] = None
@@ -200,14 +201,14 @@ def train(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int, r: 
         return out[0], out[1]
 
     points: list[Point] = []
-    wall = train_wall = cpu = 0.0
+    wall = train_wall = cpu = train_cpu = 0.0
     for it in range(r.max_iters + 1):
         if it % r.eval_interval == 0 or it == r.max_iters:
             t0, c0 = time.perf_counter(), time.process_time()
             tr, va = estimate()
             wall += time.perf_counter() - t0
             cpu += time.process_time() - c0
-            p = Point(it, train_wall, wall, cpu, tr, va)
+            p = Point(it, train_wall, wall, cpu, train_cpu, tr, va)
             if full_val:
                 p.val_loss = text_loss(model, data["val"], T)
             points.append(p)
@@ -221,10 +222,11 @@ def train(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int, r: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         train_wall += dt
         wall += dt
-        cpu += time.process_time() - c0
+        cpu += dc
+        train_cpu += dc
         if not math.isfinite(loss.item()):
             raise AssertionError(f"nanoGPT reference: the loss became {loss.item()} at iteration {it}")
     return model, points

@@ -66,8 +66,10 @@ def measure(data: str, threads: Optional[int], fast_steps: Sequence[int], timeou
 def curves(m: dict[str, Any]) -> dict[str, list[tuple[float, float, float]]]:
     """Per side: (wall seconds, CPU seconds, val bits/char) points."""
     ln2 = math.log(2)
-    ref = [(p["train_seconds"], p["cpu_seconds"], p["val_loss"] / ln2) for p in m["reference"]["points"]]
-    nano = [(p["seconds"], p["cpu_seconds"], p["val_nats_per_char"] / ln2) for p in m["nanogpt_cpu"]["points"][1:]]
+    ref = [(p["train_seconds"], p.get("train_cpu_seconds", p["cpu_seconds"]), p["val_loss"] / ln2)
+           for p in m["reference"]["points"]]
+    nano = [(p["seconds"], p["cpu_seconds"], p["val_nats_per_char"] / ln2)
+            for p in m.get("nanogpt_cpu", {"points": []})["points"][1:]]  # (a partial --json: the sides so far)
     fast = [(p["seconds"], p["cpu_seconds"], p["val_nats_per_char"] / ln2)
             for p in (side["points"][-1] for side in m["fast_text"])]
     return {"nanoGPT reference (PyTorch; nanoGPT's model and recipe)": ref[1:],
@@ -75,7 +77,7 @@ def curves(m: dict[str, Any]) -> dict[str, list[tuple[float, float, float]]]:
             "blasgpt --preset fast-text --steps N (end of each run)": fast}
 
 
-def plot(m: dict[str, Any], out: Path) -> None:
+def plot(m: dict[str, Any], out: Path, cpu: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,17 +85,22 @@ def plot(m: dict[str, Any], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     for (label, pts), marker in zip(curves(m).items(), ("s", "o", "D")):
-        ax.plot([p[0] for p in pts], [p[2] for p in pts], marker=marker, markersize=4, label=label)
+        ax.plot([p[1 if cpu else 0] for p in pts], [p[2] for p in pts], marker=marker, markersize=4, label=label)
     best = min(p["val_loss"] for p in m["reference"]["points"]) / math.log(2)
     ax.axhline(best, color="grey", linestyle="--", linewidth=0.8)
     ax.annotate(f"nanoGPT reference's best: {best:.3f} bits/char", (0.01, best), xycoords=("axes fraction", "data"),
                 xytext=(0, 3), textcoords="offset points", fontsize=8, color="grey")
     for side in m["fast_text"]:
         p = side["points"][-1]
-        ax.annotate(str(side["total_steps"]), (p["seconds"], p["val_nats_per_char"] / math.log(2)),
-                    xytext=(3, 3), textcoords="offset points", fontsize=7)
+        x = p["cpu_seconds" if cpu else "seconds"]
+        ax.annotate(str(side["total_steps"]), (x, p["val_nats_per_char"] / math.log(2)), xytext=(3, 3),
+                    textcoords="offset points", fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("wall seconds of training (evaluation excluded; blasgpt: with reading the text and its tokenizer)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    clock = "CPU" if cpu else "wall"
+    ax.set_xlabel(f"{clock} seconds of training (evaluation excluded; blasgpt: with reading the text and its "
+                  "tokenizer)")
     ax.set_ylabel("validation bits per character")
     threads = m["threads"] or 2
     ax.set_title(f"tinyshakespeare, 2-core CPU, {threads} thread(s) per run", fontsize=10)
@@ -127,6 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.add_argument("--threads", type=int, default=None, help="threads of every side (default: each recipe's, 2)")
     p.add_argument("--timeout", type=float, default=TIMEOUT, help=f"seconds per side (default {TIMEOUT})")
+    p.add_argument("--cpu", action="store_true", help="plot against CPU seconds (a busy machine: wall time then "
+                                                      "measures the other jobs too)")
     p.add_argument("--from-json", metavar="FILE", help="plot the measurements of an earlier --json instead")
     args = p.parse_args(argv)
     try:
@@ -134,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             m = json.loads(Path(args.from_json).read_text())
         else:
             m = measure(args.data, args.threads, FAST_STEPS, args.timeout, Path(args.json) if args.json else None)
-        plot(m, Path(args.out))
+        plot(m, Path(args.out), args.cpu)
     except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
         print(f"recipe_curve.py: error: {e}", file=sys.stderr)
         return 1
