@@ -88,7 +88,7 @@ def plot(m: dict[str, Any], out: Path, cpu: bool = False) -> None:
         ax.plot([p[1 if cpu else 0] for p in pts], [p[2] for p in pts], marker=marker, markersize=4, label=label)
     best = min(p["val_loss"] for p in m["reference"]["points"]) / math.log(2)
     ax.axhline(best, color="grey", linestyle="--", linewidth=0.8)
-    ax.annotate(f"nanoGPT reference's best: {best:.3f} bits/char", (0.01, best), xycoords=("axes fraction", "data"),
+    ax.annotate(f"nanoGPT reference's best: {best:.3f} bits/char", (0.3, best), xycoords=("axes fraction", "data"),
                 xytext=(0, 3), textcoords="offset points", fontsize=8, color="grey")
     for side in m["fast_text"]:
         p = side["points"][-1]
@@ -103,7 +103,9 @@ def plot(m: dict[str, Any], out: Path, cpu: bool = False) -> None:
                   "tokenizer)")
     ax.set_ylabel("validation bits per character")
     threads = m["threads"] or 2
-    ax.set_title(f"tinyshakespeare, 2-core CPU, {threads} thread(s) per run", fontsize=10)
+    load = (m["loadavg_start"][0] + m["loadavg_end"][0]) / 2
+    ax.set_title(f"{m['data']}, {os.cpu_count()}-core CPU, {threads} thread(s) per side, load average {load:.1f}",
+                 fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
