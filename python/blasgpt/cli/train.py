@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import textwrap
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Optional
