@@ -21,6 +21,9 @@ once and checks). Parts (``--only``):
 - steady: the last against the first chunk of a long float32 run, names d64 batch 32 and a small text model, both
   gemm backends; whole-run: text mode at nanoGPT's CPU size, wall time to a fixed validation loss, blasgpt against
   the same PyTorch model trained with the same recipe (long_runs.py; sizes and settings in recipe.py);
+- time-to-loss: the nanoGPT reference (nanogpt_ref.py: nanoGPT's architecture and shakespeare_char CPU recipe) to
+  its best validation loss, then blasgpt's ``--preset nanogpt-cpu`` and ``--preset fast-text`` to the same loss in
+  nats per character of the text: wall and CPU seconds and their ratios (time_to_loss.py);
 - generate: tokens/s of the KV-cached generator vs a loop that recomputes the context per token (generation.py).
 
 Each row first proves its arithmetic (loss and gradients against blasgpt's float64 path, which the test suite checks
@@ -48,13 +51,15 @@ from generation import bench_adam, generate_rows
 from long_runs import steady_rows, whole_run_rows, whole_run_worker
 from report import Report, format_table
 from scaling import mpi_rows, mpi_worker, thread_rows, thread_scaling
+from time_to_loss import time_to_loss_rows
+from time_to_loss import worker as time_to_loss_worker
 from timing import SINGLE_THREAD_ENV, Load, machine_info, probe_peaks
 from training import names_rows, text_rows
 from workloads import Workloads
 
-PARTS = ("threads", "mpi", "steady", "whole-run", "d16", "d64", "text-d128", "text-d384", "backends", "overhead",
-         "generate")
-TEXT_PARTS = ("threads", "steady", "whole-run", "text-d128", "text-d384", "backends", "generate")
+PARTS = ("threads", "mpi", "steady", "whole-run", "time-to-loss", "d16", "d64", "text-d128", "text-d384", "backends",
+         "overhead", "generate")
+TEXT_PARTS = ("threads", "steady", "whole-run", "time-to-loss", "text-d128", "text-d384", "backends", "generate")
 DEFAULT_DATA = "shakespeare"
 
 
@@ -82,6 +87,7 @@ def run(quick: bool = False, only: Optional[str] = None, data: str = DEFAULT_DAT
         ("mpi", selected("mpi"), lambda: mpi_rows(rep, quick)),
         ("steady", selected("steady"), lambda: steady_rows(rep, works, quick)),
         ("whole-run", selected("whole-run"), lambda: whole_run_rows(rep, quick, data, have_torch)),
+        ("time-to-loss", selected("time-to-loss"), lambda: time_to_loss_rows(rep, quick, data, have_torch)),
         ("torch", have_torch and selected("torch", "d16", "d64", "text-d128", "text-d384"),
          lambda: _import_torch(rep)),
         ("d16", selected("d16"), lambda: names_rows(rep, works, 16, have_torch, repeats, seconds)),
@@ -137,6 +143,8 @@ def _worker(name: str, args: dict[str, Any]) -> None:
         print(json.dumps(thread_scaling(args["quick"], args["data"])))
     elif name == "whole-run":
         print(json.dumps(whole_run_worker(args["impl"], args["quick"], args["data"])))
+    elif name == "time-to-loss":
+        print(json.dumps(time_to_loss_worker(args)))
     elif name == "mpi":
         mpi_worker(args)
     else:

@@ -9,6 +9,7 @@ positions, batch 8).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # blasgpt's Adam (microgpt's constants; the defaults of the core's apply_adam): every baseline is given the same
 ADAM = dict(beta1=0.85, beta2=0.99, eps=1e-8)
@@ -51,6 +52,19 @@ class WholeRun:
 # the row takes about a minute a side on a quiet 2-core machine
 WHOLE_RUN = {False: WholeRun(steps=1000, lr=3e-3, target=1.90, eval_every=50, val_targets=128 * 64, threads=2),
              True: WholeRun(steps=60, lr=3e-3, target=3.2, eval_every=10, val_targets=16 * 64, threads=2)}
+
+# time to nanoGPT's quality (time_to_loss.py): the nanoGPT reference's recipe (nanogpt_ref.NanoRecipe; {} is nanoGPT's
+# own run of 2000 iterations), then per blasgpt preset: evaluations every N steps and the TrainConfig changes to try
+# in turn ({}: the preset as it is; a longer schedule only if the one before ended above the target)
+TIME_TO_LOSS: dict[bool, dict[str, Any]] = {
+    False: {"reference": {}, "blasgpt": [("nanogpt-cpu", 50, [{}]),
+                                         ("fast-text", 10, [{}, {"total_steps": 400}, {"total_steps": 800}])]},
+    # --quick: a few iterations on one thread each (PyTorch's two threads crawl on a busy machine)
+    True: {"reference": dict(max_iters=20, lr_decay_iters=20, warmup_iters=5, eval_interval=10, eval_iters=2,
+                             threads=1),
+           "blasgpt": [("nanogpt-cpu", 20, [{"total_steps": 40, "warmup_steps": 5, "threads": 1}]),
+                       ("fast-text", 20, [{"threads": 1}])]},
+}
 
 # data-parallel training over a long run: names d64, batch 32, float32, one schedule
 MPI_RUN = {False: LongRun(4000, 1000, 0.01), True: LongRun(100, 50, 0.01)}

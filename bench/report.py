@@ -220,6 +220,7 @@ def _long_runs(rep: Report) -> list[str]:
         if w.get("speedup"):
             lines.append(f"  blasgpt reaches it {w['speedup']:.2f}x as fast as torch (wall clock: a fair figure on a "
                          f"quiet machine only, see the machine load above) ({w['checked']})")
+    lines += _time_to_loss(rep)
     m = rep.extra.get("mpi")
     if m:
         lines += ["", f"Data-parallel (mpiexec, d64 float32 batch 32, names.txt; one schedule of {m[0]['steps']} "
@@ -228,6 +229,27 @@ def _long_runs(rep: Report) -> list[str]:
             lines.append(f"  {r['ranks']} rank(s): {r['us_per_doc']:.2f} µs/doc over the whole run (first chunk "
                          f"{r['chunk_us_per_doc'][0]:.2f}, last {r['chunk_us_per_doc'][-1]:.2f}), {r['speedup']:.2f}x; "
                          f"allreduce {r['allreduce_us']:.1f} µs/step ({r['checked']})")
+    return lines
+
+
+def _time_to_loss(rep: Report) -> list[str]:
+    t = rep.extra.get("time_to_loss")
+    if not t:
+        return []
+    lines = ["", f"Time to the nanoGPT reference's best validation loss, {t['target']:.4f} nats/char of the held-out "
+                 "text (the whole split, evaluated outside the timed training; seconds of training, blasgpt's "
+                 "including reading the text and training its tokenizer):"]
+    for r in t["rows"]:
+        if "with_evals" in r:
+            got = (f"iteration {r['step']}: {r['seconds']:.2f} s wall ({r['with_evals']:.2f} s with its own "
+                   f"evaluations), {r['cpu_seconds']:.2f} s CPU")
+        elif r["reached"]:
+            got = (f"step {r['step']} of {r['total_steps']} ({r['val_nats_per_char']:.4f}): {r['seconds']:.2f} s "
+                   f"wall (start {r['start_seconds']:.2f} s), {r['cpu_seconds']:.2f} s CPU: {r['speedup']:.1f}x wall, "
+                   f"{r['speedup_cpu']:.1f}x CPU")
+        else:
+            got = f"not reached: {r['val_nats_per_char']:.4f} after {r['step']} steps"
+        lines.append(f"  {r['side']}: {got} ({r['checked']})")
     return lines
 
 

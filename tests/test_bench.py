@@ -60,6 +60,16 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
     whole = data["whole_run"]
     assert [s["impl"] for s in whole["sides"]] == ["blasgpt", *torch]
     assert all(s["step"] > 0 and s["seconds"] > 0 and len(s["val"]) >= 2 and s["checked"] for s in whole["sides"])
+    # time to the nanoGPT reference's best loss: the reference, then each preset, every side checked and on one scale
+    if torch:
+        ttl = data["time_to_loss"]
+        ref, *presets = ttl["rows"]
+        assert ref["side"] == "nanoGPT reference" and ref["seconds"] > 0 and ref["val_nats_per_char"] == ttl["target"]
+        assert [row["side"].split()[2] for row in presets] == ["nanogpt-cpu", "fast-text"]
+        assert all(row["checked"] and ("speedup" in row) == row["reached"] for row in presets)
+        assert all(len(c["points"]) >= 2 for c in ttl["curves"]) and "Time to the nanoGPT reference" in r.stdout
+    else:
+        assert any("time-to-loss skipped" in n for n in data["notes"])
     # the default backend against the forced ones, per workload, every backend timed in each repeat
     backends = data["backends"]
     assert [b["workload"] for b in backends] == ["d16 b16", "d64 b16", "d128 L4 H4 T64 B12"]

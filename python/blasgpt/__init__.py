@@ -5,6 +5,8 @@
     docs, tok, model = blasgpt.microgpt_start(docs)     # microgpt's shuffle + init (seed 42)
     hist = blasgpt.train(model, tok, docs, steps=1000)  # Adam, linear lr decay
     print(blasgpt.sample(model, tok, num=5))
+
+Named recipes (``blasgpt.preset("fast-text")``: a TrainConfig and model sizes, as ``train --preset``): blasgpt.presets.
 """
 
 from ._version import __version__
@@ -15,6 +17,7 @@ from .corpus import Corpus, Documents, TextStream, load_corpus
 from .data import DATASETS, Batch, DataError, TextData, Tokenizer, download_names, load_docs, load_text, read_docs
 from .generate import generate, sample
 from .model import Model
+from .presets import PRESETS, Preset, preset
 from .rundir import RunDirError
 from .train import History, TrainingError, evaluate_text, fit, lr_at, microgpt_start, train
 from .train_config import TrainConfig
@@ -34,6 +37,8 @@ __all__ = [
     "History",
     "MemoryLimitError",
     "Model",
+    "PRESETS",
+    "Preset",
     "RunDirError",
     "TextData",
     "TextStream",
@@ -54,6 +59,7 @@ __all__ = [
     "lr_at",
     "memory_estimate",
     "microgpt_start",
+    "preset",
     "read_docs",
     "sample",
     "save_checkpoint",

@@ -21,8 +21,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     sw = sub.add_parser("sweep", help="train a grid of settings in parallel processes and compare them",
                         description="Train one run per combination of --lr and --n-embd values (each in its own "
                                     "process and run directory, --jobs at a time) and print their final validation "
-                                    "losses. Any other option is passed to every 'train' run, e.g. --steps 2000 "
-                                    "--batch-size 16 --dtype float32 --data my.txt.")
+                                    "losses and bits per character of the text. Any other option is passed to every "
+                                    "'train' run, e.g. --steps 2000 --batch-size 16 --dtype float32 --data my.txt, or "
+                                    "--preset fast-text (whose --lr and --n-embd the grid replaces).")
     sw.add_argument("--lr", default="0.003,0.01,0.03", help="comma-separated learning rates (default 0.003,0.01,0.03)")
     sw.add_argument("--n-embd", default="16,32", help="comma-separated embedding widths (default 16,32)")
     sw.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1,
@@ -92,12 +93,13 @@ def run(args: argparse.Namespace) -> int:
         with open(run_dir / "train.log", "w", encoding="utf-8") as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         row = {"lr": lr, "n_embd": d, "run_dir": str(run_dir), "exit_code": code,
-               "seconds": time.perf_counter() - t0, "train_loss": None, "val_loss": None}
+               "seconds": time.perf_counter() - t0, "train_loss": None, "val_loss": None, "val_bits_per_char": None}
         metrics = run_dir / METRICS_FILE
         if code == 0 and metrics.is_file():
             last = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             if last:
                 row["train_loss"], row["val_loss"] = last[-1]["train_loss"], last[-1]["val_loss"]
+                row["val_bits_per_char"] = last[-1].get("val_bits_per_char")  # one scale for any tokenizer
         else:
             tail = (run_dir / "train.log").read_text(errors="replace").strip().splitlines()
             row["error"] = tail[-1] if tail else f"exit code {code}"
@@ -106,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each worker waits on its own train process
         rows = list(pool.map(one, grid))
     ok = sorted((r for r in rows if r["exit_code"] == 0), key=lambda r: (r["val_loss"] is None, r["val_loss"] or 0))
-    print(f"{'lr':>8} {'n_embd':>6} {'val loss':>9} {'train loss':>10} {'seconds':>8}  run")
+    print(f"{'lr':>8} {'n_embd':>6} {'val loss':>9} {'bits/char':>9} {'train loss':>10} {'seconds':>8}  run")
     for r in ok:
-        val = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
-        train_loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
-        print(f"{r['lr']:>8g} {r['n_embd']:>6} {val:>9} {train_loss:>10} {r['seconds']:>8.1f}  {r['run_dir']}")
+        val, bpc, train_loss = (f"{r[k]:.4f}" if r[k] is not None else "-"
+                                for k in ("val_loss", "val_bits_per_char", "train_loss"))
+        print(f"{r['lr']:>8g} {r['n_embd']:>6} {val:>9} {bpc:>9} {train_loss:>10} {r['seconds']:>8.1f}  "
+              f"{r['run_dir']}")
     for r in rows:
         if r["exit_code"] != 0:
             print(f"{r['lr']:>8g} {r['n_embd']:>6}  failed ({r['error']}); see {r['run_dir']}/train.log")

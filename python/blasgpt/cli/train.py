@@ -7,6 +7,7 @@ import argparse
 import math
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,7 @@ from ..corpus import MODES, Corpus, DataChanged, load_corpus
 from ..data import DATASETS, DataError
 from ..generate import generate
 from ..model import BACKENDS, Model
+from ..presets import PRESETS
 from ..schedule import SCHEDULES
 from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, plan_run, save_rotating
 from ..train_config import TrainConfig
@@ -28,15 +30,23 @@ from .common import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError, no
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
 DEFAULT_BPE_VOCAB = 1024
 OPTIONS = ("weight_decay", "grad_clip", "grad_accum", "dropout")  # TrainConfig's training options, flags alike
-FIXED_WHEN_RESUMING = (*SIZE_DEFAULTS, "dtype", "seed", "batch_size", "val_fraction", *OPTIONS,
+FIXED_WHEN_RESUMING = ("preset", *SIZE_DEFAULTS, "dtype", "seed", "batch_size", "val_fraction", *OPTIONS,
                        "tie_embeddings")  # flags that name the run
+PRESET_FLAGS = {"total_steps": "steps", "schedule": "lr_schedule"}  # a preset's field -> its flag's name, if other
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    presets = "\n".join(f"  {p.name}: {p.summary}" for p in PRESETS.values())
     t = sub.add_parser("train", help="train a model and save a checkpoint",
-                       description="Train on a text file (one document per line; default: the bundled names.txt). "
-                                   "The defaults reproduce microgpt exactly: seed-42 shuffle, 16-wide 1-layer GPT, "
-                                   "1000 Adam steps of one document, lr 0.01 decaying linearly to 0.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=textwrap.fill(
+                           "Train on a text file (one document per line; default: the bundled names.txt). The "
+                           "defaults reproduce microgpt exactly: seed-42 shuffle, 16-wide 1-layer GPT, 1000 Adam "
+                           "steps of one document, lr 0.01 decaying linearly to 0.", 100),
+                       epilog=f"presets (--preset NAME; flags given with it win):\n{presets}")
+    t.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="start from a named recipe's settings (listed below; docs/RECIPE.md); any flag given "
+                        "explicitly overrides the preset's value")
     t.add_argument("--data", metavar="FILE", help="UTF-8 text file, or a named dataset: " + ", ".join(DATASETS) +
                    " (downloaded once, sha256-checked; default: names in lines mode, shakespeare in text mode)")
     t.add_argument("--data-mode", choices=MODES, default=None,
@@ -69,8 +79,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     t.add_argument("--dropout", type=float, default=None, metavar="P",
                    help="dropout probability in [0, 1) after the embedding and each residual branch, in training only; "
                         "masks keyed by --seed (default 0: off)")
-    t.add_argument("--tie-embeddings", action="store_true", default=None,
-                   help="the output layer is the token embedding wte (no separate lm_head)")
+    t.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="the output layer is the token embedding wte (no separate lm_head; default: untied)")
     t.add_argument("--dtype", choices=("float64", "float32"), default=None, help="arithmetic (default float64)")
     for name, default in SIZE_DEFAULTS.items():
         t.add_argument("--" + name.replace("_", "-"), type=positive_int, default=None,
@@ -101,7 +111,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     t.add_argument("--gemm", choices=BACKENDS, default=None,
                    help="matmul backend: auto (per product shape the faster of the two, measured once per machine), "
                    "native or blas (default $BLASGPT_GEMM or auto)")
-    t.add_argument("--threads", type=positive_int, default=1,
+    t.add_argument("--threads", type=positive_int, default=None,
                    help="split each batch across N threads (default 1; useful with --batch-size >= 8)")
 
 
@@ -165,7 +175,19 @@ def _resumed(args: argparse.Namespace) -> Optional[Checkpoint]:
 
 def settings(args: argparse.Namespace, resume: Optional[Checkpoint]) -> tuple[TrainConfig, Config]:
     """(the run's TrainConfig, the model sizes of the flags): from the flags, or the checkpoint's run with the flags
-    that may change (--lr, --steps, --data and how the run is logged, checkpointed and computed)."""
+    that may change (--lr, --steps, --data and how the run is logged, checkpointed and computed). A --preset
+    first fills the flags not given."""
+    if args.preset is not None:
+        p = PRESETS[args.preset]
+        filled = set()
+        for field, value in {**p.settings, **p.sizes}.items():
+            if getattr(args, PRESET_FLAGS.get(field, field)) is None:
+                setattr(args, PRESET_FLAGS.get(field, field), value)
+                filled.add(field)
+        if "vocab_size" in filled and "tokenizer" not in filled and args.tokenizer != "bpe":
+            args.vocab_size = None  # the preset's BPE size goes with its tokenizer, which a flag replaced
+    if args.threads is None:
+        args.threads = 1
     try:
         sizes = Config(**{k: getattr(args, k) or v for k, v in SIZE_DEFAULTS.items()},  # checked before any data
                        tie_embeddings=bool(args.tie_embeddings))
