@@ -268,10 +268,10 @@ def prefer(monkeypatch, kernel: str) -> None:
 
 
 def test_near_ties_keep_the_native_kernels(cache, monkeypatch):
-    """OpenBLAS is chosen only when clearly faster: a product it does 5 % faster (within run-to-run noise of such
+    """OpenBLAS is chosen only when clearly faster: a product it does 3 % faster (within run-to-run noise of such
     short timings) stays native, one it does 20 % faster goes to OpenBLAS; an attention tie keeps the fused
     kernel."""
-    timings = {(True, False): (1.00e-6, 0.95e-6), (False, False): (1.00e-6, 0.80e-6), (False, True): (1e-6, 1e-6)}
+    timings = {(True, False): (1.00e-6, 0.97e-6), (False, False): (1.00e-6, 0.80e-6), (False, True): (1e-6, 1e-6)}
     monkeypatch.setattr(_core, "time_gemm", lambda dtype, ta, tb, *rest: timings[(ta, tb)])
     monkeypatch.setattr(_core, "time_attention", lambda *args: (1e-6, 1e-6))
     calibrate.forget()

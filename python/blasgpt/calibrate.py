@@ -40,11 +40,12 @@ MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger product
 # Products of this many multiply-adds or more go to OpenBLAS untimed, as on the native backend (csrc/gemm.hpp
 # kBlasMinVolume): the native kernels do not block k and fall far behind there, and timing them would take seconds.
 LARGE_VOLUME = 1 << 29
-# OpenBLAS takes a product only when its time is under this fraction of the native kernels': timings of a few short
-# rounds on a shared machine differ by several percent from run to run, and at microgpt's sizes (products of well
-# under a microsecond) a choice made on such a difference flipped between runs and cost more in the step (another
-# library's code and buffers in the caches between the model's own kernels) than the timing said it saved.
-BLAS_MARGIN = 0.9
+# OpenBLAS takes a product only when its time is under this fraction of the native kernels': the fastest of a few
+# short rounds on a shared machine still moves by a few percent from run to run, and at microgpt's sizes (products of
+# a microsecond or less) a choice made on such a difference flipped between runs and could cost the step more than
+# the timing said it saved (another library's code and buffers in the caches between the model's own kernels). A
+# clear difference (d16 batch 16 float32 on an AMD EPYC: 5-25 % faster for most backward products) still counts.
+BLAS_MARGIN = 0.95
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -305,5 +306,5 @@ def forget() -> None:
         _machine = None
 
 
-__all__ = ["BLAS_MARGIN", "Plan", "Product", "cache_path", "choose", "forget", "machine", "make_plan", "model_products", "read_cache",
-           "row_bucket", "write_cache"]
+__all__ = ["BLAS_MARGIN", "Plan", "Product", "cache_path", "choose", "forget", "machine", "make_plan",
+           "model_products", "read_cache", "row_bucket", "write_cache"]
