@@ -12,7 +12,48 @@
 
 namespace blasgpt {
 
+GemmPlan& GemmPlan::operator=(const GemmPlan& o) {
+    if (this != &o) {
+        choices_ = o.choices_;
+        fused_attention_ = o.fused_attention_;
+        for (auto& slot : memo_) slot.store(0, std::memory_order_relaxed);
+    }
+    return *this;
+}
+
+namespace {
+// A memo word: bit 63 set (nonzero), the answer + 1 in bits 61-62, then elem == 8, ta, tb, and m, n, k in 19 bits
+// each; 0 for shapes with a size of 2^19 or more (not memoized: products that large do not notice a search).
+constexpr int kDimBits = 19;
+std::uint64_t memo_key(const GemmShape& s) {
+    constexpr int64_t lim = int64_t(1) << kDimBits;
+    if (s.m < 0 || s.n < 0 || s.k < 0 || s.m >= lim || s.n >= lim || s.k >= lim) return 0;
+    return (std::uint64_t(1) << 63) | (std::uint64_t(s.elem == 8) << 60) | (std::uint64_t(s.ta) << 59) |
+           (std::uint64_t(s.tb) << 58) | (std::uint64_t(s.m) << (2 * kDimBits)) | (std::uint64_t(s.n) << kDimBits) |
+           std::uint64_t(s.k);
+}
+constexpr std::uint64_t kAnswerBits = std::uint64_t(3) << 61;
+}  // namespace
+
 int GemmPlan::lookup(const GemmShape& s) const {
+    const std::uint64_t key = memo_key(s);
+    if (key == 0) return search(s);
+    // a set of kMemoWays slots per hash: a step's products and the next batch's (other row counts) rarely evict
+    // each other
+    const std::uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    std::atomic<std::uint64_t>* set = &memo_[(h >> 40) % (kMemoSlots / kMemoWays) * kMemoWays];
+    int empty = -1;
+    for (int w = 0; w < kMemoWays; ++w) {
+        const std::uint64_t word = set[w].load(std::memory_order_relaxed);
+        if ((word & ~kAnswerBits) == key) return int((word & kAnswerBits) >> 61) - 1;
+        if (word == 0 && empty < 0) empty = w;
+    }
+    const int answer = search(s);
+    set[empty >= 0 ? empty : int(h >> 62)].store(key | (std::uint64_t(answer + 1) << 61), std::memory_order_relaxed);
+    return answer;
+}
+
+int GemmPlan::search(const GemmShape& s) const {
     // how far apart two sizes are: the ratio of the larger to the smaller
     const auto ratio = [](int a, int b) { return a > b ? double(a) / std::max(b, 1) : double(b) / std::max(a, 1); };
     const GemmChoice* best = nullptr;

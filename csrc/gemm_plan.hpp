@@ -3,7 +3,10 @@
 // below), caches the result per CPU and library version, and fills a model's plan from it.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -29,17 +32,29 @@ class GemmPlan {
     GemmPlan() = default;
     GemmPlan(std::vector<GemmChoice> choices, bool fused_attention)
         : choices_(std::move(choices)), fused_attention_(fused_attention) {}
+    // Copies take the choices; their memo starts empty.
+    GemmPlan(const GemmPlan& o) : choices_(o.choices_), fused_attention_(o.fused_attention_) {}
+    GemmPlan& operator=(const GemmPlan& o);
 
     // 1: OpenBLAS, 0: native, -1: no planned shape near enough (the caller decides). The planned shape itself,
     // else the nearest one of the same element size and transposes (the least product of the per-size ratios).
+    // Every product of a step asks (a dozen per layer), so answers are memoized per shape: the search divides
+    // for every planned shape, which cost a tiny model's step more than some of its products.
     int lookup(const GemmShape& s) const;
     // Whether attention runs as the fused kernel (where it applies) rather than as gemm products.
     bool fused_attention() const { return fused_attention_; }
     const std::vector<GemmChoice>& choices() const { return choices_; }
 
    private:
+    int search(const GemmShape& s) const;  // lookup without the memo
+
     std::vector<GemmChoice> choices_;
     bool fused_attention_ = true;
+    // Shapes answered so far, by a hash of the shape into sets of kMemoWays slots, each slot one word holding a
+    // shape and its answer (0: empty), so threads of one step read and fill it without a lock (a lost race only
+    // repeats a search). Room for the shapes of many row counts (each batch of documents has its own).
+    static constexpr int kMemoSlots = 1024, kMemoWays = 4;
+    mutable std::array<std::atomic<std::uint64_t>, kMemoSlots> memo_{};
 };
 
 // Thread CPU seconds per call of one product, native kernels and OpenBLAS: calls in rounds with the two taking

@@ -189,6 +189,41 @@ inline void micro_rows(int rows, int k, const T* a, std::ptrdiff_t sai, std::ptr
     }
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+// One stage of an in-register transpose: rows i and i + D (i & D == 0) trade their lane blocks of D, so that after
+// the stages D = 1, 2, ..., L/2 row q holds column q.
+template <class T, int D>
+inline void transpose_stage(Vec<T>* r) {
+    if constexpr (D < lanes<T>()) {
+        constexpr int L = lanes<T>();
+        using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+        typedef I Mask __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+        Mask lo{}, hi{};  // indices into the pair [r_i | r_(i+D)]
+        for (int l = 0; l < L; ++l) {
+            lo[l] = I((l & D) ? L + l - D : l);
+            hi[l] = I((l & D) ? L + l : l + D);
+        }
+        for (int i = 0; i < L; ++i)
+            if (!(i & D)) {
+                const Vec<T> a = r[i], b = r[i + D];
+                r[i] = __builtin_shuffle(a, b, lo);
+                r[i + D] = __builtin_shuffle(a, b, hi);
+            }
+        transpose_stage<T, 2 * D>(r);
+    }
+}
+
+// dst[q·dld + i] = src[i·ld + q] for an L×L block (L = lanes of T)
+template <class T>
+inline void transpose_block(const T* src, std::ptrdiff_t ld, T* dst, std::ptrdiff_t dld) {
+    constexpr int L = lanes<T>();
+    Vec<T> r[L];
+    for (int i = 0; i < L; ++i) r[i] = load(src + i * ld);
+    transpose_stage<T, 1>(r);
+    for (int q = 0; q < L; ++q) store(dst + q * dld, r[q]);
+}
+#endif
+
 // panel[p·NR + j] = op(B)[p, jb + j] for j < nb, zero up to NR (Bᵀ: row by row of B, so its reads are contiguous)
 template <class T>
 void pack(Op tb, int k, int jb, int nb, const T* b, int ldb, T* panel, int NR) {
@@ -201,11 +236,22 @@ void pack(Op tb, int k, int jb, int nb, const T* b, int ldb, T* panel, int NR) {
         }
         return;
     }
+    // Bᵀ: blocks of L columns × L positions transposed in registers (the forward products Y = X·Wᵀ pack every
+    // weight matrix each step: element by element that was a tenth of microgpt's float64 step), the rest one by one
+    int jv = 0, kv = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+    constexpr int L = lanes<T>();
+    jv = nb / L * L;
+    kv = k / L * L;
+    for (int j0 = 0; j0 < jv; j0 += L)
+        for (int p0 = 0; p0 < kv; p0 += L)
+            transpose_block<T>(b + std::ptrdiff_t(jb + j0) * ldb + p0, ldb, panel + std::ptrdiff_t(p0) * NR + j0, NR);
+#endif
     for (int j = 0; j < NR; ++j) {
         T* col = panel + j;
         if (j < nb) {
             const T* src = b + std::ptrdiff_t(jb + j) * ldb;
-            for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = src[p];
+            for (int p = j < jv ? kv : 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = src[p];
         } else {
             for (int p = 0; p < k; ++p) col[std::ptrdiff_t(p) * NR] = T(0);
         }

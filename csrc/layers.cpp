@@ -273,7 +273,8 @@ void dropout_backward(T* dx, const T* dy, const DropoutPlan& plan, const std::ve
 }
 
 void DropoutConfig::validate() const {
-    require(std::isfinite(p) && p >= 0 && p < 1, "dropout must be a number in [0, 1) (got " + std::to_string(p) + ")");
+    if (!(std::isfinite(p) && p >= 0 && p < 1))  // (every step checks: the message is built only on failure)
+        fail("dropout must be a number in [0, 1) (got " + std::to_string(p) + ")");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -298,10 +299,11 @@ void weight_decay_update(T* p, int64_t n, double lr_wd) {
 }
 
 void AdamConfig::validate() const {
-    require(std::isfinite(weight_decay) && weight_decay >= 0,
-            "weight_decay must be a finite number >= 0 (got " + std::to_string(weight_decay) + ")");
-    require(std::isfinite(grad_clip) && grad_clip >= 0,
-            "grad_clip must be a finite number > 0, or 0 for off (got " + std::to_string(grad_clip) + ")");
+    // every step checks: the messages are built only on failure
+    if (!(std::isfinite(weight_decay) && weight_decay >= 0))
+        fail("weight_decay must be a finite number >= 0 (got " + std::to_string(weight_decay) + ")");
+    if (!(std::isfinite(grad_clip) && grad_clip >= 0))
+        fail("grad_clip must be a finite number > 0, or 0 for off (got " + std::to_string(grad_clip) + ")");
 }
 
 // Global-norm gradient clipping, on the whole gradient after every partial sum (threads, processes) is in it:

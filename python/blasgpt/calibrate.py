@@ -40,6 +40,12 @@ MAX_OPERAND = 1 << 22  # elements per operand of a timed product; larger product
 # Products of this many multiply-adds or more go to OpenBLAS untimed, as on the native backend (csrc/gemm.hpp
 # kBlasMinVolume): the native kernels do not block k and fall far behind there, and timing them would take seconds.
 LARGE_VOLUME = 1 << 29
+# OpenBLAS takes a product only when its time is under this fraction of the native kernels': the fastest of a few
+# short rounds on a shared machine still moves by a few percent from run to run, and at microgpt's sizes (products of
+# a microsecond or less) a choice made on such a difference flipped between runs and could cost the step more than
+# the timing said it saved (another library's code and buffers in the caches between the model's own kernels). A
+# clear difference (d16 batch 16 float32 on an AMD EPYC: 5-25 % faster for most backward products) still counts.
+BLAS_MARGIN = 0.95
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -168,6 +174,12 @@ _memo: dict[str, list[float]] = {}  # this process's timings (measured or read),
 _machine: Optional[dict[str, str]] = None
 
 
+def choose(native_s: float, blas_s: float) -> str:
+    """A product's kernel from its two timings: "blas" when OpenBLAS took under BLAS_MARGIN of the native time,
+    else "native" (ties and near-ties keep the native kernels)."""
+    return "blas" if blas_s < BLAS_MARGIN * native_s else "native"
+
+
 def _gemm_key(dtype: str, p: Product) -> str:
     return f"{dtype} {p.key}"
 
@@ -269,7 +281,7 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
                 continue
             native, blas = timed[_gemm_key(dtype, p)]
             rows_out.append({"role": role, "ta": p.ta, "tb": p.tb, "m": p.m, "n": p.n, "k": p.k, "shape": p.key,
-                             "native_s": native, "blas_s": blas, "choice": "blas" if blas < native else "native"})
+                             "native_s": native, "blas_s": blas, "choice": choose(native, blas)})
         plan = Plan(dtype, bucket, n, rows_out, None, source, large)
         # the fused kernel takes at most 128 positions; time at most 64 documents and MAX_OPERAND values a buffer
         docs = min(max(1, bucket // n), 64, MAX_OPERAND // (n * max(3 * cfg.n_embd, cfg.n_head * n)))
@@ -294,5 +306,5 @@ def forget() -> None:
         _machine = None
 
 
-__all__ = ["Plan", "Product", "cache_path", "forget", "machine", "make_plan", "model_products", "read_cache",
-           "row_bucket", "write_cache"]
+__all__ = ["BLAS_MARGIN", "Plan", "Product", "cache_path", "choose", "forget", "machine", "make_plan",
+           "model_products", "read_cache", "row_bucket", "write_cache"]
