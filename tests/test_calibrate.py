@@ -117,6 +117,19 @@ def test_corrupt_or_foreign_cache_is_measured_over_and_rewritten(cache, content)
     assert sorted(f.name for f in cache.iterdir()) == [path.name]  # no temporary file left
 
 
+def test_a_rebuilt_core_does_not_reuse_the_cached_timings(cache, tmp_path, monkeypatch):
+    """The cache key covers the compiled core's build: a core rebuilt with other kernels (same version) read the
+    plan timed for the old one."""
+    st = os.stat(_core.__file__)
+    assert calibrate.machine()["core"] == f"{st.st_size}:{st.st_mtime_ns}"
+    rebuilt = tmp_path / "rebuilt_core.so"
+    rebuilt.write_bytes(b"x" * st.st_size)
+    os.utime(rebuilt, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    path = calibrate.cache_path()
+    monkeypatch.setattr(_core, "__file__", str(rebuilt))
+    assert calibrate.cache_path() != path
+
+
 def test_unwritable_cache_is_measured_around(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory would be")

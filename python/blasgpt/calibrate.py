@@ -106,7 +106,10 @@ def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
 # the cache
 
 def machine() -> dict[str, str]:
-    """What the timings depend on: CPU model and ISA flags, the native kernels' ISA, OpenBLAS and blasgpt."""
+    """What the timings depend on: CPU model and ISA flags, the native kernels' ISA and build, OpenBLAS and blasgpt.
+
+    The build is the compiled core's size and modification time: a rebuilt core (same version, other kernels) must
+    not reuse the timings of the one before it."""
     name, flags = "", ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -121,7 +124,15 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     return {"cpu": name or platform.processor(), "machine": platform.machine(), "flags": flags,
-            "isa": _core.native_isa(), "openblas": _core.blas_info(), "blasgpt": __version__}
+            "isa": _core.native_isa(), "openblas": _core.blas_info(), "blasgpt": __version__, "core": _core_build()}
+
+
+def _core_build() -> str:
+    try:
+        st = os.stat(_core.__file__)
+    except (OSError, TypeError):  # (a core without a file: nothing to tell builds apart by)
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def cache_path(info: Optional[dict[str, str]] = None) -> Path:
