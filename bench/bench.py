@@ -164,8 +164,8 @@ def _write(path: Path, text: str) -> None:
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, error_name=_name(prog), description=(__doc__ or "").split("\n\n")[0],
-                                epilog="(python -m blasgpt bench also takes --bench-dir DIR: this directory, when it "
-                                       "is not found by itself)" if "blasgpt" in prog else None)
+                       epilog="(python -m blasgpt bench also takes --bench-dir DIR: this directory, when it is not "
+                              "found by itself)" if "blasgpt" in prog else None)
     p.add_argument("--quick", action="store_true", help="a smoke run (about a minute): fewer, shorter repeats and "
                                                         "tiny long runs")
     p.add_argument("--json", metavar="FILE", help="also write the tables and machine facts as JSON")

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     what, data = eval_data(ck, settings, args.data)
     try:
         result, line = data.evaluation(ck.model)
-    except MemoryError:
+    except (MemoryError, DataError):
         raise
     except ValueError as e:  # too short to evaluate: the data's fault (exit 1), not the flags'
         raise DataError(f"{what}: {e}") from None
