@@ -124,7 +124,7 @@ def _warning_line(args: argparse.Namespace) -> Callable[..., None]:
 
     def show(message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None) -> None:
         if not quiet:
-            print(f"blasgpt {args.command}: warning: {message}", file=sys.stderr)
+            print(f"blasgpt {args.command}: warning: {one_line(message)}", file=sys.stderr)
 
     return show
 
