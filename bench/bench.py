@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from backends import backend_rows
+from blasgpt.cli.common import ArgumentParser, one_line
 from calls import call_rows
 from generation import bench_adam, generate_rows
 from long_runs import steady_rows, whole_run_rows, whole_run_worker
@@ -162,9 +163,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n\n")[0],
-                                epilog="(python -m blasgpt bench also takes --bench-dir DIR: this directory, when it "
-                                       "is not found by itself)" if "blasgpt" in prog else None)
+    p = ArgumentParser(prog=prog, error_name=_name(prog), description=(__doc__ or "").split("\n\n")[0],
+                       epilog="(python -m blasgpt bench also takes --bench-dir DIR: this directory, when it is not "
+                              "found by itself)" if "blasgpt" in prog else None)
     p.add_argument("--quick", action="store_true", help="a smoke run (about a minute): fewer, shorter repeats and "
                                                         "tiny long runs")
     p.add_argument("--json", metavar="FILE", help="also write the tables and machine facts as JSON")
@@ -174,6 +175,11 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--worker", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     p.add_argument("--prog", help=argparse.SUPPRESS)  # how the user started it (for the printed command)
     return p
+
+
+def _name(prog: str) -> str:
+    """The benchmark's name in its error lines."""
+    return "blasgpt bench" if "blasgpt" in prog else "bench.py"
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python bench/bench.py") -> int:
@@ -192,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python bench/bench.p
             return 0
         rep = run(quick=args.quick, only=args.only, data=args.data)
     except (AssertionError, ValueError, OSError, RuntimeError) as e:
-        print(f"{'blasgpt bench' if 'blasgpt' in prog else 'bench.py'}: error: {e}", file=sys.stderr)
+        print(f"{_name(prog)}: error: {one_line(e)}", file=sys.stderr)
         return 1
     print(format_table(rep, command))
     if args.json:

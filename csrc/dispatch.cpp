@@ -1,11 +1,14 @@
 // Run-time choice of the native kernels: kernels.cpp is built once per instruction set, each build exporting its
-// kernel_set(); this file picks the widest set the CPU runs (capped by $BLASGPT_ISA), once.
+// kernel_set(); this file picks the widest set the CPU runs (capped by $BLASGPT_ISA), once. Every Model's constructor
+// makes the choice (runtime.cpp), so a $BLASGPT_ISA that cannot be honoured is refused there, on the caller's thread.
 #include "kernels.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace blasgpt {
 
@@ -22,24 +25,51 @@ BLASGPT_DECLARE_ISA(avx512)
 
 namespace {
 
-// The widest instruction set this CPU runs, capped by $BLASGPT_ISA (base | avx2 | avx512) for testing.
-const KernelSet& pick_kernels() {
-    const char* cap = std::getenv("BLASGPT_ISA");
-    const std::string limit = cap ? cap : "avx512";
+// The kernel sets of this build, widest first, each with whether this CPU runs it.
+struct Isa {
+    const char* name;
+    const KernelSet& (*set)();
+    bool runs;
+};
+
+std::vector<Isa> isas() {
+    std::vector<Isa> out;
 #if defined(BLASGPT_X86_KERNELS)
     __builtin_cpu_init();
-    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx512 && limit == "avx512") return kernels_avx512::kernel_set();
-    if (avx2 && (limit == "avx512" || limit == "avx2")) return kernels_avx2::kernel_set();
+    out.push_back({"avx512", &kernels_avx512::kernel_set,
+                   __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")});
+    out.push_back({"avx2", &kernels_avx2::kernel_set, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")});
 #endif
-    (void)limit;
-    return kernels_base::kernel_set();
+    out.push_back({"base", &kernels_base::kernel_set, true});
+    return out;
+}
+
+// The widest instruction set this CPU runs, capped by $BLASGPT_ISA (one of isas(); unset or empty: no cap). A value
+// that names no kernel set of this build, or one this CPU does not run, is refused (std::invalid_argument, one line
+// listing the values this CPU accepts) rather than silently giving other kernels.
+const KernelSet& pick_kernels() {
+    const char* cap = std::getenv("BLASGPT_ISA");
+    const std::string limit = cap ? cap : "";
+    const std::vector<Isa> all = isas();
+    std::string accepted;
+    for (const Isa& isa : all)
+        if (isa.runs) accepted += (accepted.empty() ? "" : ", ") + std::string(isa.name);
+    const auto known = std::find_if(all.begin(), all.end(), [&](const Isa& isa) { return limit == isa.name; });
+    if (!limit.empty() && known == all.end())
+        throw std::invalid_argument("BLASGPT_ISA must be one of " + accepted +
+                                    " (the instruction sets this CPU runs), got '" + limit + "'");
+    if (!limit.empty() && !known->runs)
+        throw std::invalid_argument("BLASGPT_ISA=" + limit + ": this CPU does not run " + limit +
+                                    "; it must be one of " + accepted + " (the instruction sets this CPU runs)");
+    for (auto it = limit.empty() ? all.begin() : known; it != all.end(); ++it)
+        if (it->runs) return it->set();
+    return kernels_base::kernel_set();  // (not reached: base always runs)
 }
 
 const KernelSet& chosen() {
-    static const KernelSet& k = pick_kernels();  // decided once: the CPU does not change under us
+    static const KernelSet& k = pick_kernels();  // decided once: the CPU does not change under us (a refusal is
+                                                 // not cached: every later call refuses again)
     return k;
 }
 

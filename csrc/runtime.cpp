@@ -3,6 +3,7 @@
 #include "runtime.hpp"
 
 #include "internal.hpp"
+#include "kernels.hpp"
 #include "threadpool.hpp"
 
 #include <algorithm>
@@ -19,6 +20,7 @@ constexpr int64_t kParallelMinParams = 1 << 14;  // below this, slicing the grad
 template <class T>
 Model<T>::Model(const Config& cfg, Backend backend, int threads)
     : cfg_(cfg), table_(param_table(cfg)), grad_norm_(std::numeric_limits<double>::quiet_NaN()) {
+    native_isa();  // choose the native kernels now: a $BLASGPT_ISA that cannot be honoured is refused here
     mm_.backend = backend;
     const int64_t n = num_params(cfg_);
     params_.assign(n, T(0));

@@ -138,6 +138,6 @@ print("ok")
 """ % (str(Path(__file__).parent), isa)
     env = dict(os.environ, BLASGPT_ISA=isa)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    if "native_isa" in r.stderr and isa == "avx2":
+    if isa == "avx2" and "this CPU does not run avx2" in r.stderr:  # (refused: blasgpt's dispatch.cpp)
         pytest.skip("this CPU has no AVX2")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -46,7 +46,8 @@ def test_sweep_refuses_a_value_given_twice(tmp_path: Path):
         r = subprocess.run([sys.executable, "-m", "blasgpt", "sweep", flag, values, "--steps", "2"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2
-        assert r.stderr.splitlines()[-1] == f"blasgpt sweep: error: {flag} lists {what}; give each value once"
+        assert r.stderr.splitlines() == [f"blasgpt sweep: error: {flag} lists {what}; give each value once",
+                                         "(see blasgpt sweep --help)"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -479,9 +479,16 @@ def corpus_class(mode: str) -> type[Corpus]:
     return CORPORA[mode]
 
 
-def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenizer: AnyTokenizer) -> Corpus:
-    """``data`` as a corpus: a Corpus as it is, a token stream (a TextData or a 1-D int array) as a TextStream,
-    documents (already in training order) as Documents."""
+def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenizer: AnyTokenizer,
+              name: str = "docs") -> Corpus:
+    """``data`` (the argument ``name``) as a corpus: a Corpus as it is, a token stream (a TextData or a 1-D int
+    array) as a TextStream, documents (already in training order) as Documents. A single str or bytes is refused:
+    it is not a list of documents (each of its characters would become one)."""
+    if isinstance(data, (str, bytes)):
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        raise ValueError(f"{name} is a single {type(data).__name__}, not a list of documents: pass a list (e.g. "
+                         f"[{text[:20]!r}] for one document) or, for running text, its token stream "
+                         f"(tokenizer.encode_text(text)) or a Corpus (blasgpt.load_corpus(path, 'text'))")
     if isinstance(data, Corpus):
         return data
     if isinstance(data, TextData):
@@ -497,7 +504,8 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     """The corpus of a file or named dataset (``spec``; None: the mode's default, names or shakespeare) in a data
     mode. Lines mode reads every non-empty line as a document and, given a ``seed``, shuffles them as microgpt does
     (the stream left by the shuffle becomes ``init_rng``); text mode reads the whole file as one stream. The
-    tokenizer is the given one (ValueError naming characters outside it), else the data's own characters.
+    tokenizer is the given one (DataError naming the file and any characters outside it, before anything else is
+    done with the data), else the data's own characters.
     ``expect`` (a checkpoint's record, see Corpus.identity): raise DataChanged, before any tokenizing, if the data
     is not what that run read. ``bpe_vocab_size`` (no ``tokenizer`` then): the tokenizer is a byte-level BPE of that
     many ids trained on the training split only — all but the tail ``val_fraction`` of the shuffled documents (each
@@ -522,6 +530,8 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
         verify(fingerprint, rng)
         if bpe_vocab_size is not None:
             tokenizer = BPETokenizer.train(split_validation(shuffled, val_fraction)[0], bpe_vocab_size)
+        elif isinstance(tokenizer, Tokenizer):  # now, not when the documents are first packed (mid-run)
+            _in_vocabulary("".join(docs), tokenizer, spec or "names.txt")
         return Documents(shuffled, tokenizer or Tokenizer.from_docs(shuffled), fingerprint=fingerprint, init_rng=rng,
                          source=str(spec) if spec else "names.txt (bundled)")
     path = data_path(spec or cls.default_data)
@@ -530,8 +540,17 @@ def load_corpus(spec: Optional[PathLike], mode: str = "lines", *, seed: Optional
     if bpe_vocab_size is not None:
         tokenizer = BPETokenizer.train(split_tail(text, val_fraction)[0], bpe_vocab_size)
     tok = tokenizer or text_vocabulary(text)
-    return TextStream(tok.encode_text(text), tok, text if isinstance(tok, BPETokenizer) else None,
+    tokens = _in_vocabulary(text, tok, path)
+    return TextStream(tokens, tok, text if isinstance(tok, BPETokenizer) else None,
                       source=str(spec or cls.default_data), where=str(path), fingerprint=digest)
+
+
+def _in_vocabulary(text: str, tokenizer: AnyTokenizer, where: PathLike) -> np.ndarray:
+    """The ids of the text of data file ``where``; characters outside the tokenizer are the data's fault (DataError)."""
+    try:
+        return tokenizer.encode_text(text)
+    except ValueError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 def _identity(fingerprint: Optional[str], state: Optional[list]) -> dict[str, Any]:

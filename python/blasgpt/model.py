@@ -70,9 +70,9 @@ class Model:
         self.dtype = np.dtype(_dtype_name(dtype))
         need = memory_estimate(config, self.dtype, threads=_check_threads(threads))
         check_memory(need, f"a {self.dtype.name} model of {config.num_params:,} parameters")  # before allocating
+        backend = _check_backend(backend or default_backend())
         try:
-            self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend or default_backend(),
-                                                 threads=threads)
+            self._core = DTYPES[self.dtype.name](**config.to_dict(), backend=backend, threads=threads)
         except MemoryError:
             raise MemoryLimitError(f"out of memory allocating a {self.dtype.name} model of {config.num_params:,} "
                                    f"parameters ({format_bytes(need.total)}: {need.breakdown()})") from None
@@ -144,6 +144,8 @@ class Model:
 
     @step.setter
     def step(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) < 1 << 63:
+            raise ValueError(f"step must be an integer between 0 and 2**63 - 1, got {value!r}")
         self._core.step = int(value)
 
     @property
@@ -155,7 +157,7 @@ class Model:
 
     @backend.setter
     def backend(self, name: str) -> None:
-        self._core.backend = name
+        self._core.backend = _check_backend(name)
         self._plan_pending = name == "auto" and self._plan is None
 
     @property
@@ -412,6 +414,13 @@ def _checkpoint_io(name: str) -> Callable[..., Any]:
 def _check_batch(batch: Any) -> None:
     if not isinstance(batch, Batch):
         raise ValueError(f"batch must be a blasgpt.Batch (e.g. tokenizer.batch(docs)), got {type(batch).__name__}")
+
+
+def _check_backend(name: Any) -> str:
+    """A backend name; anything but a str is refused here (the binding's TypeError would list its signatures)."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"unknown gemm backend {name!r}: expected 'blas', 'native' or 'auto'")
+    return name
 
 
 def _check_threads(n: Any) -> int:

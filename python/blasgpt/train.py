@@ -403,7 +403,7 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
                          log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every,
                          keep_checkpoints=keep_checkpoints, dtype=model.dtype.name, threads=model.threads)
     data = as_corpus(docs, tokenizer)
-    val = as_corpus(val_docs, tokenizer) if val_docs is not None and len(val_docs) > 0 else None
+    val = as_corpus(val_docs, tokenizer, "val_docs") if val_docs is not None and len(val_docs) > 0 else None
     return fit(model, data, config, val=val, steps=steps, out_dir=out_dir, checkpoint_extra=checkpoint_extra,
                log=log, progress_bar=progress_bar, comm=comm, resume=resume, overwrite=overwrite)
 

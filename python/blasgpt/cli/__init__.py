@@ -21,14 +21,15 @@ from ..data import DataError
 from ..parallel import MPIUnavailable, abort_on_error, world
 from ..train import TrainingError
 from . import bench, eval, plot, sample, sweep, train
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, MissingDependency, UsageError
+from .common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ArgumentParser, MissingDependency, UsageError,
+                     one_line, print_usage_error)
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval, "bench": bench, "sweep": sweep, "plot": plot}
 PASSES_ON_UNKNOWN_FLAGS = ("sweep", "bench")  # (to every train run it starts; to the benchmark's own parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="blasgpt",
         description="Train a tiny character-level GPT (Karpathy's microgpt, exactly) and sample from it. "
                     "With no data file it learns to invent names from the bundled names.txt.",
@@ -52,56 +53,61 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in PASSES_ON_UNKNOWN_FLAGS:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and args.command not in PASSES_ON_UNKNOWN_FLAGS:  # said by the command's parser: "blasgpt train: ..."
+        _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     command = COMMANDS[args.command].run
     try:
         args.comm = world() if args.command == "train" else None
     except MPIUnavailable as e:
-        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        print(f"blasgpt {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     if args.comm is not None:
-        return _main_mpi(command, args, parser)
-    return _run(command, args, parser)
+        return _main_mpi(command, args)
+    return _run(command, args)
 
 
-def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
-              parser: argparse.ArgumentParser) -> int:
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The subparser of ``command``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Under mpiexec: rank 0 alone talks to the user; any rank that fails ends the whole job (no hang)."""
     comm = args.comm
     if comm.Get_rank() != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this process)
     with abort_on_error(comm):
-        code = _run(command, args, parser)
+        code = _run(command, args)
         if code not in (EXIT_OK, EXIT_INTERRUPTED):
             raise SystemExit(code)  # abort_on_error ends the other ranks too
         return code
 
 
-def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
-         parser: argparse.ArgumentParser) -> int:
+def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    def say(problem: object) -> None:
+        print(f"blasgpt {args.command}: error: {one_line(problem)}", file=sys.stderr)
+
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warning_line(args)
             return command(args)
     except UsageError as e:
-        parser.print_usage(sys.stderr)  # (the top-level usage: the subcommand's own is one --help away)
-        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        print_usage_error(f"blasgpt {args.command}", str(e))
         return EXIT_USAGE
     except rundir.RunDirError as e:
-        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        say(e)
         return e.code
     except MemoryError as e:  # refused before allocating (says what it needs), or an allocation that failed anyway
         detail = f" ({e})" if str(e) else ""
-        text = e if isinstance(e, MemoryLimitError) else f"out of memory{detail}; try a smaller model, batch or request"
-        print(f"blasgpt {args.command}: error: {text}", file=sys.stderr)
+        say(e if isinstance(e, MemoryLimitError) else f"out of memory{detail}; try a smaller model, batch or request")
         return EXIT_ERROR
     except (DataError, CheckpointError, TrainingError, MissingDependency, OSError) as e:
-        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        say(e)
         return EXIT_ERROR
     except ValueError as e:  # e.g. sampling options that do not fit this model (top-k > vocab, long prompt)
-        print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
+        say(e)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"blasgpt {args.command}: interrupted", file=sys.stderr)
@@ -118,7 +124,7 @@ def _warning_line(args: argparse.Namespace) -> Callable[..., None]:
 
     def show(message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None) -> None:
         if not quiet:
-            print(f"blasgpt {args.command}: warning: {message}", file=sys.stderr)
+            print(f"blasgpt {args.command}: warning: {one_line(message)}", file=sys.stderr)
 
     return show
 

@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     ck.model.threads = args.threads
     settings = TrainConfig.from_checkpoint(ck.extra, ck.step)
     what, data = eval_data(ck, settings, args.data)
-    result, line = data.evaluation(ck.model)
+    try:
+        result, line = data.evaluation(ck.model)
+    except (MemoryError, DataError):
+        raise
+    except ValueError as e:  # too short to evaluate: the data's fault (exit 1), not the flags'
+        raise DataError(f"{what}: {e}") from None
     result.update({"mode": settings.data_mode, "data": what, "checkpoint": str(args.checkpoint), "step": ck.step})
     print(json.dumps(result) if args.json else f"{what}: {line}")
     return EXIT_OK

@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                 row["val_bits_per_char"] = last[-1].get("val_bits_per_char")  # one scale for any tokenizer
         else:
             tail = (run_dir / "train.log").read_text(errors="replace").strip().splitlines()
-            row["error"] = tail[-1] if tail else f"exit code {code}"
+            said = [line for line in tail if ": error: " in line] or tail  # (a usage error's hint line follows it)
+            row["error"] = said[-1] if said else f"exit code {code}"
         return row
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each worker waits on its own train process
