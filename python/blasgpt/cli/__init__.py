@@ -21,7 +21,8 @@ from ..data import DataError
 from ..parallel import MPIUnavailable, abort_on_error, world
 from ..train import TrainingError
 from . import bench, eval, plot, sample, sweep, train
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, MissingDependency, UsageError
+from .common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, MissingDependency, UsageError,
+                     quiet_when_closed)
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval, "bench": bench, "sweep": sweep, "plot": plot}
 PASSES_ON_UNKNOWN_FLAGS = ("sweep", "bench")  # (to every train run it starts; to the benchmark's own parser)
@@ -61,9 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MPIUnavailable as e:
         print(f"blasgpt {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    if args.comm is not None:
-        return _main_mpi(command, args, parser)
-    return _run(command, args, parser)
+    with quiet_when_closed(during=args.command == "train"):  # a closed pipe or terminal never stops training
+        if args.comm is not None:
+            return _main_mpi(command, args, parser)
+        return _run(command, args, parser)
 
 
 def _main_mpi(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
