@@ -52,18 +52,17 @@ def run(args: argparse.Namespace) -> int:
     length = args.length if args.length is not None else (kind.sample_length or block)
     temperature = args.temperature if args.temperature is not None else kind.sample_temperature
     stream = num == 1 and (sys.stdout.isatty() or not kind.framed)  # written as it comes (documents: on a terminal)
-    t0 = time.perf_counter()
-    run = Generation(model, tok, args.prompt, length, num, temperature, args.top_k, args.seed, mode)
     with StopRequest(signal.SIGINT, signal.SIGTERM) as stop:  # they end generation between two C++ calls
+        t0 = time.perf_counter()
+        run = Generation(model, tok, args.prompt, length, num, temperature, args.top_k, args.seed, mode)
         if stream:
             sys.stdout.write(args.prompt)
-        for pieces in run:
+        calls = iter(run)
+        while not stop.asked and (pieces := next(calls, None)) is not None:
             if stream:
                 sys.stdout.write(pieces[0])
                 if sys.stdout.isatty():
                     sys.stdout.flush()
-            if stop.asked:
-                break
         seconds = time.perf_counter() - t0
         texts = run.texts()
         if stream:
