@@ -53,8 +53,10 @@ Generator<T>::Generator(Model<T>& model, const int32_t* prompt, int64_t prompt_l
         rng_[i] = splitmix64(st) ^ (0xD1B54A32D192ED03ull * uint64_t(i + 1));
     }
     live_.assign(num, 1);
-    kcache_.assign(cfg_.n_layer, std::vector<T>(size_t(num) * block * cfg_.n_embd));
-    vcache_.assign(cfg_.n_layer, std::vector<T>(size_t(num) * block * cfg_.n_embd));
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+        kcache_.emplace_back(new T[size_t(num) * block * cfg_.n_embd]);  // (default-initialised: not zeroed)
+        vcache_.emplace_back(new T[size_t(num) * block * cfg_.n_embd]);
+    }
     logits_.assign(size_t(num) * V, T(0));
     scores_.resize(block);
     prefill();
@@ -80,12 +82,12 @@ void Generator<T>::prefill() {  // the prompt is the same for every sample: one 
     for (int l = 0; l < cfg_.n_layer; ++l) {
         const T* qkv = ws_.layers[l].qkv.data();
         for (int i = 0; i < n; ++i) {
-            std::copy_n(qkv + int64_t(i) * 3 * C + C, C, kcache_[l].data() + int64_t(i) * C);
-            std::copy_n(qkv + int64_t(i) * 3 * C + 2 * C, C, vcache_[l].data() + int64_t(i) * C);
+            std::copy_n(qkv + int64_t(i) * 3 * C + C, C, kcache_[l].get() + int64_t(i) * C);
+            std::copy_n(qkv + int64_t(i) * 3 * C + 2 * C, C, vcache_[l].get() + int64_t(i) * C);
         }
         for (int64_t s = 1; s < num_; ++s) {
-            std::copy_n(kcache_[l].data(), int64_t(n) * C, kcache_[l].data() + s * per_sample);
-            std::copy_n(vcache_[l].data(), int64_t(n) * C, vcache_[l].data() + s * per_sample);
+            std::copy_n(kcache_[l].get(), int64_t(n) * C, kcache_[l].get() + s * per_sample);
+            std::copy_n(vcache_[l].get(), int64_t(n) * C, vcache_[l].get() + s * per_sample);
         }
     }
     for (int64_t s = 0; s < num_; ++s) std::copy_n(ws_.logits.data() + int64_t(n - 1) * V, V, logits_.data() + s * V);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "gpt.hpp"
@@ -47,7 +48,9 @@ class Generator {
     std::vector<uint64_t> rng_;
     std::vector<char> live_;
     std::vector<int64_t> rows_;              // live samples, in order: the rows of the batched step
-    std::vector<std::vector<T>> kcache_, vcache_;  // per layer (num, block_size, C)
+    // per layer (num, block_size, C), not zeroed: a sample's rows are written before they are read, so memory is
+    // touched only as samples reach it and setting up many samples is quick
+    std::vector<std::unique_ptr<T[]>> kcache_, vcache_;
     Workspace<T> ws_;
     std::vector<T> logits_;                  // (num, V) of the latest step
     std::vector<T> scores_;                  // one row of attention scores

@@ -246,15 +246,16 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
 
 template <class T>
 void model_forward_cached(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
-                          Workspace<T>& ws, std::vector<std::vector<T>>& kcache, std::vector<std::vector<T>>& vcache,
-                          const std::vector<int64_t>& samples, int64_t p, T* scores) {
+                          Workspace<T>& ws, const std::vector<std::unique_ptr<T[]>>& kcache,
+                          const std::vector<std::unique_ptr<T[]>>& vcache, const std::vector<int64_t>& samples,
+                          int64_t p, T* scores) {
     const int C = cfg.n_embd, H = cfg.n_head;
     const int64_t per_sample = int64_t(cfg.block_size) * C;
     forward_with(mm, cfg, table, params, ws, [&](int l, typename Workspace<T>::Layer& c) {
         for (size_t r = 0; r < samples.size(); ++r) {
             const T* q = c.qkv.data() + int64_t(r) * 3 * C;
-            T* kc = kcache[l].data() + samples[r] * per_sample;
-            T* vc = vcache[l].data() + samples[r] * per_sample;
+            T* kc = kcache[l].get() + samples[r] * per_sample;
+            T* vc = vcache[l].get() + samples[r] * per_sample;
             std::copy_n(q + C, C, kc + p * C);
             std::copy_n(q + 2 * C, C, vc + p * C);
             attention_row_forward(c.o.data() + int64_t(r) * C, scores, q, kc, vc, p, C, H);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -117,7 +118,8 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
 // scores: scratch of p + 1 values. Logits (rows, V) as model_forward.
 template <class T>
 void model_forward_cached(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo>& table, const T* params,
-                          Workspace<T>& ws, std::vector<std::vector<T>>& kcache, std::vector<std::vector<T>>& vcache,
-                          const std::vector<int64_t>& samples, int64_t p, T* scores);
+                          Workspace<T>& ws, const std::vector<std::unique_ptr<T[]>>& kcache,
+                          const std::vector<std::unique_ptr<T[]>>& vcache, const std::vector<int64_t>& samples,
+                          int64_t p, T* scores);
 
 }  // namespace blasgpt

@@ -14,11 +14,13 @@ import pytest
 
 import blasgpt
 from blasgpt import data as data_module
+from blasgpt.bpe import BPETokenizer
 from blasgpt.data import Batch, encode_text, load_text, read_text, text_vocabulary
 from blasgpt.train import evaluate_text, lr_at, window_starts
 from conftest import greedy_lines
 
 train_module = importlib.import_module("blasgpt.train")  # (blasgpt.train is also the function)
+generate_module = importlib.import_module("blasgpt.generate")  # (and blasgpt.generate)
 
 ALPHABET = "abcdé ü\n中😀,"  # newline, non-ASCII, CJK and a character outside the BMP
 
@@ -417,3 +419,55 @@ def test_lines_mode_streams_the_same_documents():
         assert all(s.startswith("a") and len(s) <= 6 for s in whole)
         ended_early |= any(len(s) < 6 for s in whole)
     assert ended_early
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1e9])  # one token per C++ call; twice as many each call
+def test_generation_in_calls_draws_what_one_call_draws(gen_setup, monkeypatch, seconds):
+    """generate runs the C++ generator call by call (CHUNK_SECONDS each, so Ctrl-C is seen between calls): the
+    samples are token for token those of one call for the whole length, however the calls fall."""
+    model, tok = gen_setup
+    doc_tok = blasgpt.Tokenizer(list("abcdef"))
+    doc_model = text_model(doc_tok, 6, seed=1, spread=0.6)
+    monkeypatch.setattr(generate_module, "CHUNK_SECONDS", seconds)
+    for m, t, prompt, length, num, mode, temperature, top_k in (
+            (model, tok, "ab", 100, 3, "text", 1.3, None), (model, tok, "", 37, 1, "text", 0.5, 3),
+            (model, tok, "abc dé", 9, 2, "text", 2.0, 1), (doc_model, doc_tok, "a", 6, 5, "lines", 1.0, None)):
+        ids = generate_module._generator(m, t, prompt, num, temperature, top_k, 9, mode).next(length)
+        want = [prompt + t.decode([i for i in row if i >= 0]) for row in ids]
+        assert blasgpt.generate(m, t, prompt, length=length, num=num, temperature=temperature, top_k=top_k, seed=9,
+                                mode=mode) == want
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_a_generation_stopped_early_has_whole_documents_and_prefixes(monkeypatch, tokenizer):
+    """What sample writes when interrupted: after any number of C++ calls, a sample marked whole is exactly its
+    document of the full run (a byte-level document that ended inside a character included) and any other is a
+    prefix of it, never part of a character."""
+    bpe = tokenizer == "bpe"  # (a byte-level BOS is 1 of 257 tokens: nearly uniform draws, more documents)
+    tok = BPETokenizer([]) if bpe else blasgpt.Tokenizer(list("abcdef"))
+    model = text_model(tok, 12, seed=4, spread=0.1 if bpe else 0.6)
+    if not bpe:
+        model.params["lm_head"][tok.bos] = model.params["lm_head"][3]  # BOS as likely as "d": documents end
+    num = 400 if bpe else 40
+    full = blasgpt.generate(model, tok, "a", length=12, num=num, temperature=1.0, seed=5, mode="lines")
+    monkeypatch.setattr(generate_module, "CHUNK_SECONDS", 0.0)  # one token per call
+    seen_whole = seen_part = 0
+    for calls in range(1, 13):
+        run = generate_module.Generation(model, tok, "a", 12, num, 1.0, None, 5, "lines")
+        for _ in zip(range(calls), run):
+            pass
+        for text, whole, want in zip(run.texts(), run.ended, full):
+            assert text == want if whole else want.startswith(text), (calls, text, want)
+            seen_whole += whole and not all(run.ended)
+            seen_part += not whole and text != want
+    assert seen_whole and seen_part
+
+
+def test_a_document_that_ends_inside_a_character_ends_in_u_fffd():
+    """Lines mode, byte-level BPE, one token per document: a lone lead byte is an unfinished character, U+FFFD."""
+    tok = BPETokenizer([])
+    model = text_model(tok, 4, seed=2, spread=0.1)
+    firsts = generate_module._generator(model, tok, "", 300, 1.0, None, 3, "lines").next(1)[:, 0]
+    assert any(0xC2 <= i <= 0xF4 for i in firsts)
+    want = [tok.decode([i]) for i in firsts]  # errors="replace"; BOS: ""
+    assert blasgpt.generate(model, tok, "", length=1, num=300, temperature=1.0, seed=3, mode="lines") == want

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import codecs
 import math
-from typing import Iterator, Optional, Union
+import time
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -32,8 +33,8 @@ from .model import Model
 
 MAX_LENGTH = 1 << 24      # characters one call may generate (num x length)
 MAX_PROMPT = 1 << 20      # characters of prompt (only the last block_size of them condition the first token)
-STREAM_FIRST = 1          # tokens per C++ call when streaming: the first characters appear at once ...
-STREAM_MAX = 32           # ... and later calls take up to this many (fewer Python round trips, still smooth)
+CHUNK_SECONDS = 0.05      # a C++ call draws as many tokens as take about this long (the first call one token): a
+                          # stream shows text at once and smoothly, and Ctrl-C, seen between calls, stops at once
 
 
 def _check(model: Model, tokenizer: AnyTokenizer, length: int, num: int, temperature: float,
@@ -119,29 +120,73 @@ class _Decoder:
             return ["".join(row) for row in rows]
         return [d.decode(b"".join(row)) for d, row in zip(self.utf8, rows)]
 
-    def end(self) -> list[str]:
-        """What is left at the end: an unfinished character (a document ended inside it) as U+FFFD."""
-        return [d.decode(b"", final=True) for d in self.utf8]
+    def end(self, sample: int) -> str:
+        """What is left when a sample ends: an unfinished character (it ended inside one) as U+FFFD, else ""."""
+        return self.utf8[sample].decode(b"", final=True) if self.bpe else ""
 
 
-def _run(gen, decoder: _Decoder, length: int, num: int, by_chars: bool, first: int, most: int) -> Iterator[list[str]]:
-    """Each sample's new text, piece by piece: ``length`` tokens (``by_chars``: characters, tokens being drawn until
-    every sample has that many, each cut there), ``first`` tokens in the first C++ call, then doubling to ``most``."""
-    have, step = [0] * num, first
-    while min(have, default=length) < length:
-        new = gen.next(min(step, length - min(have)))
-        if new.shape[1] == 0:  # (lines mode: every document ended)
-            break
-        step = min(most, step * 2)
-        pieces = decoder.add(new)
-        if by_chars:
-            pieces = [p[:length - h] for p, h in zip(pieces, have)]
-            have = [h + len(p) for h, p in zip(have, pieces)]
-        else:
-            have = [h + new.shape[1] for h in have]
-        yield pieces
-    if not by_chars and any(decoder.end()):
-        yield decoder.end()
+class Generation:
+    """``num`` samples of ``prompt`` being generated together: ``generate`` runs one to its end, and a caller that
+    may stop early (the sample command on Ctrl-C) can use what it has.
+
+    Iterating runs the C++ generator call by call (CHUNK_SECONDS each) and yields each call's new text of every
+    sample (a list of ``num`` str; "" for a sample that has ended). Meanwhile ``texts()`` is prompt + each sample's
+    text so far — never part of a character — and ``ended[i]`` says whether sample i is whole (it reached
+    ``length``, or in lines mode drew BOS or filled the block): a whole sample's text is final."""
+
+    def __init__(self, model: Model, tokenizer: AnyTokenizer, prompt: str, length: int, num: int, temperature: float,
+                 top_k: Optional[int], seed: Optional[int], mode: str):
+        temp = _check(model, tokenizer, length, num, temperature, top_k, mode)
+        self.length, self.num, self.block = length, num, model.config.block_size
+        self.ended = [False] * num
+        self._parts = [[prompt] for _ in range(num)]
+        self._stop = tokenizer.bos if corpus_class(mode).framed else None  # lines mode: a document ends at BOS
+        self._decoder = _Decoder(tokenizer, num)
+        self._by_chars = self._decoder.bpe and self._stop is None  # length counts characters, not tokens
+        self._gen = _generator(model, tokenizer, prompt, num, temp, top_k, seed, mode) if num else None
+
+    def texts(self) -> list[str]:
+        return ["".join(parts) for parts in self._parts]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        gen, length = self._gen, self.length
+        have, step = [0] * self.num, 1  # new tokens (by_chars: characters) of each sample; tokens of the next call
+        while gen is not None and min(have) < length:
+            count, at = min(step, length - min(have)), gen.length
+            if at <= self.block:  # tokens past the block cost a forward of the whole window each: a new pace
+                count = min(count, self.block + 1 - at)
+            t0 = time.perf_counter()
+            new = gen.next(count)
+            took = time.perf_counter() - t0
+            if new.shape[1] == 0:  # (lines mode: every document ended)
+                break
+            step = 1 if gen.length == self.block + 1 else \
+                min(2 * count, max(1, int(count * CHUNK_SECONDS / max(took, 1e-9))))
+            pieces = self._decoder.add(new)
+            if self._by_chars:
+                pieces = [p[:length - h] for p, h in zip(pieces, have)]
+                have = [h + len(p) for h, p in zip(have, pieces)]
+            else:
+                have = [h + new.shape[1] for h in have]
+            done = [] if self._stop is None else \
+                np.flatnonzero(((new == self._stop) | (new < 0)).any(axis=1)).tolist()  # documents that ended
+            for s in done:
+                pieces[s] += self._decoder.end(s)
+            yield from self._add(pieces, done)
+        # an unfinished character at the end (by_chars: past the cut, so not part of the text); the decoders of the
+        # documents that ended are empty
+        tails = [""] * self.num if self._by_chars else [self._decoder.end(s) for s in range(self.num)]
+        yield from self._add(tails, range(self.num), every=any(tails))
+
+    def _add(self, pieces: list[str], done: Iterable[int], every: bool = True) -> Iterator[list[str]]:
+        """Record ``pieces`` (yielding them unless every is False), then mark the samples ``done`` as whole."""
+        for parts, piece in zip(self._parts, pieces):
+            if piece:
+                parts.append(piece)
+        for s in done:
+            self.ended[s] = True
+        if every:
+            yield pieces
 
 
 def generate(model: Model, tokenizer: AnyTokenizer, prompt: str = "", length: int = 500, num: int = 1,
@@ -154,21 +199,17 @@ def generate(model: Model, tokenizer: AnyTokenizer, prompt: str = "", length: in
     With ``stream=True`` returns an iterator instead, yielding the text as it is generated: first the prompt,
     then the new characters piece by piece — a str per piece when ``num == 1``, else a list of ``num`` pieces.
     See the module docstring for the context rules of each ``mode``."""
-    temp = _check(model, tokenizer, length, num, temperature, top_k, mode)
-    if num == 0:
-        return iter(()) if stream else []
-    gen = _generator(model, tokenizer, prompt, num, temp, top_k, seed, mode)
-    decoder = _Decoder(tokenizer, num)
-    by_chars = decoder.bpe and not corpus_class(mode).framed
+    run = Generation(model, tokenizer, prompt, length, num, temperature, top_k, seed, mode)
     if stream:
-        return _pieces(_run(gen, decoder, length, num, by_chars, STREAM_FIRST, STREAM_MAX), prompt, num)
-    texts = [prompt] * num
-    for pieces in _run(gen, decoder, length, num, by_chars, max(length, 1), MAX_LENGTH):
-        texts = [t + p for t, p in zip(texts, pieces)]
-    return texts
+        return _pieces(run, prompt, num)
+    for _ in run:
+        pass
+    return run.texts()
 
 
-def _pieces(run: Iterator[list[str]], prompt: str, num: int) -> Iterator:
+def _pieces(run: Generation, prompt: str, num: int) -> Iterator:
+    if num == 0:
+        return
     yield prompt if num == 1 else [prompt] * num
     for pieces in run:
         yield pieces[0] if num == 1 else pieces
@@ -183,4 +224,4 @@ def sample(model: Model, tokenizer: AnyTokenizer, num: int = 20, temperature: fl
                     seed=seed, mode="lines")  # type: ignore[return-value]
 
 
-__all__ = ["generate", "sample"]
+__all__ = ["Generation", "generate", "sample"]

@@ -22,7 +22,7 @@ from ..parallel import MPIUnavailable, abort_on_error, world
 from ..train import TrainingError
 from . import bench, eval, plot, sample, sweep, train
 from .common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ArgumentParser, MissingDependency, UsageError,
-                     one_line, print_usage_error)
+                     one_line, print_usage_error, quiet_when_closed)
 
 COMMANDS = {"train": train, "sample": sample, "eval": eval, "bench": bench, "sweep": sweep, "plot": plot}
 PASSES_ON_UNKNOWN_FLAGS = ("sweep", "bench")  # (to every train run it starts; to the benchmark's own parser)
@@ -62,9 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MPIUnavailable as e:
         print(f"blasgpt {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
-    if args.comm is not None:
-        return _main_mpi(command, args)
-    return _run(command, args)
+    with quiet_when_closed(during=args.command == "train"):  # a closed pipe or terminal never stops training
+        if args.comm is not None:
+            return _main_mpi(command, args)
+        return _run(command, args)
 
 
 def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -1,11 +1,16 @@
 """What the commands share: exit codes, the errors reported as usage errors (one line, with argparse's own too),
-argparse number types, checkpoints that must hold a vocabulary."""
+argparse number types, checkpoints that must hold a vocabulary, what signals do while a command works, and output
+whose reader has gone."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
+import signal
 import sys
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Iterator, NoReturn, Optional, TextIO
 
 from ..checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
@@ -70,3 +75,107 @@ def load_for_text(path: str) -> Checkpoint:
     if ck.tokenizer is None:
         raise CheckpointError(f"{path}: has no vocabulary, so its tokens cannot be turned into text")
     return ck
+
+
+@contextlib.contextmanager
+def _handling(signals: tuple[int, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Within: ``handler`` handles these signals, except any this process was told to ignore (nohup ignores
+    SIGHUP, a shell's background job SIGINT), which stay ignored; then the previous handlers come back."""
+    previous = {s: signal.getsignal(s) for s in signals}
+    for s, before in previous.items():
+        if before is not signal.SIG_IGN:
+            signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before)
+
+
+def interrupting(*signals: int) -> contextlib.AbstractContextManager[None]:
+    """Within: these signals (SIGTERM, SIGHUP) raise KeyboardInterrupt, as Ctrl-C does."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return _handling(signals, handler)
+
+
+class StopRequest:
+    """``with StopRequest(SIGINT, SIGTERM) as stop:`` the first of these signals only sets ``stop.asked``, so a
+    loop that checks it between its steps ends there and keeps what it made; a second one raises KeyboardInterrupt
+    at once. Signals the process ignores stay ignored."""
+
+    def __init__(self, *signals: int):
+        self.asked = False
+        self._handling = _handling(signals, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __enter__(self) -> "StopRequest":
+        self._handling.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handling.__exit__(*exc)
+
+
+READER_GONE = (errno.EPIPE, errno.EIO)  # the pipe's reader exited (`| head`); the terminal was closed
+
+
+class QuietStream:
+    """A text stream (sys.stdout, sys.stderr) that goes quiet when its reader is gone, instead of raising: its file
+    descriptor then points at os.devnull, so this and every later write, and Python's flush at exit, go nowhere.
+    Other errors are raised as usual; everything else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as e:
+            self._gone(e)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as e:
+            self._gone(e)
+
+    def _gone(self, error: OSError) -> None:
+        if error.errno not in READER_GONE:
+            raise error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.stream.fileno())
+        finally:
+            os.close(devnull)
+        self.stream.flush()  # what was buffered, now into os.devnull
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def quiet_when_closed(during: bool) -> Iterator[None]:
+    """``during``: within, sys.stdout and sys.stderr are QuietStreams (a closed pipe or terminal does not stop the
+    work). In any case what is left in them is flushed quietly at the end, so Python's exit-time flush of a closed
+    stdout neither prints "Exception ignored ... BrokenPipeError" nor changes the exit code."""
+    streams = sys.stdout, sys.stderr
+    quiet = QuietStream(sys.stdout), QuietStream(sys.stderr)
+    if during:
+        sys.stdout, sys.stderr = quiet  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for stream in quiet:
+            stream.flush()
+        if during and sys.stdout is quiet[0]:  # (a command may have replaced it: keep that)
+            sys.stdout = streams[0]
+        if during and sys.stderr is quiet[1]:
+            sys.stderr = streams[1]

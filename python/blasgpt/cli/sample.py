@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
 from ..bpe import BPETokenizer
 from ..corpus import corpus_class
-from ..generate import MAX_LENGTH, generate
+from ..generate import MAX_LENGTH, Generation
 from ..train_config import TrainConfig
-from .common import EXIT_OK, UsageError, load_for_text, nonneg_int, positive_int
+from .common import EXIT_OK, StopRequest, UsageError, load_for_text, nonneg_int, positive_int
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -19,8 +20,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                                    "softmax(logits / temperature) in C++ with a KV cache. Lines-mode models start at "
                                    "BOS (plus --prompt) and stop at BOS or block_size; text-mode models continue "
                                    "--prompt (empty: a newline) for --length characters, sliding the context window "
-                                   "past block_size. One sample on a terminal appears as it is generated; the speed "
-                                   "goes to stderr.")
+                                   "past block_size. One text-mode sample (or one document on a terminal) appears "
+                                   "as it is generated; the speed goes to stderr. Ctrl-C or SIGTERM stops "
+                                   "generating: what is made so far is written (in lines mode the whole "
+                                   "documents), then it exits with code 130.")
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     s.add_argument("--num", type=nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
     s.add_argument("--length", type=nonneg_int, default=None,
@@ -48,23 +51,31 @@ def run(args: argparse.Namespace) -> int:
     num = args.num if args.num is not None else kind.sample_num
     length = args.length if args.length is not None else (kind.sample_length or block)
     temperature = args.temperature if args.temperature is not None else kind.sample_temperature
-    common = dict(num=num, temperature=temperature, top_k=args.top_k, seed=args.seed, mode=mode)
-    t0 = time.perf_counter()
-    if num == 1 and sys.stdout.isatty():  # one sample on a terminal: characters as they come
-        chars = 0
-        for piece in generate(model, tok, args.prompt, length, stream=True, **common):  # type: ignore[arg-type]
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-            chars += len(piece)
-        sys.stdout.write("\n")
-        made = chars - len(args.prompt)
-    else:
-        texts = generate(model, tok, args.prompt, length, **common)  # type: ignore[arg-type]
-        for text in texts:
-            print(text)
-        made = sum(len(t) - len(args.prompt) for t in texts)
-    seconds = time.perf_counter() - t0
+    stream = num == 1 and (sys.stdout.isatty() or not kind.framed)  # written as it comes (documents: on a terminal)
+    with StopRequest(signal.SIGINT, signal.SIGTERM) as stop:  # they end generation between two C++ calls
+        t0 = time.perf_counter()
+        run = Generation(model, tok, args.prompt, length, num, temperature, args.top_k, args.seed, mode)
+        if stream:
+            sys.stdout.write(args.prompt)
+        calls = iter(run)
+        while not stop.asked and (pieces := next(calls, None)) is not None:
+            if stream:
+                sys.stdout.write(pieces[0])
+                if sys.stdout.isatty():
+                    sys.stdout.flush()
+        seconds = time.perf_counter() - t0
+        texts = run.texts()
+        if stream:
+            sys.stdout.write("\n")
+        else:  # interrupted: the text so far of each sample; in lines mode the whole documents alone
+            for text, whole in zip(texts, run.ended):
+                if whole or not kind.framed:
+                    print(text)
+        sys.stdout.flush()
+    if stop.asked:
+        raise KeyboardInterrupt  # (reported as "interrupted", exit code 130)
     if not kind.framed:  # long text: say how fast it came
+        made = sum(len(t) - len(args.prompt) for t in texts)
         unit = "characters" if isinstance(tok, BPETokenizer) else "tokens"
         print(f"generated {made:,} characters in {seconds:.2f} s ({made / max(seconds, 1e-9):,.0f} {unit}/s, "
               f"{num} sample(s) together, KV cache)", file=sys.stderr)

@@ -25,7 +25,7 @@ from ..presets import PRESETS
 from ..schedule import SCHEDULES
 from ..train import LATEST_CHECKPOINT, METRICS_FILE, History, fit, plan_run, save_rotating
 from ..train_config import TrainConfig
-from .common import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError, nonneg_int, positive_int
+from .common import EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError, interrupting, nonneg_int, positive_int
 
 SIZE_DEFAULTS = {"n_embd": 16, "n_head": 4, "n_layer": 1, "block_size": 16}
 DEFAULT_BPE_VOCAB = 1024
@@ -142,19 +142,17 @@ def run(args: argparse.Namespace) -> int:
     _announce(args, cfg, corpus, data, val, model, note)
     run_state = {**cfg.to_dict(), **corpus.identity()}  # what every checkpoint of the run stores
     steps = cfg.total_steps - model.step
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        hist = fit(model, data, cfg, val=val if len(val) else None, out_dir=out_dir, checkpoint_extra=run_state,
-                   progress_bar=sys.stderr.isatty() and cfg.log_every > 0, comm=args.comm,
-                   lock=getattr(args, "run_lock", None))
+        with interrupting(signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C (SIGHUP: the terminal was closed)
+            hist = fit(model, data, cfg, val=val if len(val) else None, out_dir=out_dir, checkpoint_extra=run_state,
+                       progress_bar=sys.stderr.isatty() and cfg.log_every > 0, comm=args.comm,
+                       lock=getattr(args, "run_lock", None))
     except KeyboardInterrupt:
         if root:
             ckpt = save_rotating(model, corpus.tokenizer, out_dir, cfg.keep_checkpoints, run_state)
             print(f"\ninterrupted at step {model.step}; saved {ckpt} (continue with --resume {ckpt})",
                   file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if root:
         _finish(args, cfg, corpus, model, hist, steps, out_dir, run_state)
     return EXIT_OK
@@ -318,7 +316,3 @@ def _finish(args: argparse.Namespace, cfg: TrainConfig, corpus: Corpus, model: M
         for text in generate(model, corpus.tokenizer, length=length, num=num, temperature=args.temperature,
                              seed=cfg.seed, mode=corpus.mode):
             print(text)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM: leave like Ctrl-C, saving a checkpoint first
