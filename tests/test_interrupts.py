@@ -110,6 +110,21 @@ def test_an_interrupted_lines_sample_writes_the_whole_documents(checkpoints):
     assert out[:-1].split("\n") in [docs for docs in whole_by.values() if 0 < len(docs) < 512]
 
 
+@pytest.mark.parametrize("args", [["text.safetensors", "--length", str(MAX_LENGTH)],
+                                  ["lines.safetensors", "--num", "2000"]], ids=["text", "lines"])
+def test_sample_ends_quietly_when_its_reader_leaves(checkpoints, args):
+    """``sample | head -c 50``: the reader leaves after 50 bytes; sample stops generating at once and exits 0 with
+    nothing on stderr (before: "blasgpt sample: error: [Errno 32] Broken pipe", exit 1, after generating it all)."""
+    proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "sample", "--checkpoint", *args], cwd=checkpoints,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, **ONE_BLAS_THREAD))
+    assert proc.stdout is not None
+    assert len(proc.stdout.read(50)) == 50
+    proc.stdout.close()
+    proc.stdout = None  # (communicate reads stderr alone)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, b"")
+
+
 @pytest.mark.parametrize("reader", ["head", "buffered", "terminal"])
 def test_train_outlives_its_reader(tmp_path, reader):
     """``train | head -2`` (the reader leaves after two lines; unbuffered output sees EPIPE at once), the same with

@@ -148,14 +148,22 @@ class QuietStream:
             self._gone(e)
 
     def _gone(self, error: OSError) -> None:
-        if error.errno not in READER_GONE:
+        if not silence_if_gone(self.stream, error):
             raise error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, self.stream.fileno())
-        finally:
-            os.close(devnull)
-        self.stream.flush()  # what was buffered, now into os.devnull
+
+
+def silence_if_gone(stream: TextIO, error: OSError) -> bool:
+    """If ``error`` says the reader of ``stream`` is gone (a closed pipe or terminal), point its file descriptor at
+    os.devnull (what is buffered and every later write go nowhere) and return True; otherwise False."""
+    if error.errno not in READER_GONE:
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+    stream.flush()  # what was buffered, now into os.devnull
+    return True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)

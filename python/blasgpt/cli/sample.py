@@ -7,11 +7,12 @@ import signal
 import sys
 import time
 
-from ..bpe import BPETokenizer
-from ..corpus import corpus_class
+from ..bpe import AnyTokenizer, BPETokenizer
+from ..corpus import Corpus, corpus_class
 from ..generate import MAX_LENGTH, Generation
+from ..model import Model
 from ..train_config import TrainConfig
-from .common import EXIT_OK, StopRequest, UsageError, load_for_text, nonneg_int, positive_int
+from .common import EXIT_OK, StopRequest, UsageError, load_for_text, nonneg_int, positive_int, silence_if_gone
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -23,7 +24,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                                    "past block_size. One text-mode sample (or one document on a terminal) appears "
                                    "as it is generated; the speed goes to stderr. Ctrl-C or SIGTERM stops "
                                    "generating: what is made so far is written (in lines mode the whole "
-                                   "documents), then it exits with code 130.")
+                                   "documents), then it exits with code 130. A reader that closes the output "
+                                   "(| head) ends it quietly.")
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by 'train'")
     s.add_argument("--num", type=nonneg_int, default=None, help="how many samples (default 20; text mode 1)")
     s.add_argument("--length", type=nonneg_int, default=None,
@@ -51,6 +53,16 @@ def run(args: argparse.Namespace) -> int:
     num = args.num if args.num is not None else kind.sample_num
     length = args.length if args.length is not None else (kind.sample_length or block)
     temperature = args.temperature if args.temperature is not None else kind.sample_temperature
+    try:
+        return _generate(args, model, tok, mode, kind, num, length, temperature)
+    except OSError as e:  # a reader that has gone (`sample | head`) has what it wanted: stop quietly
+        if silence_if_gone(sys.stdout, e):
+            return EXIT_OK
+        raise
+
+
+def _generate(args: argparse.Namespace, model: Model, tok: AnyTokenizer, mode: str, kind: type[Corpus], num: int,
+              length: int, temperature: float) -> int:
     stream = num == 1 and (sys.stdout.isatty() or not kind.framed)  # written as it comes (documents: on a terminal)
     with StopRequest(signal.SIGINT, signal.SIGTERM) as stop:  # they end generation between two C++ calls
         t0 = time.perf_counter()
