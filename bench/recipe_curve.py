@@ -104,7 +104,8 @@ def plot(m: dict[str, Any], out: Path, cpu: bool = False) -> None:
     ax.set_ylabel("validation bits per character")
     threads = m["threads"] or 2
     load = (m["loadavg_start"][0] + m["loadavg_end"][0]) / 2
-    ax.set_title(f"{m['data']}, {os.cpu_count()}-core CPU, {threads} thread(s) per side, load average {load:.1f}",
+    name = Path(m["data"]).name
+    ax.set_title(f"{name}, {os.cpu_count()}-core CPU, {threads} thread(s) per side, load average {load:.1f}",
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
