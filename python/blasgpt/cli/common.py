@@ -151,6 +151,9 @@ class QuietStream:
         if not silence_if_gone(self.stream, error):
             raise error
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
 
 def silence_if_gone(stream: TextIO, error: OSError) -> bool:
     """If ``error`` says the reader of ``stream`` is gone (a closed pipe or terminal), point its file descriptor at
@@ -164,9 +167,6 @@ def silence_if_gone(stream: TextIO, error: OSError) -> bool:
         os.close(devnull)
     stream.flush()  # what was buffered, now into os.devnull
     return True
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
 
 
 @contextlib.contextmanager
