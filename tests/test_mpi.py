@@ -101,8 +101,9 @@ comm = world()
 docs, tok, model = blasgpt.microgpt_start(["abc", "abd", "bcd", "cde"] * 10)
 try:
     blasgpt.train(model, tok, docs, steps=5, batch_size=4, comm=comm, out_dir=sys.argv[1])
-except blasgpt.RunDirError as e:
-    print(f"rank {comm.Get_rank()}: {e.code} {e}", flush=True)
+except blasgpt.RunDirError as e:  # (each rank its own file: lines two ranks print at once may interleave)
+    with open(f"{sys.argv[2]}/rank{comm.Get_rank()}.txt", "w") as f:
+        f.write(f"rank {comm.Get_rank()}: {e.code} {e}\\n")
 """
 
 
@@ -115,12 +116,15 @@ def test_an_out_dir_refused_on_rank_0_is_refused_on_every_rank(tmp_path):
     script.write_text(REFUSED)
     holder = hold_lock(tmp_path / "run")
     try:
-        r = mpirun(2, str(script), str(tmp_path / "run"), cwd=tmp_path, timeout=60)
+        r = mpirun(2, str(script), str(tmp_path / "run"), str(tmp_path), cwd=tmp_path, timeout=60)
     finally:
         holder.kill()
         holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
     assert r.returncode == 0, r.stderr
-    lines = sorted(r.stdout.splitlines())
+    lines = [line for rank in (0, 1) if (tmp_path / f"rank{rank}.txt").exists()
+             for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines()]
     assert [line.split(" is in use by another training run (pid ")[0] for line in lines] == [
         f"rank 0: 1 out_dir {tmp_path / 'run'}", f"rank 1: 1 out_dir {tmp_path / 'run'}"]
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
