@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import string
 import subprocess
 import sys
@@ -67,11 +68,18 @@ def blasgpt_cli(args: Sequence[str], cwd: Path, *, timeout: float = 300, env: Op
                           timeout=timeout, env=dict(os.environ, **env) if env else None, **kw)
 
 
+def signal_default(sig: int) -> None:
+    """In a child about to receive ``sig``: its default disposition, as on a terminal. A test run started under
+    nohup or as a shell's background job inherits SIGHUP or SIGINT ignored, and the CLI (rightly) keeps ignoring
+    what it was told to ignore."""
+    signal.signal(sig, signal.SIG_DFL)
+
+
 def interrupt_training(args: list, cwd, sig: int) -> subprocess.CompletedProcess:
     """Start ``python -m blasgpt train *args`` (which must log progress lines), send ``sig`` once it has printed its
     first "step" line, and return the finished process (stdout, stderr, returncode)."""
     proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "train", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal_default(sig))
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("step"):

@@ -17,7 +17,7 @@ import pytest
 
 import blasgpt
 from blasgpt.generate import MAX_LENGTH
-from conftest import ONE_BLAS_THREAD, blasgpt_cli, interrupt_training
+from conftest import ONE_BLAS_THREAD, blasgpt_cli, interrupt_training, signal_default
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 
@@ -59,7 +59,8 @@ def interrupt_sample(cwd: Path, args: list[str], sig: int, generating: float) ->
     Returns (stdout, stderr, exit code, seconds from the signal to the exit)."""
     with open(cwd / "out.txt", "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "blasgpt", "sample", *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ONE_BLAS_THREAD))
+                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ONE_BLAS_THREAD),
+                                preexec_fn=lambda: signal_default(sig))
         deadline, start = time.monotonic() + 120, None
         while start is None or cpu_seconds(proc.pid) < start + generating:
             assert proc.poll() is None, f"sample ended (code {proc.returncode}) before the signal: make it longer"
