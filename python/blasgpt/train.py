@@ -10,6 +10,7 @@ short loop over small parts: the schedule (blasgpt.schedule), memory admission (
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -298,8 +299,10 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
     feed = data.feed(start, steps, B, block, config.seed)
     schedule = make_schedule(config.schedule, config.lr, config.total_steps, config.warmup_steps)
     out = Path(out_dir) if out_dir is not None and root else None
-    taken = _claim(out, out_dir is not None, resume, overwrite, lock, comm, log)
-    try:
+    with contextlib.ExitStack() as held:  # on any exit: the report closed, then out_dir's lock released
+        taken = _claim(out, out_dir is not None, resume, overwrite, lock, comm, log)
+        if taken is not None:
+            held.callback(taken.release)
         if out is not None:  # rows after the model's step belong to a future this run replaces
             dropped = rundir.trim_metrics(out, start)
             if dropped:
@@ -309,36 +312,31 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
         report = Reporter(start, config.total_steps, steps, data.per_step(B, block), data.unit,
                           log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None,
                           show_chars=isinstance(tok, BPETokenizer))
+        held.callback(report.close)
         losses: list[float] = []
         end_all = start + steps
-        try:
-            s = start
-            while s < end_all:
-                # a chunk of steps runs in one C++ call; chunks end where something is due and stay short for Ctrl-C
-                end = min(end_all, s + CHUNK_STEPS)
-                for every in (config.log_every, config.eval_every, config.checkpoint_every):
-                    if every:
-                        end = min(end, start + ((s - start) // every + 1) * every)
-                lrs = schedule(np.arange(s, end, dtype=np.int64))
-                chunk = _run_steps(model, feed, s, end, lrs, comm, config)
-                losses.extend(chunk)
-                report.steps_done(chunk)
-                if len(chunk) < end - s or not math.isfinite(chunk[-1]):
-                    raise TrainingError(f"loss became {losses[-1]} at step {s + len(chunk)}; stopping before "
-                                        f"applying it (the model keeps step {model.step}; try a lower learning rate)")
-                s = end
-                last = s == end_all
-                val_loss, val_npc, t_eval = evaluator.after(model, start, last)
-                if root and (_due(config.log_every, start, s) or val_loss is not None or
-                             (last and (config.log_every or out))):
-                    report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval,
-                                  val_nats_per_char=val_npc)
-                saver.after(model, start, last)
-        finally:
-            report.close()
-    finally:
-        if taken is not None:
-            taken.release()
+        s = start
+        while s < end_all:
+            # a chunk of steps runs in one C++ call; chunks end where something is due and stay short for Ctrl-C
+            end = min(end_all, s + CHUNK_STEPS)
+            for every in (config.log_every, config.eval_every, config.checkpoint_every):
+                if every:
+                    end = min(end, start + ((s - start) // every + 1) * every)
+            lrs = schedule(np.arange(s, end, dtype=np.int64))
+            chunk = _run_steps(model, feed, s, end, lrs, comm, config)
+            losses.extend(chunk)
+            report.steps_done(chunk)
+            if len(chunk) < end - s or not math.isfinite(chunk[-1]):
+                raise TrainingError(f"loss became {losses[-1]} at step {s + len(chunk)}; stopping before applying "
+                                    f"it (the model keeps step {model.step}; try a lower learning rate)")
+            s = end
+            last = s == end_all
+            val_loss, val_npc, t_eval = evaluator.after(model, start, last)
+            if root and (_due(config.log_every, start, s) or val_loss is not None or
+                         (last and (config.log_every or out))):
+                report.record(s, float(lrs[-1]), val_loss, line=bool(config.log_every), eval_seconds=t_eval,
+                              val_nats_per_char=val_npc)
+            saver.after(model, start, last)
     return History(losses, time.perf_counter() - report.t0 - evaluator.seconds, steps * B, evaluator.losses,
                    evaluator.nats_per_char)
 
