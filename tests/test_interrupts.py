@@ -1,5 +1,5 @@
 """Signals and closed output, as a user meets them: Ctrl-C or SIGTERM during a long ``sample`` writes what was
-generated and exits 130 at once; a ``train`` whose reader goes away (``| head``, a closed terminal) keeps
+generated and exits 130 at once (SIGHUP too); a ``train`` whose reader goes away (``| head``, a closed terminal) keeps
 training; SIGHUP interrupts ``train`` like SIGTERM. Real subprocesses, real signals (Linux: /proc tells when a
 handler is installed)."""
 
@@ -82,9 +82,11 @@ def interrupt_sample(cwd: Path, args: list[str], sig: int, generating: float) ->
     return (cwd / "out.txt").read_text(encoding="utf-8"), err, proc.returncode, took
 
 
-def test_ctrl_c_stops_a_long_sample_to_a_file_and_keeps_its_text(checkpoints):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "sighup"])
+def test_a_signal_stops_a_long_sample_to_a_file_and_keeps_its_text(checkpoints, sig):
+    """Ctrl-C, or the terminal closing (SIGHUP): the text so far is written, exit 130."""
     out, err, code, took = interrupt_sample(checkpoints, ["--checkpoint", "text.safetensors", "--length",
-                                                          str(MAX_LENGTH)], signal.SIGINT, generating=1.0)
+                                                          str(MAX_LENGTH)], sig, generating=1.0)
     assert (code, err) == (130, "blasgpt sample: interrupted\n") and took < WITHIN, (code, err, took)
     assert len(out) > 1 and out.endswith("\n")
     assert out[:-1] == blasgpt.generate(uniform_model(8, 2), WIDE, length=len(out) - 1, seed=0)[0]

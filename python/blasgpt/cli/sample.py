@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, model: Model, tok: AnyTokenizer, mode: str, kind: type[Corpus], num: int,
               length: int, temperature: float) -> int:
     stream = num == 1 and (sys.stdout.isatty() or not kind.framed)  # written as it comes (documents: on a terminal)
-    with StopRequest(signal.SIGINT, signal.SIGTERM) as stop:  # they end generation between two C++ calls
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal was closed) end generation between two C++ calls
+    with StopRequest(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as stop:
         t0 = time.perf_counter()
         run = Generation(model, tok, args.prompt, length, num, temperature, args.top_k, args.seed, mode)
         if stream:
