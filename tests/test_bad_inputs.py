@@ -235,6 +235,8 @@ CLI_CASES = [
                  "latin1.txt is not valid UTF-8 (byte 0xe9 at offset 3)", id="data-not-utf8"),
     pytest.param(["train", "--data", "adir", *QUICK, "--out", "run"], 1,
                  "adir is a directory, not a text file", id="data-directory"),
+    pytest.param(["train", "--data", "", *QUICK, "--out", "run"], 1,
+                 "the data file name is empty: give a text file or one of names, shakespeare", id="data-empty-name"),
     # sizes: exit 2
     pytest.param([*TRAIN, "--n-embd", "0"], 2, "argument --n-embd: must be >= 1, got 0", id="n-embd-0"),
     pytest.param([*TRAIN, "--n-embd", "1.5"], 2, "argument --n-embd: expected a whole number, got '1.5'",
@@ -618,6 +620,8 @@ API_CASES = [
                  r"token id 4 at position 1 is out of range \[0, 4\)", id="loss-id-equal-to-vocab"),
     pytest.param(lambda m, t, d: blasgpt.load_docs(d / "adir"), blasgpt.DataError,
                  "adir is a directory, not a text file", id="load-docs-directory"),
+    pytest.param(lambda m, t, d: blasgpt.load_corpus(""), blasgpt.DataError, "the data file name is empty",
+                 id="load-corpus-empty-name"),
     pytest.param(lambda m, t, d: blasgpt.load_docs(d / "missing.txt"), FileNotFoundError,
                  "data file not found: .*missing.txt", id="load-docs-missing"),
     pytest.param(lambda m, t, d: blasgpt.load_docs(d / "nul.bin"), blasgpt.DataError,

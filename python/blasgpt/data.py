@@ -157,6 +157,8 @@ DATASETS = {
 
 def data_path(spec: PathLike) -> Path:
     """The file ``spec`` names: an existing path as it is, else a named dataset (see DATASETS), fetched if need be."""
+    if not os.fspath(spec):  # (Path("") is ".", the working directory)
+        raise DataError("the data file name is empty: give a text file or one of " + ", ".join(DATASETS))
     p = Path(spec)
     if not p.exists() and str(spec) in DATASETS:
         return DATASETS[str(spec)].path()
@@ -166,7 +168,7 @@ def data_path(spec: PathLike) -> Path:
 def absolute_data(spec: PathLike) -> str:
     """How a run records its data (``spec`` as data_path reads it): an existing file by its absolute path, so that
     the run can be evaluated or resumed from any directory; anything else — a named dataset — as it is."""
-    return os.path.abspath(spec) if Path(spec).exists() else os.fspath(spec)
+    return os.path.abspath(spec) if os.fspath(spec) and Path(spec).exists() else os.fspath(spec)
 
 
 def display_path(path: PathLike) -> str:
