@@ -479,6 +479,15 @@ def corpus_class(mode: str) -> type[Corpus]:
     return CORPORA[mode]
 
 
+def check_model_and_tokenizer(model: Model, tokenizer: AnyTokenizer) -> None:
+    """TypeError unless ``model`` is a Model and ``tokenizer`` a Tokenizer or BPETokenizer (the API's entry points
+    check their arguments before using them, rather than failing on a missing attribute inside)."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a blasgpt.Model, got {type(model).__name__}")
+    if not isinstance(tokenizer, (Tokenizer, BPETokenizer)):
+        raise TypeError(f"tokenizer must be a blasgpt.Tokenizer or BPETokenizer, got {type(tokenizer).__name__}")
+
+
 def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenizer: AnyTokenizer,
               name: str = "docs") -> Corpus:
     """``data`` (the argument ``name``) as a corpus: a Corpus as it is, a token stream (a TextData or a 1-D int
@@ -495,6 +504,13 @@ def as_corpus(data: Union[Corpus, Sequence[str], np.ndarray, TextData], tokenize
         return TextStream(data.tokens, tokenizer, source=data.source, fingerprint=data.sha256)
     if isinstance(data, np.ndarray):
         return TextStream(data, tokenizer)
+    if not isinstance(data, Sequence):
+        raise TypeError(f"{name} must be a list of documents (str), a token stream or a Corpus, got "
+                        f"{type(data).__name__}")
+    bad = next((i for i, d in enumerate(data) if not isinstance(d, str)), None)
+    if bad is not None:
+        raise TypeError(f"{name}[{bad}] is {type(data[bad]).__name__}, not a document (str): pass documents as str, "
+                        f"or a token stream as a 1-D int array (np.asarray(ids, dtype=np.int32))")
     return Documents(data, tokenizer)
 
 

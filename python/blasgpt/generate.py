@@ -28,7 +28,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 
 from .bpe import AnyTokenizer, BPETokenizer
-from .corpus import MODES, corpus_class
+from .corpus import MODES, check_model_and_tokenizer, corpus_class
 from .model import Model
 
 MAX_LENGTH = 1 << 24      # characters one call may generate (num x length)
@@ -39,6 +39,7 @@ CHUNK_SECONDS = 0.05      # a C++ call draws as many tokens as take about this l
 
 def _check(model: Model, tokenizer: AnyTokenizer, length: int, num: int, temperature: float,
            top_k: Optional[int], mode: str) -> float:
+    check_model_and_tokenizer(model, tokenizer)
     V = model.config.vocab_size
     if tokenizer.vocab_size != V:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} symbols but the model expects {V}")

@@ -189,6 +189,8 @@ class Model:
         """Compute with ``plan`` (the one a checkpoint's run used) from now on, instead of planning anew: a resumed
         run then takes the same kernel for every product as the run it continues, so it continues bit-exactly
         whatever this machine's own timings or cache say."""
+        if not isinstance(plan, Plan):
+            raise TypeError(f"use_plan takes a blasgpt.Plan (e.g. a checkpoint's run plan), got {type(plan).__name__}")
         if plan.dtype != self.dtype.name:
             raise ValueError(f"a {plan.dtype} gemm plan cannot drive a {self.dtype.name} model")
         self._core.set_gemm_plan(plan.choices(), plan.fused_attention)

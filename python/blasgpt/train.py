@@ -26,7 +26,8 @@ from .bpe import AnyTokenizer, BPETokenizer
 from .checkpoint import save_checkpoint
 from .config import Config
 from .corpus import (EVAL_CHUNK_DOCS, EVAL_CHUNK_TOKENS, EVAL_DURING_TRAINING, WINDOW_DRAW_STEPS, Corpus, Documents,
-                     Feed, as_corpus, evaluate, evaluate_text, shuffle_docs, split_validation, window_starts)
+                     Feed, as_corpus, check_model_and_tokenizer, evaluate, evaluate_text, shuffle_docs,
+                     split_validation, window_starts)
 from .data import TextData, Tokenizer
 from .calibrate import Plan
 from .model import Model
@@ -388,6 +389,7 @@ def train(model: Model, tokenizer: AnyTokenizer, docs: Union[Sequence[str], Text
     step's batch is split across the ranks and their gradients summed (blasgpt.parallel): the same updates as one
     process on the whole batch. Only rank 0 logs, evaluates and writes files.
     """
+    check_model_and_tokenizer(model, tokenizer)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     if isinstance(window_seed, bool) or not isinstance(window_seed, int):
