@@ -61,8 +61,8 @@ BLAS_MARGIN = 0.95
 # rounds in all); never more than STEP_LIMIT seconds in all (a step that long gets one round each, or, when even
 # that does not fit, no check: the per-shape choices stand).
 STEP_SECONDS = 0.25
-STEP_ROUND = 2e-3
-STEP_ROUNDS = (2, 5)
+STEP_ROUND = 5e-3
+STEP_ROUNDS = (2, 7)
 STEP_LIMIT = 10.0
 STEP_CHOICES = ("plan", "native", "blas")  # the per-shape choices, every product native, every one OpenBLAS
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
