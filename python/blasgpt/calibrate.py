@@ -14,11 +14,12 @@ of other sizes take the nearest planned shape (within a factor of 4 in each size
 rule. Products too large to time quickly (see MAX_OPERAND and LARGE_VOLUME) are in the plan with the native
 backend's rule's choice, so that no nearby smaller shape lends them its own.
 
-Per-shape timings do not add up to a step: inside a step a product finds some operands still in cache, and the two
-libraries' code and packing buffers evict each other when they alternate. So the plan is then checked as a whole
-(check_step): the model's own forward and backward pass over a batch of the planned shape, timed under the per-shape
-choices, under the native kernels' and under OpenBLAS's choices for every product, in turns; the step keeps the
-fastest of the three. That result is cached like the timings (per model size, rows, threads and per-shape choices).
+Per-shape timings (each product alone, its operands cold) do not predict a step to a few percent: inside a step
+some operands are still in cache and the two libraries' code and buffers share the caches, so a mix the timings
+favour can lose to one library alone. So the plan is then checked as a whole (check_step): the model's own forward
+and backward pass over a batch of the planned shape, timed under the per-shape choices, with every product native
+and with every product on OpenBLAS, in turns; the step keeps the fastest of the three. That result is cached like
+the timings (per model size, rows, threads and per-shape choices).
 """
 
 from __future__ import annotations
@@ -398,11 +399,14 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
     return plan
 
 
+def _step_docs(plan: Plan, threads: int) -> int:
+    return max(1, threads) * max(1, round(plan.rows / plan.doc_len))
+
+
 def step_batch(cfg: Config, plan: Plan, threads: int) -> Batch:
     """A batch of the planned step's shape: per thread, plan.rows positions in documents of plan.doc_len positions
     (fixed pseudo-random tokens)."""
-    n = plan.doc_len
-    docs = max(1, threads) * max(1, round(plan.rows / n))
+    n, docs = plan.doc_len, _step_docs(plan, threads)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, size=docs * (n + 1), dtype=np.int32)
     return Batch(tokens, np.arange(0, docs * (n + 1) + 1, n + 1, dtype=np.int64))
@@ -415,16 +419,20 @@ class StepTooLong(Exception):
 def race_steps(kinds: list[str], use: Callable[[str], None], step: Callable[[], None],
                clock: Callable[[], float]) -> list[float]:
     """Seconds (``clock``) per ``step()`` under each of ``kinds`` (``use(kind)`` switches): after one call to warm
-    up (workspaces grow), rounds with the kinds taking turns (round r starts with kind r mod len(kinds)), the
-    fastest round of each, as STEP_SECONDS, STEP_ROUND, STEP_ROUNDS and STEP_LIMIT say. StepTooLong when one round
-    each would not fit STEP_LIMIT."""
+    up (workspaces grow; a second one when that was short, to size the rounds), rounds with the kinds taking turns
+    (round r starts with kind r mod len(kinds)), the fastest round of each, as STEP_SECONDS, STEP_ROUND,
+    STEP_ROUNDS and STEP_LIMIT say. StepTooLong when one round each would not fit STEP_LIMIT."""
     use(kinds[0])
-    t0 = clock()
-    step()
-    first = max(clock() - t0, 1e-9)  # (an upper bound: it also grew the workspaces)
+
+    def once() -> float:
+        t0 = clock()
+        step()
+        return max(clock() - t0, 1e-9)
+
+    first = once()  # (an upper bound: it also grew the workspaces)
     if first * (1 + len(kinds)) > STEP_LIMIT:
         raise StepTooLong(f"a forward-backward pass takes {first:.1f} s")
-    calls = max(1, math.ceil(STEP_ROUND / first))
+    calls = max(1, math.ceil(STEP_ROUND / (once() if first < STEP_ROUND else first)))
     each = calls * first * len(kinds)  # one round of every kind
     rounds = min(max(STEP_ROUNDS[0], int(STEP_SECONDS / each)), STEP_ROUNDS[1])
     rounds = max(1, min(rounds, int((STEP_LIMIT - first) / each)))
@@ -468,8 +476,8 @@ def check_step(plan: Plan, cfg: Config, threads: int, use: Callable[[str], None]
         return plan
     secs = dict(zip(STEP_CHOICES, found[key]))
     choice = min(STEP_CHOICES, key=lambda k: secs[k])  # (a tie keeps the earlier: the per-shape choices first)
-    docs = max(1, threads) * max(1, round(plan.rows / plan.doc_len))
-    step_info = {"choice": choice, "role": f"forward-backward of {docs} documents of {plan.doc_len} positions",
+    step_info = {"choice": choice, "role": f"forward-backward of {_step_docs(plan, threads)} documents of "
+                                           f"{plan.doc_len} positions",
                  "source": source, **{f"{k}_s": secs[k] for k in STEP_CHOICES}}
     return replace(plan, step=step_info)
 
