@@ -193,7 +193,8 @@ def _backends(rep: Report) -> list[str]:
     for r in rows:
         cells = ", ".join(f"{be} {min(t):.3f} / {statistics.median(t):.3f}" for be, t in r["us"].items())
         lines.append(f"  {r['workload']} (µs/{r['unit']}): {cells}; auto / fastest of native, blas "
-                     f"{r['auto_vs_fastest_min']:.3f} (min), {r['auto_vs_fastest_median']:.3f} (median)")
+                     f"{r['auto_vs_fastest_min']:.3f} (min), {r['auto_vs_fastest_median']:.3f} (median)"
+                     + (f"; auto ran {r['auto_ran']}" if "auto_ran" in r else ""))
     return lines
 
 

@@ -407,7 +407,8 @@ def test_the_whole_step_check_chooses_the_fastest_and_leaves_the_model_as_it_was
     s = plan.step
     assert s is not None and s["source"] == "measured" and s["role"] == "forward-backward of 8 documents of 6 positions"
     assert all(s[k + "_s"] > 0 for k in calibrate.STEP_CHOICES)
-    assert s["choice"] == min(calibrate.STEP_CHOICES, key=lambda k: s[k + "_s"]) == plan.kind
+    single = min(("native", "blas"), key=lambda k: s[k + "_s"])
+    assert plan.kind == s["choice"] == ("plan" if s["plan_s"] < calibrate.STEP_MARGIN * s[single + "_s"] else single)
     assert model._core.gemm_plan == (plan.choices(plan.kind), plan.fused_for(plan.kind))
     for k, v in before.items():
         assert np.array_equal(getattr(model, k), v), k
@@ -467,3 +468,18 @@ def test_a_step_too_long_to_check_keeps_the_per_shape_choices(cache, monkeypatch
     assert model._core.gemm_plan == (plan.choices("plan"), plan.fused_for("plan"))
     data = json.loads(calibrate.cache_path().read_text())
     assert not any(k.startswith("step ") for k in data["timings"])  # nothing cached: it may fit another time
+
+
+@pytest.mark.parametrize("plan_s, native_s, blas_s, chosen", [
+    (0.90, 1.00, 1.20, "plan"),  # the mix clearly faster
+    (0.99, 1.00, 1.20, "native"),  # the mix within STEP_MARGIN of the faster library: that library
+    (0.99, 1.20, 1.00, "blas"),
+    (1.00, 1.00, 1.00, "native"),  # a tie of everything: the native kernels
+])
+def test_the_per_shape_mix_is_kept_only_when_clearly_faster(cache, monkeypatch, plan_s, native_s, blas_s, chosen):
+    secs = {"plan": plan_s, "native": native_s, "blas": blas_s}
+    # a per-shape mix (untransposed products on OpenBLAS), so that the three kinds compute differently
+    monkeypatch.setattr(_core, "time_gemm", lambda dtype, ta, tb, *rest: (1e-6, 0.5e-6 if not ta | tb else 2e-6))
+    monkeypatch.setattr(calibrate, "race_steps", lambda kinds, use, step, clock: [secs[k] * 1e-3 for k in kinds])
+    model = blasgpt.Model(CFG, "float32")
+    assert model.plan_gemm(48, 6).kind == chosen

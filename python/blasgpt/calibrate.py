@@ -66,6 +66,10 @@ STEP_ROUND = 5e-3
 STEP_ROUNDS = (2, 7)
 STEP_LIMIT = 10.0
 STEP_CHOICES = ("plan", "native", "blas")  # the per-shape choices, every product native, every one OpenBLAS
+# The per-shape mix is kept only when its step took under STEP_MARGIN of the faster single library's: one or two
+# rounds of a step of tens of milliseconds move by a few percent on a busy machine, and a near-tie is safer on one
+# library (which the forced backends run too) than on a mix whose edge was within that noise.
+STEP_MARGIN = 0.98
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -452,9 +456,9 @@ def check_step(plan: Plan, cfg: Config, threads: int, use: Callable[[str], None]
     """``plan`` checked as a whole: ``step()`` (the model's forward-backward pass over step_batch) timed with
     ``use(kind)`` switching the model between the per-shape choices ("plan"), every product native and every
     product OpenBLAS (STEP_CHOICES; kinds that compute with the same choices are timed once), in turns, on this
-    thread's CPU clock (the process's with worker threads); the plan comes back with the fastest as its choice
-    (``step``). The timings are cached like the per-shape ones. A step too long to check keeps the per-shape
-    choices (step None)."""
+    thread's CPU clock (the process's with worker threads). The plan comes back with the fastest as its choice
+    (``step``): the mix only when clearly faster (STEP_MARGIN), a tie of the two libraries native. The timings
+    are cached like the per-shape ones. A step too long to check keeps the per-shape choices (step None)."""
     first_of: dict[str, str] = {}  # kinds computing with the same choices are timed as the first of them
     seen: dict[str, str] = {}
     for kind in STEP_CHOICES:
@@ -475,7 +479,8 @@ def check_step(plan: Plan, cfg: Config, threads: int, use: Callable[[str], None]
     if key not in found:
         return plan
     secs = dict(zip(STEP_CHOICES, found[key]))
-    choice = min(STEP_CHOICES, key=lambda k: secs[k])  # (a tie keeps the earlier: the per-shape choices first)
+    single = "blas" if secs["blas"] < secs["native"] else "native"
+    choice = "plan" if secs["plan"] < STEP_MARGIN * secs[single] else single
     step_info = {"choice": choice, "role": f"forward-backward of {_step_docs(plan, threads)} documents of "
                                            f"{plan.doc_len} positions",
                  "source": source, **{f"{k}_s": secs[k] for k in STEP_CHOICES}}
@@ -490,5 +495,6 @@ def forget() -> None:
         _machine = None
 
 
-__all__ = ["BLAS_MARGIN", "Plan", "Product", "StepTooLong", "cache_path", "check_step", "choose", "forget", "machine",
-           "make_plan", "model_products", "race_steps", "read_cache", "row_bucket", "step_batch", "write_cache"]
+__all__ = ["BLAS_MARGIN", "STEP_MARGIN", "Plan", "Product", "StepTooLong", "cache_path", "check_step", "choose",
+           "forget", "machine", "make_plan", "model_products", "race_steps", "read_cache", "row_bucket", "step_batch",
+           "write_cache"]
