@@ -59,12 +59,15 @@ def backend_rows(rep: Report, works: Workloads, quick: bool) -> None:
         med = {be: statistics.median(v) for be, v in us.items()}
         ratio_min = lo["auto"] / min(lo["native"], lo["blas"])
         ratio_med = med["auto"] / min(med["native"], med["blas"])
+        plan = models["auto"][0].gemm_plan
+        ran = {"plan": "the per-shape mix", "native": "every product native", "blas": "every product on OpenBLAS"}[
+            plan.kind] if plan is not None else "no plan"
         out.append({"workload": label, "dtype": "float32", "threads": 1, "clock": got[0][1], "repeats": repeats,
-                    "unit": unit,
+                    "unit": unit, "auto_ran": ran,
                     "us": us, "auto_vs_fastest_min": ratio_min, "auto_vs_fastest_median": ratio_med,
                     "checked": "; ".join(f"{be}: {models[be][1]}" for be in BACKENDS)})
         rep.comparisons.append(f"default backend (auto) / fastest of native, blas, {label} float32, 1 thread: "
-                               f"{ratio_min:.3f} (min), {ratio_med:.3f} (median)")
+                               f"{ratio_min:.3f} (min), {ratio_med:.3f} (median); auto ran {ran}")
     rep.extra["backends"] = out
 
 

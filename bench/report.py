@@ -66,7 +66,8 @@ class Report:
                              "why": f"fused kernel {a['fused_s'] * 1e6:.1f} µs, as gemm products "
                                     f"{a['gemm_s'] * 1e6:.1f} µs"})
         choices.append({"workload": workload, "dtype": plan.dtype, "rows": plan.rows, "summary": plan.summary(),
-                        "products": products, "large": list(plan.large)})
+                        "products": products, "large": list(plan.large), "untimed": list(plan.untimed),
+                        "step": plan.step, "step_why": plan.step_summary()})
 
     def peak(self, dtype: str) -> float:
         return self.machine["peak_gflops_f32" if dtype == "float32" else "peak_gflops_f64"]
@@ -176,6 +177,7 @@ def _gemm_choices(choices: Optional[list[dict[str, Any]]]) -> list[str]:
     for c in choices:
         lines.append(f"  {c['workload']} {c['dtype']}: {c['summary']}")
         lines += [f"    {p['shape']:18s} {p['role']:26s} -> {p['backend']:6s} ({p['why']})" for p in c["products"]]
+        lines.append(f"    {c['step_why']}")
     return lines
 
 
@@ -191,7 +193,8 @@ def _backends(rep: Report) -> list[str]:
     for r in rows:
         cells = ", ".join(f"{be} {min(t):.3f} / {statistics.median(t):.3f}" for be, t in r["us"].items())
         lines.append(f"  {r['workload']} (µs/{r['unit']}): {cells}; auto / fastest of native, blas "
-                     f"{r['auto_vs_fastest_min']:.3f} (min), {r['auto_vs_fastest_median']:.3f} (median)")
+                     f"{r['auto_vs_fastest_min']:.3f} (min), {r['auto_vs_fastest_median']:.3f} (median)"
+                     + (f"; auto ran {r['auto_ran']}" if "auto_ran" in r else ""))
     return lines
 
 

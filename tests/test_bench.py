@@ -83,6 +83,9 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
         products = [p for c in choices.values() for p in c["products"] if p["shape"] != "attention"]
         assert products and all(p["backend"] in ("native", "blas") and p["native_us"] > 0 and p["blas_us"] > 0
                                 and "µs" in p["why"] for p in products)
+        assert all(c["step"] is None or c["step"]["choice"] in ("plan", "native", "blas") for c in choices.values())
+        assert all(b["auto_ran"] in ("the per-shape mix", "every product native", "every product on OpenBLAS")
+                   for b in backends)
         assert all(row["detail"] == "auto" for row in rows
                    if row["impl"] == "blasgpt" and row["section"] in ("names", "text"))
         assert "gemm auto" in whole["sides"][0]["gemm"]
@@ -95,7 +98,7 @@ def test_bench_quick_runs_every_row_kind_and_verifies(tmp_path, text_file):
         assert any("MPI scaling skipped" in n for n in data["notes"])
     for word in ("µs/doc", "µs/token", "tokens/s", "Steady state", "Whole run", "wall seconds per part",
                  "Default gemm backend (auto) against the forced ones", "OpenBLAS kernel", "choice and why",
-                 "command: python -m blasgpt bench --quick"):
+                 "whole step", "command: python -m blasgpt bench --quick"):
         assert word in r.stdout
 
 

@@ -272,11 +272,14 @@ def test_set_gemm_plan_checks_its_input():
 
 def prefer(monkeypatch, kernel: str) -> None:
     """From here on, this machine 'measures' ``kernel`` (native or blas) faster for every product, and the fused
-    attention kernel faster exactly when native wins (timings are (native, blas) and (fused, gemm) seconds)."""
+    attention kernel faster exactly when native wins (timings are (native, blas) and (fused, gemm) seconds); whole
+    steps under the per-shape choices and under ``kernel`` tie, the other kernel's are slower."""
     fast, slow = 1e-9, 1e-3
     pair = (fast, slow) if kernel == "native" else (slow, fast)
     monkeypatch.setattr(_core, "time_gemm", lambda *args: pair)
     monkeypatch.setattr(_core, "time_attention", lambda *args: pair)
+    monkeypatch.setattr(calibrate, "race_steps", lambda kinds, use, step, clock: [
+        fast if k in ("plan", kernel) else slow for k in kinds])
     calibrate.forget()
 
 
@@ -338,3 +341,145 @@ def test_a_stored_plan_is_checked(text, problem):
         calibrate.Plan.from_json(text)
     with pytest.raises(TypeError):
         calibrate.Plan.from_json('{"dtype": "float32"}')
+
+
+def test_products_too_large_to_time_keep_the_native_rule(cache, monkeypatch):
+    """A product left untimed (LARGE_VOLUME or more: OpenBLAS; an operand past MAX_OPERAND: native) is in the plan
+    the core computes with, so it does not take the choice of the nearest timed shape (the d384 model's MLP and
+    qkv products took the attention output projection's)."""
+    prefer(monkeypatch, "native")
+    monkeypatch.setattr(calibrate, "LARGE_VOLUME", 96 * 64 * 16)  # the MLP's products
+    monkeypatch.setattr(calibrate, "MAX_OPERAND", 96 * 27)  # qkv's and the MLP's activations (27 < 96 < 64 rows)
+    plan = make_plan(CFG, "float32", 96, 8)
+    assert plan.large and plan.untimed and not set(plan.large) & set(plan.untimed)
+    for kind in ("plan", "native", "blas"):
+        choices = {Product(*c[:5]).key: c[5] for c in plan.choices(kind)}
+        assert len(choices) == len(model_products(CFG, 96, 8))
+        assert all(choices[k] for k in plan.large)  # OpenBLAS, as the native backend's rule
+        assert all(choices[k] == (kind == "blas") for k in plan.untimed)
+    assert "too large to time: native" in plan.summary()
+    with pytest.raises(ValueError, match="not a product shape"):
+        Product.from_key("NT 96x0x16")
+
+
+class FakeSteps:
+    """A model whose forward-backward pass costs ``cost[kind]`` seconds of a clock of its own under each kind."""
+
+    def __init__(self, cost: dict[str, float]):
+        self.cost, self.now, self.kind, self.log = cost, 0.0, "", []
+
+    def use(self, kind: str) -> None:
+        self.kind = kind
+        self.log.append(kind)
+
+    def step(self) -> None:
+        self.now += self.cost[self.kind]
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_race_steps_takes_turns_within_its_budget():
+    fake = FakeSteps({"plan": 1e-4, "native": 2e-4, "blas": 3e-4})
+    kinds = ["plan", "native", "blas"]
+    assert calibrate.race_steps(kinds, fake.use, fake.step, fake.clock) == pytest.approx([1e-4, 2e-4, 3e-4])
+    rounds = fake.log[1:]  # after the warm-up call: the kinds in turns, each round starting one further along
+    assert rounds[:6] == ["plan", "native", "blas", "native", "blas", "plan"]
+    assert calibrate.STEP_ROUNDS[0] * 3 <= len(rounds) <= calibrate.STEP_ROUNDS[1] * 3
+    assert fake.now <= calibrate.STEP_SECONDS + calibrate.STEP_LIMIT / 10
+    long = calibrate.STEP_LIMIT / 3.5  # a long step: one round each (a second would not fit STEP_LIMIT)
+    slow = FakeSteps({"plan": long, "native": long})
+    assert calibrate.race_steps(["plan", "native"], slow.use, slow.step, slow.clock) == pytest.approx([long, long])
+    assert slow.log == ["plan", "plan", "native"] and slow.now <= calibrate.STEP_LIMIT
+    too_long = FakeSteps({k: calibrate.STEP_LIMIT / 3 for k in kinds})
+    with pytest.raises(calibrate.StepTooLong, match="a forward-backward pass takes"):
+        calibrate.race_steps(kinds, too_long.use, too_long.step, too_long.clock)
+    assert len(too_long.log) == 1
+
+
+def test_the_whole_step_check_chooses_the_fastest_and_leaves_the_model_as_it_was(cache, monkeypatch):
+    """A real check on a real model: three positive timings, the core computing with the fastest's choices, and the
+    model's parameters, gradients, Adam state and step untouched by the passes it timed."""
+    model, tok, docs = make_setup(3, 16, 4, 1, 8, n_docs=12, vocab=6, dtype="float32", backend="auto")
+    model.train_step(tok.batch(docs[:4]))
+    before = {k: getattr(model, k).copy() for k in ("flat_params", "flat_grads", "adam_m", "adam_v")}
+    plan = model.plan_gemm(40, 6)
+    s = plan.step
+    assert s is not None and s["source"] == "measured" and s["role"] == "forward-backward of 8 documents of 6 positions"
+    assert all(s[k + "_s"] > 0 for k in calibrate.STEP_CHOICES)
+    single = min(("native", "blas"), key=lambda k: s[k + "_s"])
+    assert plan.kind == s["choice"] == ("plan" if s["plan_s"] < calibrate.STEP_MARGIN * s[single + "_s"] else single)
+    assert model._core.gemm_plan == (plan.choices(plan.kind), plan.fused_for(plan.kind))
+    for k, v in before.items():
+        assert np.array_equal(getattr(model, k), v), k
+    assert model.step == 1
+    assert "whole step:" in plan.summary() and "-> " in plan.step_summary()
+    assert calibrate.Plan.from_json(plan.to_json()) == plan
+
+
+def test_the_whole_step_choice_is_cached_and_used(cache, monkeypatch):
+    """The check's timings go to the machine's cache: another process reads them instead of timing again, and its
+    model computes with the choice they make (here every product on OpenBLAS, attention as gemm products)."""
+    calls = []
+    monkeypatch.setattr(calibrate, "race_steps", lambda kinds, use, step, clock: calls.append(kinds) or [
+        {"plan": 3e-6, "native": 2e-6, "blas": 1e-6}[k] for k in kinds])
+    model = blasgpt.Model(CFG, "float32")
+    plan = model.plan_gemm(48, 6)
+    assert len(calls) == 1 and plan.kind == "blas" and plan.step["source"] == "measured"
+    choices, fused = model._core.gemm_plan
+    assert choices == plan.choices("blas") and all(c[-1] for c in choices) and not fused
+    assert plan.choices() == plan.choices("blas") and plan.fused_attention is False
+
+    calibrate.forget()  # another process on this machine
+    monkeypatch.setattr(calibrate, "race_steps", lambda *args: pytest.fail("timed the step again"))
+    again = blasgpt.Model(CFG, "float32")
+    got = again.plan_gemm(48, 6)
+    assert got.step["source"] == "cached" and got.kind == "blas" and again._core.gemm_plan == (choices, False)
+    other = blasgpt.Model(blasgpt.Config(vocab_size=7, n_embd=16, n_head=4, n_layer=2, block_size=8), "float32")
+    with pytest.raises(pytest.fail.Exception, match="timed the step again"):
+        other.plan_gemm(48, 6)  # another model size is another step
+
+
+def test_an_override_wins_over_the_whole_step_choice(cache, monkeypatch):
+    """BLASGPT_GEMM and backend= run the forced backend without planning or checking a step, and switching a planned
+    model to a forced backend computes on it."""
+    monkeypatch.setattr(calibrate, "race_steps", lambda kinds, use, step, clock: [
+        {"plan": 3e-6, "native": 2e-6, "blas": 1e-6}[k] for k in kinds])
+    model = blasgpt.Model(CFG, "float32")
+    assert model.plan_gemm(48, 6).kind == "blas"
+    monkeypatch.setattr(calibrate, "race_steps", lambda *args: pytest.fail("checked a step"))
+    monkeypatch.setenv("BLASGPT_GEMM", "native")
+    forced = [blasgpt.Model(CFG, "float32"), blasgpt.Model(CFG, "float32", backend="native")]
+    monkeypatch.delenv("BLASGPT_GEMM")
+    forced.append(blasgpt.Model(CFG, "float32", backend="native"))
+    _, tok, docs = make_setup(3, 16, 4, 1, 8, n_docs=12, vocab=6)
+    for m in forced:
+        m.train_step(tok.batch(docs))
+        assert m.backend == "native" and m.gemm_plan is None
+    model.backend = "native"
+    assert model._core.backend == "native"
+
+
+def test_a_step_too_long_to_check_keeps_the_per_shape_choices(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "STEP_LIMIT", 1e-9)
+    model = blasgpt.Model(CFG, "float32")
+    plan = model.plan_gemm(48, 6)
+    assert plan.step is None and plan.kind == "plan" and "not checked" in plan.step_summary()
+    assert model._core.gemm_plan == (plan.choices("plan"), plan.fused_for("plan"))
+    data = json.loads(calibrate.cache_path().read_text())
+    assert not any(k.startswith("step ") for k in data["timings"])  # nothing cached: it may fit another time
+
+
+@pytest.mark.parametrize("plan_s, native_s, blas_s, chosen", [
+    (0.90, 1.00, 1.20, "plan"),  # the mix clearly faster
+    (0.99, 1.00, 1.20, "native"),  # the mix within STEP_MARGIN of the faster library: that library
+    (0.99, 1.20, 1.00, "blas"),
+    (1.00, 1.00, 1.00, "native"),  # a tie of everything: the native kernels
+])
+def test_the_per_shape_mix_is_kept_only_when_clearly_faster(cache, monkeypatch, plan_s, native_s, blas_s, chosen):
+    secs = {"plan": plan_s, "native": native_s, "blas": blas_s}
+    # a per-shape mix (untransposed products on OpenBLAS), so that the three kinds compute differently
+    monkeypatch.setattr(_core, "time_gemm", lambda dtype, ta, tb, *rest: (1e-6, 0.5e-6 if not ta | tb else 2e-6))
+    monkeypatch.setattr(calibrate, "race_steps", lambda kinds, use, step, clock: [secs[k] * 1e-3 for k in kinds])
+    model = blasgpt.Model(CFG, "float32")
+    assert model.plan_gemm(48, 6).kind == chosen

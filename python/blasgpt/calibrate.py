@@ -11,7 +11,15 @@ every later model and process on the machine.
 
 The plan is made for the rows a step runs per thread (batch positions / threads), rounded (row_bucket); products
 of other sizes take the nearest planned shape (within a factor of 4 in each size), others the native backend's
-rule (and so do products too large to time quickly, see MAX_ROWS, MAX_OPERAND and LARGE_VOLUME).
+rule. Products too large to time quickly (see MAX_OPERAND and LARGE_VOLUME) are in the plan with the native
+backend's rule's choice, so that no nearby smaller shape lends them its own.
+
+Per-shape timings (each product alone, its operands cold) do not predict a step to a few percent: inside a step
+some operands are still in cache and the two libraries' code and buffers share the caches, so a mix the timings
+favour can lose to one library alone. So the plan is then checked as a whole (check_step): the model's own forward
+and backward pass over a batch of the planned shape, timed under the per-shape choices, with every product native
+and with every product on OpenBLAS, in turns; the step keeps the fastest of the three. That result is cached like
+the timings (per model size, rows, threads and per-shape choices).
 """
 
 from __future__ import annotations
@@ -23,14 +31,17 @@ import os
 import platform
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import numpy as np
 
 from . import _core
 from ._version import __version__
 from .config import Config
-from .data import cache_dir
+from .data import Batch, cache_dir
 
 PLAN_FORMAT = "blasgpt gemm plan"
 PLAN_VERSION = 1
@@ -46,6 +57,19 @@ LARGE_VOLUME = 1 << 29
 # the timing said it saved (another library's code and buffers in the caches between the model's own kernels). A
 # clear difference (d16 batch 16 float32 on an AMD EPYC: 5-25 % faster for most backward products) still counts.
 BLAS_MARGIN = 0.95
+# The whole-step check (check_step): rounds of forward-backward passes, the three choices taking turns, each round
+# at least STEP_ROUND seconds of calls, STEP_ROUNDS[0] to STEP_ROUNDS[1] rounds each (fewer past STEP_SECONDS of
+# rounds in all); never more than STEP_LIMIT seconds in all (a step that long gets one round each, or, when even
+# that does not fit, no check: the per-shape choices stand).
+STEP_SECONDS = 0.25
+STEP_ROUND = 5e-3
+STEP_ROUNDS = (2, 7)
+STEP_LIMIT = 10.0
+STEP_CHOICES = ("plan", "native", "blas")  # the per-shape choices, every product native, every one OpenBLAS
+# The per-shape mix is kept only when its step took under STEP_MARGIN of the faster single library's: one or two
+# rounds of a step of tens of milliseconds move by a few percent on a busy machine, and a near-tie is safer on one
+# library (which the forced backends run too) than on a mix whose edge was within that noise.
+STEP_MARGIN = 0.98
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
@@ -66,6 +90,18 @@ class Product:
     @property
     def key(self) -> str:
         return f"{'T' if self.ta else 'N'}{'T' if self.tb else 'N'} {self.m}x{self.n}x{self.k}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "Product":
+        """The product of ``key`` ("NT 64x48x16"); ValueError when it is not one."""
+        ops, _, sizes = str(key).partition(" ")
+        dims = sizes.split("x")
+        if len(ops) != 2 or not set(ops) <= {"N", "T"} or len(dims) != 3 or not all(d.isdigit() for d in dims):
+            raise ValueError(f"not a product shape: {key!r}")
+        m, n, k = (int(d) for d in dims)
+        if not all(0 < d <= 1 << 30 for d in (m, n, k)):
+            raise ValueError(f"not a product shape: {key!r}")
+        return cls(ops[0] == "T", ops[1] == "T", m, n, k)
 
 
 def row_bucket(rows: int) -> int:
@@ -150,7 +186,7 @@ def read_cache(path: Path, info: dict[str, str]) -> dict[str, list[float]]:
             and data.get("machine") == info and isinstance(data.get("timings"), dict)):
         return {}
     return {k: [float(x) for x in v] for k, v in data["timings"].items()
-            if isinstance(k, str) and isinstance(v, list) and len(v) == 2
+            if isinstance(k, str) and isinstance(v, list) and len(v) == (3 if k.startswith(_STEP_KEY) else 2)
             and all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in v)}
 
 
@@ -199,6 +235,16 @@ def _attention_key(dtype: str, cfg: Config, n: int, docs: int) -> str:
     return f"{dtype} attention C{cfg.n_embd} H{cfg.n_head} n{n} docs{docs}"
 
 
+_STEP_KEY = "step "  # whole-step checks: three timings (STEP_CHOICES), the other keys two
+
+
+def _step_key(plan: "Plan", cfg: Config, threads: int) -> str:
+    """The key of a whole-step check: the model's size, the planned step and the per-shape choices it tried."""
+    tried = hashlib.sha256(json.dumps([plan.choices("plan"), plan.fused_for("plan")]).encode()).hexdigest()[:12]
+    return (f"{_STEP_KEY}{plan.dtype} V{cfg.vocab_size} C{cfg.n_embd} H{cfg.n_head} L{cfg.n_layer} T{cfg.block_size}"
+            f"{' tied' if cfg.tie_embeddings else ''} threads{threads} rows{plan.rows} n{plan.doc_len} plan {tried}")
+
+
 def _timings(wanted: dict[str, Any]) -> tuple[dict[str, list[float]], str]:
     """Timings of ``wanted`` (key -> a function measuring it): from this process, else the cache, else measured
     now (and cached). Returns them and where they came from ("cached", "measured" or "measured, not cached")."""
@@ -234,6 +280,11 @@ class Plan:
     attention: Optional[dict[str, Any]]  # fused kernel vs gemm path, when the fused kernel applies
     source: str
     large: list[str] = field(default_factory=list)  # shapes of LARGE_VOLUME or more: OpenBLAS, untimed
+    untimed: list[str] = field(default_factory=list)  # shapes with an operand past MAX_OPERAND: native, untimed
+    # the whole-step check (check_step): "choice" (one of STEP_CHOICES), the seconds of a forward-backward pass under
+    # each ("plan_s", "native_s", "blas_s"), what was timed ("role") and where the result came from ("source");
+    # None when the step was not checked
+    step: Optional[dict[str, Any]] = None
 
     def to_json(self) -> str:
         """The plan as JSON (what a checkpoint stores, so a resumed run computes with the same kernels)."""
@@ -254,21 +305,63 @@ class Plan:
                 raise ValueError(f"not a product of a gemm plan: {p!r}")
         if plan.attention is not None and plan.attention.get("choice") not in ("fused", "gemm"):
             raise ValueError(f"not an attention choice of a gemm plan: {plan.attention!r}")
+        if not (isinstance(plan.large, list) and isinstance(plan.untimed, list)):
+            raise ValueError("a gemm plan's large and untimed shapes are lists")
+        for key in plan.large + plan.untimed:
+            Product.from_key(key)
+        if plan.step is not None and (not isinstance(plan.step, dict) or plan.step.get("choice") not in STEP_CHOICES):
+            raise ValueError(f"not a whole-step choice of a gemm plan: {plan.step!r}")
         return plan
 
-    def choices(self) -> list[tuple[bool, bool, int, int, int, bool]]:
-        return [(p["ta"], p["tb"], p["m"], p["n"], p["k"], p["choice"] == "blas") for p in self.products]
+    @property
+    def kind(self) -> str:
+        """What the step computes with: "plan" (each product as its timings chose), "native" or "blas"."""
+        return "plan" if self.step is None else str(self.step["choice"])
+
+    def choices(self, kind: Optional[str] = None) -> list[tuple[bool, bool, int, int, int, bool]]:
+        """(ta, tb, m, n, k, OpenBLAS?) of every product of the step (``kind``, default the plan's own, as in
+        ``kind``): the timed ones, those of LARGE_VOLUME or more (OpenBLAS, as the native backend's rule) and those
+        too large to time (native unless every product is OpenBLAS's)."""
+        kind = kind or self.kind
+        out = [(p["ta"], p["tb"], p["m"], p["n"], p["k"], p["choice"] == "blas" if kind == "plan" else kind == "blas")
+               for p in self.products]
+        for keys, blas in ((self.large, True), (self.untimed, kind == "blas")):
+            out += [(q.ta, q.tb, q.m, q.n, q.k, blas) for q in map(Product.from_key, keys)]
+        return out
+
+    def fused_for(self, kind: Optional[str] = None) -> bool:
+        """Whether attention runs as the fused kernel (where it applies) under ``kind`` (as in ``choices``)."""
+        kind = kind or self.kind
+        if kind != "plan":
+            return kind == "native"
+        return self.attention is None or self.attention["choice"] == "fused"
 
     @property
     def fused_attention(self) -> bool:
-        return self.attention is None or self.attention["choice"] == "fused"
+        return self.fused_for()
 
     def summary(self) -> str:
         blas = sum(p["choice"] == "blas" for p in self.products)
         att = "" if self.attention is None else f", attention {self.attention['choice']}"
         large = f" (+ {len(self.large)} of 2^29 multiply-adds or more: OpenBLAS)" if self.large else ""
-        return (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{large}{att}; "
-                f"{self.source} at {self.rows} rows")
+        untimed = f" (+ {len(self.untimed)} too large to time: native)" if self.untimed else ""
+        text = (f"{len(self.products) - blas} of {len(self.products)} products native, {blas} OpenBLAS{large}{untimed}"
+                f"{att}; {self.source} at {self.rows} rows")
+        if self.step is None:
+            return f"{text}; whole step not checked"
+        return f"{text}; whole step: {_STEP_NAMES[self.kind]} (" + ", ".join(
+            f"{k} {self.step[k + '_s'] * 1e6:.0f} µs" for k in STEP_CHOICES) + ")"
+
+    def step_summary(self) -> str:
+        """The whole-step check: what was timed, the three timings and the choice (or that there was none)."""
+        if self.step is None:
+            return "whole step not checked (a forward-backward pass too long to time three ways): the choices above"
+        s = self.step
+        times = ", ".join(f"{_STEP_NAMES[k]} {s[k + '_s'] * 1e6:.1f} µs" for k in STEP_CHOICES)
+        return f"whole step, {s['role']} ({s['source']}): {times} -> {_STEP_NAMES[s['choice']]}"
+
+
+_STEP_NAMES = {"plan": "the per-shape choices", "native": "every product native", "blas": "every product OpenBLAS"}
 
 
 def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
@@ -279,8 +372,9 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
     n = max(1, min(int(doc_len), cfg.block_size))
     every = model_products(cfg, bucket, n)
     large = [p.key for p in every if p.m * p.n * p.k >= LARGE_VOLUME]
-    products = {p: role for p, role in every.items()
-                if max(p.m * p.k, p.k * p.n, p.m * p.n) <= MAX_OPERAND and p.m * p.n * p.k < LARGE_VOLUME}
+    untimed = [p.key for p in every
+               if max(p.m * p.k, p.k * p.n, p.m * p.n) > MAX_OPERAND and p.m * p.n * p.k < LARGE_VOLUME]
+    products = {p: role for p, role in every.items() if p.key not in large and p.key not in untimed}
     with _lock:
         wanted = {_gemm_key(dtype, p): (lambda p=p: _core.time_gemm(dtype, p.ta, p.tb, p.m, p.n, p.k,
                                                                     SECONDS_PER_PRODUCT))
@@ -293,7 +387,7 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
             native, blas = timed[_gemm_key(dtype, p)]
             rows_out.append({"role": role, "ta": p.ta, "tb": p.tb, "m": p.m, "n": p.n, "k": p.k, "shape": p.key,
                              "native_s": native, "blas_s": blas, "choice": choose(native, blas)})
-        plan = Plan(dtype, bucket, n, rows_out, None, source, large)
+        plan = Plan(dtype, bucket, n, rows_out, None, source, large, untimed)
         # the fused kernel takes at most 128 positions; time at most 64 documents and MAX_OPERAND values a buffer
         docs = min(max(1, bucket // n), 64, MAX_OPERAND // (n * max(3 * cfg.n_embd, cfg.n_head * n)))
         if n <= CACHED_POSITIONS and docs >= 1:
@@ -309,6 +403,90 @@ def make_plan(cfg: Config, dtype: str, rows: int, doc_len: int) -> Plan:
     return plan
 
 
+def _step_docs(plan: Plan, threads: int) -> int:
+    return max(1, threads) * max(1, round(plan.rows / plan.doc_len))
+
+
+def step_batch(cfg: Config, plan: Plan, threads: int) -> Batch:
+    """A batch of the planned step's shape: per thread, plan.rows positions in documents of plan.doc_len positions
+    (fixed pseudo-random tokens)."""
+    n, docs = plan.doc_len, _step_docs(plan, threads)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.vocab_size, size=docs * (n + 1), dtype=np.int32)
+    return Batch(tokens, np.arange(0, docs * (n + 1) + 1, n + 1, dtype=np.int64))
+
+
+class StepTooLong(Exception):
+    """A forward-backward pass too long to check the step within STEP_LIMIT seconds."""
+
+
+def race_steps(kinds: list[str], use: Callable[[str], None], step: Callable[[], None],
+               clock: Callable[[], float]) -> list[float]:
+    """Seconds (``clock``) per ``step()`` under each of ``kinds`` (``use(kind)`` switches): after one call to warm
+    up (workspaces grow; a second one when that was short, to size the rounds), rounds with the kinds taking turns
+    (round r starts with kind r mod len(kinds)), the fastest round of each, as STEP_SECONDS, STEP_ROUND,
+    STEP_ROUNDS and STEP_LIMIT say. StepTooLong when one round each would not fit STEP_LIMIT."""
+    use(kinds[0])
+
+    def once() -> float:
+        t0 = clock()
+        step()
+        return max(clock() - t0, 1e-9)
+
+    first = once()  # (an upper bound: it also grew the workspaces)
+    if first * (1 + len(kinds)) > STEP_LIMIT:
+        raise StepTooLong(f"a forward-backward pass takes {first:.1f} s")
+    calls = max(1, math.ceil(STEP_ROUND / (once() if first < STEP_ROUND else first)))
+    each = calls * first * len(kinds)  # one round of every kind
+    rounds = min(max(STEP_ROUNDS[0], int(STEP_SECONDS / each)), STEP_ROUNDS[1])
+    rounds = max(1, min(rounds, int((STEP_LIMIT - first) / each)))
+    best = [math.inf] * len(kinds)
+    for r in range(rounds):
+        for j in range(len(kinds)):
+            i = (r + j) % len(kinds)
+            use(kinds[i])
+            t0 = clock()
+            for _ in range(calls):
+                step()
+            best[i] = min(best[i], (clock() - t0) / calls)
+    return best
+
+
+def check_step(plan: Plan, cfg: Config, threads: int, use: Callable[[str], None], step: Callable[[], None]) -> Plan:
+    """``plan`` checked as a whole: ``step()`` (the model's forward-backward pass over step_batch) timed with
+    ``use(kind)`` switching the model between the per-shape choices ("plan"), every product native and every
+    product OpenBLAS (STEP_CHOICES; kinds that compute with the same choices are timed once), in turns, on this
+    thread's CPU clock (the process's with worker threads). The plan comes back with the fastest as its choice
+    (``step``): the mix only when clearly faster (STEP_MARGIN), a tie of the two libraries native. The timings
+    are cached like the per-shape ones. A step too long to check keeps the per-shape choices (step None)."""
+    first_of: dict[str, str] = {}  # kinds computing with the same choices are timed as the first of them
+    seen: dict[str, str] = {}
+    for kind in STEP_CHOICES:
+        first_of[kind] = seen.setdefault(json.dumps([plan.choices(kind), plan.fused_for(kind)]), kind)
+    timed = list(seen.values())
+    clock = time.thread_time if threads <= 1 else time.process_time
+    key = _step_key(plan, cfg, threads)
+
+    def measure() -> list[float]:
+        got = dict(zip(timed, race_steps(timed, use, step, clock)))
+        return [got[first_of[kind]] for kind in STEP_CHOICES]
+
+    with _lock:
+        try:
+            found, source = _timings({key: measure})
+        except StepTooLong:
+            return plan
+    if key not in found:
+        return plan
+    secs = dict(zip(STEP_CHOICES, found[key]))
+    single = "blas" if secs["blas"] < secs["native"] else "native"
+    choice = "plan" if secs["plan"] < STEP_MARGIN * secs[single] else single
+    step_info = {"choice": choice, "role": f"forward-backward of {_step_docs(plan, threads)} documents of "
+                                           f"{plan.doc_len} positions",
+                 "source": source, **{f"{k}_s": secs[k] for k in STEP_CHOICES}}
+    return replace(plan, step=step_info)
+
+
 def forget() -> None:
     """Drop this process's timings (the next plan reads the cache again, or measures)."""
     global _machine
@@ -317,5 +495,6 @@ def forget() -> None:
         _machine = None
 
 
-__all__ = ["BLAS_MARGIN", "Plan", "Product", "cache_path", "choose", "forget", "machine", "make_plan",
-           "model_products", "read_cache", "row_bucket", "write_cache"]
+__all__ = ["BLAS_MARGIN", "STEP_MARGIN", "Plan", "Product", "StepTooLong", "cache_path", "check_step", "choose",
+           "forget", "machine", "make_plan", "model_products", "race_steps", "read_cache", "row_bucket", "step_batch",
+           "write_cache"]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping, NoReturn, Optional, Sequenc
 import numpy as np
 
 from . import _core
-from .calibrate import Plan, make_plan, row_bucket
+from .calibrate import Plan, check_step, make_plan, row_bucket, step_batch
 from .config import Config, MemoryEstimate, MemoryLimitError, check_memory, format_bytes, memory_estimate
 from .data import Batch
 
@@ -168,9 +168,11 @@ class Model:
     def plan_gemm(self, rows: int, doc_len: Optional[int] = None) -> Plan:
         """Decide each product of a training step of ``rows`` positions per thread (documents of ``doc_len``
         positions, default block_size) for the auto backend: timings from the machine's cache, or measured now
-        (blasgpt.calibrate), and used by this model from now on (the other backends keep them for when it is
-        switched to auto). ``train`` calls this; a first step without a plan makes one from its batch. A model
-        loaded from a checkpoint keeps the plan its run used (use_plan) and returns it unchanged."""
+        (blasgpt.calibrate), then the whole step checked (this model's forward-backward pass timed under those
+        choices, all native and all OpenBLAS; the fastest stays; its gradients are left as they were), and used
+        by this model from now on (the other backends keep them for when it is switched to auto). ``train``
+        calls this; a first step without a plan makes one from its batch. A model loaded from a checkpoint keeps
+        the plan its run used (use_plan) and returns it unchanged."""
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ValueError(f"rows must be a positive integer, got {rows!r}")
         n = self.config.block_size if doc_len is None else int(doc_len)
@@ -179,11 +181,30 @@ class Model:
         if self._plan_kept and plan is not None:
             return plan
         if plan is None or plan.rows != row_bucket(rows) or plan.doc_len != n:
-            plan = make_plan(self.config, self.dtype.name, rows, n)
+            plan = self._check_step(make_plan(self.config, self.dtype.name, rows, n))
             self._core.set_gemm_plan(plan.choices(), plan.fused_attention)
             self._plan = plan
         self._plan_pending = False
         return plan
+
+    def _check_step(self, plan: Plan) -> Plan:
+        """calibrate.check_step on this model: its forward-backward pass over a batch of the plan's shape, the
+        gradient buffer restored afterwards (parameters, Adam state and step are not touched by the pass)."""
+        batch = step_batch(self.config, plan, self.threads)
+        tokens, offsets = batch.tokens, batch.offsets
+        assert offsets is not None  # (a batch of documents)
+        grads = self.flat_grads.copy()
+
+        def use(kind: str) -> None:
+            self._core.set_gemm_plan(plan.choices(kind), plan.fused_for(kind))
+
+        def step() -> None:
+            self._core.forward_backward(tokens, offsets, None, 0, False, False, 0.0, 0, 0)
+
+        try:
+            return check_step(plan, self.config, self.threads, use, step)
+        finally:
+            self.flat_grads[...] = grads
 
     def use_plan(self, plan: Plan) -> None:
         """Compute with ``plan`` (the one a checkpoint's run used) from now on, instead of planning anew: a resumed
