@@ -59,11 +59,11 @@ template <class T>
 constexpr int lanes() { return BLASGPT_VEC_BYTES / int(sizeof(T)); }
 template <int NV>
 constexpr int max_rows() { return (BLASGPT_VEC_BYTES >= 32 ? 6 : 4) * (NV == 1 ? 2 : 1); }
-// AVX-512 has 32 vector registers: a tile of up to 12 rows of two vectors (24 accumulators, 2 of B) or 24 rows of
-// one fits, so a product of up to 12 (24) rows of C is one pass over each B panel instead of a 6-row tile and the
-// rest. (AVX2 and SSE have 16 registers: max_rows is already their limit.)
+// AVX-512 has 32 vector registers: a tile of 12 rows of two vectors (24 accumulators, 2 of B) fits, so a product of
+// up to 12 rows of C is one pass over each B panel instead of a 6-row tile and the rest. (One-vector tiles already
+// have 12 rows; AVX2 and SSE have 16 registers: max_rows is their limit.)
 template <int NV>
-constexpr int small_rows() { return BLASGPT_VEC_BYTES >= 64 ? (NV == 1 ? 16 : 12) : max_rows<NV>(); }
+constexpr int small_rows() { return BLASGPT_VEC_BYTES >= 64 && NV == 2 ? 12 : max_rows<NV>(); }
 // Products of at most this many rows take small_rows tiles (microgpt's documents have <= 16 positions). Measured
 // (float64, AVX-512 Zen 4, microgpt's 15 products at 8 rows: summed native / OpenBLAS time per call, interleaved):
 // 0.99-1.03 with the tall tile, 1.01-1.02 with 6-row tiles; a dW product (16-64 rows, k = 8) is faster in 6-row
@@ -430,18 +430,13 @@ void gemm(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const
     constexpr int L = lanes<T>();
     if (blocked_gemm<T>(ta, tb, n, k)) return gemm_blocked_tn<T>(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     // one-vector panels waste fewer lanes (n = 48 at d16, 65 at vocab 65); a product of at most kSmallRows rows
-    // (a short document's positions) takes the tallest tile the registers hold, one pass over each B panel
-    const bool one = round_up(n, L) < round_up(n, 2 * L), small = m <= kSmallRows;
-    if (one) {
-        if (small)
-            gemm_tiles<T, 1, small_rows<1>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
-        else
-            gemm_tiles<T, 1, max_rows<1>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
+    // (a short document's positions) takes the tallest two-vector tile the registers hold
+    if (round_up(n, L) < round_up(n, 2 * L)) {
+        gemm_tiles<T, 1, max_rows<1>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
+    } else if (m <= kSmallRows) {
+        gemm_tiles<T, 2, small_rows<2>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
     } else {
-        if (small)
-            gemm_tiles<T, 2, small_rows<2>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
-        else
-            gemm_tiles<T, 2, max_rows<2>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
+        gemm_tiles<T, 2, max_rows<2>()>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, panel);
     }
 }
 
