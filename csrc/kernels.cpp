@@ -528,7 +528,8 @@ double softmax_xent(T* probs, const T* logits, const std::int32_t* target, const
 
 // Causal softmax over score rows of attention's gemm path (row stride `width`): row r is query position first + r
 // and keeps keys j <= first + r:  p_j = exp(s_j − m)·inv, m = max_j s_j, inv = 1 / Σ_j exp(s_j − m); p_j = 0 for the
-// later keys up to width. Each row's m and inv go to mx[r·st], inv[r·st] when mx is given.
+// later keys up to first + rows (the block's products read no further; beyond that, up to width, the row may be
+// left as it was). Each row's m and inv go to mx[r·st], inv[r·st] when mx is given.
 template <class T>
 inline Vec<T> lane_index() {
     Vec<T> v{};
@@ -570,6 +571,7 @@ template <class T>
 void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
+    const int last = first + rows;  // zeros up to the keys of the last row: no row reads further
     for (int r = 0; r < rows; ++r) {
         T* p = s + std::ptrdiff_t(r) * width;
         const int cnt = first + r + 1, end = std::min(width, round_up(cnt, L));  // vectors cover [0, end)
@@ -590,7 +592,7 @@ void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::pt
         }
         const T iv = T(1) / hsum<T>(sum);
         for (int j0 = 0; j0 < cnt; j0 += L) store_row_vec(p, j0, width, load_row_vec(p, j0, width) * iv);
-        std::fill(p + end, p + width, T(0));
+        std::fill(p + end, p + std::max(end, last), T(0));
         if (mx) {
             mx[r * st] = m;
             inv[r * st] = iv;
@@ -598,7 +600,8 @@ void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::pt
     }
 }
 
-// Its backward, dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place of dP (row stride width, zero past each row's keys), with
+// Its backward, dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place of dP (row stride width, zero past each row's keys up to
+// first + rows, as above), with
 // P either given in p (mx == nullptr; the dot is computed) or recomputed from the scores in p into pout (which may
 // be p) as exp(s_j − mx_r)·inv_r, with the dot given (dot_r = dO_r · O_r, the same sum).
 template <class T>
@@ -606,6 +609,7 @@ void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, in
                              std::ptrdiff_t st, const T* dot) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
+    const int last = first + rows;
     for (int r = 0; r < rows; ++r) {
         const T* pr = p + std::ptrdiff_t(r) * width;
         T* dr = ds + std::ptrdiff_t(r) * width;
@@ -618,7 +622,7 @@ void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, in
                 Vec<T> e = vexp<T>(load_row_vec(pr, j0, width) - m) * iv;
                 store_row_vec(po, j0, width, idx + T(j0) < T(cnt) ? e : Vec<T>{});
             }
-            std::fill(po + end, po + width, T(0));
+            std::fill(po + end, po + std::max(end, last), T(0));
             pr = po;
             d = dot[r];
         } else {  // d = Σ_j dP_j P_j
@@ -634,7 +638,7 @@ void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, in
             const Vec<T> x = load_row_vec(pr, j0, width) * (load_row_vec(dr, j0, width) - d);
             store_row_vec(dr, j0, width, idx + T(j0) < T(cnt) ? x : Vec<T>{});
         }
-        std::fill(dr + end, dr + width, T(0));
+        std::fill(dr + end, dr + std::max(end, last), T(0));
     }
 }
 
