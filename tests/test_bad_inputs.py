@@ -299,7 +299,7 @@ CLI_CASES = [
     # memory: exit 1, refused before anything is allocated (one line: what it needs, what there is)
     pytest.param([*TRAIN, "--n-embd", "4096", "--n-layer", "64", "--n-head", "16"], 1,
                  "this run needs 384.2 GiB of memory (parameters 96.0 GiB + gradients 96.0 GiB + Adam moments "
-                 "192.0 GiB + activations for 1 sequence(s) at once 230.1 MiB), but only ", id="model-too-big"),
+                 "192.0 GiB + activations for 1 sequence(s) at once 182.1 MiB), but only ", id="model-too-big"),
     pytest.param([*TRAIN, "--batch-size", "100000000000"], 1,
                  "this run needs 2315.9 TiB of memory (parameters 29.2 KiB + gradients 29.2 KiB + Adam moments "
                  "58.5 KiB + activations for 100,000,000,000 sequence(s) at once 2315.9 TiB), but only ",
