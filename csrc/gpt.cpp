@@ -80,7 +80,7 @@ int64_t attention_cache_per_row(const Config& cfg) {
 
 WorkspaceSize workspace_size(const Config& cfg, int64_t rows) {
     const int64_t C = cfg.n_embd, F = kMlpMult * C, V = cfg.vocab_size, L = cfg.n_layer;
-    const int64_t per_layer = 8 * C + 2 * F + 2 + attention_cache_per_row(cfg);  // a ra qkv att o xmid b rb u h
+    const int64_t per_layer = 8 * C + F + 2 + attention_cache_per_row(cfg);  // a ra qkv att o xmid b rb h
     const int64_t per_row = 1 + C + 1 + (L + 1) * C + L * per_layer + V + 5 * C + F;  // weight e r0 x .. dx dtmp dqkv dh
     return {per_row * rows + attention_scratch(cfg.block_size), 3 * rows};
 }
@@ -107,7 +107,6 @@ void Workspace<T>::reserve(const Config& cfg, int64_t rows) {  // the buffers wo
         c.xmid.resize(rows * C);
         c.b.resize(rows * C);
         c.rb.resize(rows);
-        c.u.resize(rows * F);
         c.h.resize(rows * F);
     }
     logits.resize(rows * V);
@@ -163,8 +162,8 @@ void forward_with(const Gemm& mm, const Config& cfg, const std::vector<ParamInfo
         residual_branch(c.xmid.data(), c.o.data(), w(base + kWo), C, 1 + 2 * l);
         // x = x + W2 · relu(W1 · rmsnorm(x))
         rmsnorm_forward(c.b.data(), c.rb.data(), c.xmid.data(), N, C);
-        linear_forward(mm, c.u.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));
-        relu_forward(c.h.data(), c.u.data(), N * F);
+        linear_forward(mm, c.h.data(), c.b.data(), w(base + kFc1), N, C, F, T(0));  // u, then h = relu(u) in place
+        relu_forward(c.h.data(), c.h.data(), N * F);
         std::copy_n(c.xmid.data(), N * C, ws.x[l + 1].data());
         residual_branch(ws.x[l + 1].data(), c.h.data(), w(base + kFc2), F, 2 + 2 * l);
     }
@@ -220,7 +219,7 @@ void model_backward(const Gemm& mm, const Config& cfg, const std::vector<ParamIn
         // MLP branch; the residual passes dx through unchanged and the branch adds to it
         linear_backward(mm, ws.dh.data(), g(base + kFc2), branch_grad(2 + 2 * l), c.h.data(), w(base + kFc2), N, F, C,
                         T(0), acc);
-        relu_backward(ws.dh.data(), ws.dh.data(), c.u.data(), N * F);
+        relu_backward(ws.dh.data(), ws.dh.data(), c.h.data(), N * F);  // [u > 0] = [h > 0]: h = u there, else 0
         linear_backward(mm, tmp, g(base + kFc1), ws.dh.data(), c.b.data(), w(base + kFc1), N, C, F, T(0), acc);
         rmsnorm_backward(dx, tmp, c.xmid.data(), c.rb.data(), N, C);
         // attention branch

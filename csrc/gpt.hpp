@@ -56,7 +56,7 @@ struct Workspace {
         std::vector<T> o;          // attention output before Wo (N, C)
         std::vector<T> xmid;       // residual stream after attention (N, C)
         std::vector<T> b, rb;      // rmsnorm before MLP (N, C), (N)
-        std::vector<T> u, h;       // MLP pre/post ReLU (N, F)
+        std::vector<T> h;          // MLP output after ReLU (N, F); relu's backward needs only [h > 0] = [u > 0]
     };
 
     int64_t N = 0, capacity = 0;     // rows planned, rows allocated

@@ -30,7 +30,8 @@ BLASGPT_KERNEL(softmax_xent, double,
                (probs, logits, target, weight, N, V))
 
 // Causal softmax of `rows` score rows of attention's gemm path (row stride `width`), row r being query position
-// first + r: p_j = exp(s_j − m)·inv over keys j <= first + r, zero after; m = max_j s_j and inv = 1 / Σ exp(s_j − m)
+// first + r: p_j = exp(s_j − m)·inv over keys j <= first + r, zero after up to key first + rows (further keys of the
+// row may be left as they were); m = max_j s_j and inv = 1 / Σ exp(s_j − m)
 // are stored at mx[r·st], inv[r·st] when mx is not null. Vector exp, the same as the fused attention kernel's.
 BLASGPT_KERNEL(causal_softmax, void, (T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st),
                (s, rows, first, width, mx, inv, st))

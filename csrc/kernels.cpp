@@ -590,7 +590,8 @@ double softmax_xent(T* probs, const T* logits, const std::int32_t* target, const
 
 // Causal softmax over score rows of attention's gemm path (row stride `width`): row r is query position first + r
 // and keeps keys j <= first + r:  p_j = exp(s_j − m)·inv, m = max_j s_j, inv = 1 / Σ_j exp(s_j − m); p_j = 0 for the
-// later keys up to width. Each row's m and inv go to mx[r·st], inv[r·st] when mx is given.
+// later keys up to first + rows (the block's products read no further; beyond that, up to width, the row may be
+// left as it was). Each row's m and inv go to mx[r·st], inv[r·st] when mx is given.
 template <class T>
 inline Vec<T> lane_index() {
     Vec<T> v{};
@@ -613,25 +614,47 @@ inline void store_part(T* p, int j0, int cnt, Vec<T> v) {
     for (int l = 0; j0 + l < cnt; ++l) p[j0 + l] = v[l];
 }
 
+// The row passes below run on whole vectors wherever one fits in the row (j0 + L <= width: the lanes at and past
+// cnt are in the row and are overwritten with zeros anyway), and only a row's last partial vector goes lane by
+// lane. Lanes past cnt are masked to zero before they reach a sum or a store, so every kept value and every sum is
+// the same as lane by lane, in the same order.
+template <class T>
+inline Vec<T> load_row_vec(const T* p, int j0, int width) {
+    return j0 + lanes<T>() <= width ? load(p + j0) : load_part(p, j0, width);
+}
+
+template <class T>
+inline void store_row_vec(T* p, int j0, int width, Vec<T> v) {
+    if (j0 + lanes<T>() <= width) return store(p + j0, v);
+    store_part(p, j0, width, v);
+}
+
 template <class T>
 void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::ptrdiff_t st) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
+    const int last = first + rows;  // zeros up to the keys of the last row: no row reads further
     for (int r = 0; r < rows; ++r) {
         T* p = s + std::ptrdiff_t(r) * width;
-        const int cnt = first + r + 1;
-        T m = p[0];
-        for (int j = 1; j < cnt; ++j) m = p[j] > m ? p[j] : m;
+        const int cnt = first + r + 1, end = std::min(width, round_up(cnt, L));  // vectors cover [0, end)
+        Vec<T> mv = splat(p[0]);  // m = max_j s_j over the kept keys
+        for (int j0 = 0; j0 < cnt; j0 += L) {
+            const Vec<T> x = load_row_vec(p, j0, width);
+            const Vec<T> keep = idx + T(j0) < T(cnt) ? x : mv;
+            mv = keep > mv ? keep : mv;
+        }
+        T m = mv[0];
+        for (int l = 1; l < L; ++l) m = mv[l] > m ? mv[l] : m;
         Vec<T> sum{};
         for (int j0 = 0; j0 < cnt; j0 += L) {
-            Vec<T> e = vexp<T>(load_part(p, j0, cnt) - m);
+            Vec<T> e = vexp<T>(load_row_vec(p, j0, width) - m);
             e = idx + T(j0) < T(cnt) ? e : Vec<T>{};
             sum += e;
-            store_part(p, j0, cnt, e);
+            store_row_vec(p, j0, width, e);
         }
         const T iv = T(1) / hsum<T>(sum);
-        for (int j0 = 0; j0 < cnt; j0 += L) store_part(p, j0, cnt, load_part(p, j0, cnt) * iv);
-        std::fill(p + cnt, p + width, T(0));
+        for (int j0 = 0; j0 < cnt; j0 += L) store_row_vec(p, j0, width, load_row_vec(p, j0, width) * iv);
+        std::fill(p + end, p + std::max(end, last), T(0));
         if (mx) {
             mx[r * st] = m;
             inv[r * st] = iv;
@@ -639,38 +662,45 @@ void causal_softmax(T* s, int rows, int first, int width, T* mx, T* inv, std::pt
     }
 }
 
-// Its backward, dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place of dP (row stride width, zero past each row's keys), with
+// Its backward, dS = P ⊙ (dP − rowsum(dP ⊙ P)) in place of dP (row stride width, zero past each row's keys up to
+// first + rows, as above), with
 // P either given in p (mx == nullptr; the dot is computed) or recomputed from the scores in p into pout (which may
 // be p) as exp(s_j − mx_r)·inv_r, with the dot given (dot_r = dO_r · O_r, the same sum).
 template <class T>
 void causal_softmax_backward(T* ds, const T* p, T* pout, int rows, int first, int width, const T* mx, const T* inv,
-                                  std::ptrdiff_t st, const T* dot) {
+                             std::ptrdiff_t st, const T* dot) {
     constexpr int L = lanes<T>();
     const Vec<T> idx = lane_index<T>();
+    const int last = first + rows;
     for (int r = 0; r < rows; ++r) {
         const T* pr = p + std::ptrdiff_t(r) * width;
         T* dr = ds + std::ptrdiff_t(r) * width;
-        const int cnt = first + r + 1;
-        T* po = pout + (pout ? std::ptrdiff_t(r) * width : 0);
+        const int cnt = first + r + 1, end = std::min(width, round_up(cnt, L));
         T d;
-        if (mx) {
+        if (mx) {  // P_j = exp(s_j − m)·inv, recomputed
+            T* po = pout + std::ptrdiff_t(r) * width;
             const T m = mx[r * st], iv = inv[r * st];
             for (int j0 = 0; j0 < cnt; j0 += L) {
-                Vec<T> e = vexp<T>(load_part(pr, j0, cnt) - m) * iv;
-                e = idx + T(j0) < T(cnt) ? e : Vec<T>{};
-                store_part(po, j0, cnt, e);
+                Vec<T> e = vexp<T>(load_row_vec(pr, j0, width) - m) * iv;
+                store_row_vec(po, j0, width, idx + T(j0) < T(cnt) ? e : Vec<T>{});
             }
-            std::fill(po + cnt, po + width, T(0));
+            std::fill(po + end, po + std::max(end, last), T(0));
             pr = po;
             d = dot[r];
-        } else {
+        } else {  // d = Σ_j dP_j P_j
             Vec<T> acc{};
-            for (int j0 = 0; j0 < cnt; j0 += L) acc += load_part(dr, j0, cnt) * load_part(pr, j0, cnt);
+            for (int j0 = 0; j0 < cnt; j0 += L) {
+                const auto keep = idx + T(j0) < T(cnt);  // the operands are masked, not the product, so the
+                const Vec<T> a = load_row_vec(dr, j0, width), b = load_row_vec(pr, j0, width);  // multiply-add
+                acc += (keep ? a : Vec<T>{}) * (keep ? b : Vec<T>{});                           // stays fused
+            }
             d = hsum<T>(acc);
         }
-        for (int j0 = 0; j0 < cnt; j0 += L)
-            store_part(dr, j0, cnt, load_part(pr, j0, cnt) * (load_part(dr, j0, cnt) - d));
-        std::fill(dr + cnt, dr + width, T(0));
+        for (int j0 = 0; j0 < cnt; j0 += L) {  // dS_j = P_j (dP_j − d), zero past the kept keys
+            const Vec<T> x = load_row_vec(pr, j0, width) * (load_row_vec(dr, j0, width) - d);
+            store_row_vec(dr, j0, width, idx + T(j0) < T(cnt) ? x : Vec<T>{});
+        }
+        std::fill(dr + end, dr + std::max(end, last), T(0));
     }
 }
 

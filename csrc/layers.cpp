@@ -62,6 +62,8 @@ void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, cons
 
 // ---------------------------------------------------------------------------------------------------------------
 // relu: h = max(u, 0);  backward: du = dh·[u > 0]   (zero at u = 0, as microgpt)
+// [u > 0] = [h > 0] (h = u where u > 0, else 0; also for a NaN u, whose h is 0), so the model computes u in h's
+// buffer, applies relu in place and keeps only h; backward takes h for u.
 
 template <class T>
 void relu_forward(T* h, const T* u, int64_t n) {
@@ -82,8 +84,12 @@ void relu_backward(T* du, const T* dh, const T* u, int64_t n) {
 // against keys 0..i1 (the causal part only) and keep, per row and head, m = max_j S_ij and r = 1/Σ_j exp(S_ij − m)
 // (2H values); backward recomputes each tile's P_ij = exp(S_ij − m_i)·r_i and uses rowsum(dP ⊙ P)_i = dO_i · O_i,
 // so memory is linear in n (flash attention's bookkeeping, with gemm tiles).
-
-
+// The cached path skips the blocks above the diagonal: query rows in blocks b of kCausalBlock (rows i0..i1) take
+// S_b = Q_b K_{0:i1}ᵀ, O_b = P_b V_{0:i1}, dP_b = dO_b V_{0:i1}ᵀ, dQ_b = dS_b K_{0:i1}; keys in blocks of the same
+// size (keys j0..j1) take dV_{j0:j1} = P_{j0:n, j0:j1}ᵀ dO_{j0:n}, dK likewise from dS and Q. Every term left out
+// is a product with a zero of P or dS (j > i), so with the native kernels (one running sum per element, in order)
+// every value is bit for bit the full-square result; OpenBLAS may sum a shorter product in another order (last
+// bits, both precisions, documents longer than one block only).
 
 template <class T>
 void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv, const std::vector<DocSpan>& docs,
@@ -99,9 +105,13 @@ void attention_forward(const Gemm& mm, T* out, T* att, T* scratch, const T* qkv,
             T* o = out + d.row * C + h * hd;
             if (n <= kCachedPositions) {
                 T* p = att + d.att_off + int64_t(h) * n * n;
-                mm(Op::N, Op::T, n, n, hd, scale, q, ld, k, ld, T(0), p, n);
-                causal_softmax_kernel<T>(p, n, 0, n, nullptr, nullptr, 0);
-                mm(Op::N, Op::N, n, hd, n, T(1), p, n, v, ld, T(0), o, C);
+                for (int i0 = 0; i0 < n; i0 += kCausalBlock) {
+                    const int i1 = std::min(n, i0 + kCausalBlock), rows = i1 - i0;
+                    T* pb = p + int64_t(i0) * n;
+                    mm(Op::N, Op::T, rows, i1, hd, scale, q + int64_t(i0) * ld, ld, k, ld, T(0), pb, n);
+                    causal_softmax_kernel<T>(pb, rows, i0, n, nullptr, nullptr, 0);
+                    mm(Op::N, Op::N, rows, hd, i1, T(1), pb, n, v, ld, T(0), o + int64_t(i0) * C, C);
+                }
                 continue;
             }
             T* stats = att + d.att_off;  // row i: [m_0 .. m_{H-1}, r_0 .. r_{H-1}]
@@ -135,11 +145,22 @@ void attention_backward(const Gemm& mm, T* dqkv, T* scratch, const T* dout, cons
             if (n <= kCachedPositions) {
                 const T* p = att + d.att_off + int64_t(h) * n * n;
                 T* ds = scratch;  // dP, then dS in place
-                mm(Op::N, Op::T, n, n, hd, T(1), dO, C, v, ld, T(0), ds, n);
-                mm(Op::T, Op::N, n, hd, n, T(1), p, n, dO, C, T(0), dv, ld);
-                causal_softmax_backward_kernel<T>(ds, p, nullptr, n, 0, n, nullptr, nullptr, 0, nullptr);
-                mm(Op::N, Op::N, n, hd, n, scale, ds, n, k, ld, T(0), dq, ld);
-                mm(Op::T, Op::N, n, hd, n, scale, ds, n, q, ld, T(0), dk, ld);
+                for (int i0 = 0; i0 < n; i0 += kCausalBlock) {
+                    const int i1 = std::min(n, i0 + kCausalBlock), rows = i1 - i0;
+                    T* db = ds + int64_t(i0) * n;
+                    mm(Op::N, Op::T, rows, i1, hd, T(1), dO + int64_t(i0) * C, C, v, ld, T(0), db, n);
+                    causal_softmax_backward_kernel<T>(db, p + int64_t(i0) * n, nullptr, rows, i0, n, nullptr, nullptr,
+                                                      0, nullptr);
+                    mm(Op::N, Op::N, rows, hd, i1, scale, db, n, k, ld, T(0), dq + int64_t(i0) * ld, ld);
+                }
+                for (int j0 = 0; j0 < n; j0 += kCausalBlock) {
+                    const int cols = std::min(n, j0 + kCausalBlock) - j0;
+                    const int64_t at = int64_t(j0) * n + j0;
+                    mm(Op::T, Op::N, cols, hd, n - j0, T(1), p + at, n, dO + int64_t(j0) * C, C, T(0),
+                       dv + int64_t(j0) * ld, ld);
+                    mm(Op::T, Op::N, cols, hd, n - j0, scale, ds + at, n, q + int64_t(j0) * ld, ld, T(0),
+                       dk + int64_t(j0) * ld, ld);
+                }
                 continue;
             }
             const T* stats = att + d.att_off;

@@ -34,9 +34,9 @@ template <class T>  // dw = dw_beta * dw + dyᵀ x (dw_beta 1: accumulate); dx =
 void linear_backward(const Gemm& mm, T* dx, T* dw, const T* dy, const T* x, const T* w, int64_t N, int in, int out,
                      T dx_beta, T dw_beta = T(0));
 
-template <class T>
+template <class T>  // in place allowed (h == u)
 void relu_forward(T* h, const T* u, int64_t n);
-template <class T>  // in place allowed (du == dh)
+template <class T>  // in place allowed (du == dh); u may be the forward's output h ([u > 0] = [h > 0])
 void relu_backward(T* du, const T* dh, const T* u, int64_t n);
 
 // Causal self-attention over whole documents. Documents of up to kCachedPositions positions cache their
@@ -45,6 +45,8 @@ void relu_backward(T* du, const T* dh, const T* u, int64_t n);
 // in positions at any block_size.
 constexpr int kCachedPositions = 128;
 constexpr int kAttnTile = 64;
+// The cached path's products skip the blocks of P above the diagonal, at this block size (layers.cpp).
+constexpr int kCausalBlock = 32;
 
 // Attention cache a document of n positions needs: P, or the per-row statistics of the tiled path.
 inline int64_t attention_cache(int n, int H) { return n <= kCachedPositions ? int64_t(H) * n * n : int64_t(2) * H * n; }

@@ -299,13 +299,13 @@ CLI_CASES = [
     # memory: exit 1, refused before anything is allocated (one line: what it needs, what there is)
     pytest.param([*TRAIN, "--n-embd", "4096", "--n-layer", "64", "--n-head", "16"], 1,
                  "this run needs 384.2 GiB of memory (parameters 96.0 GiB + gradients 96.0 GiB + Adam moments "
-                 "192.0 GiB + activations for 1 sequence(s) at once 230.1 MiB), but only ", id="model-too-big"),
+                 "192.0 GiB + activations for 1 sequence(s) at once 182.1 MiB), but only ", id="model-too-big"),
     pytest.param([*TRAIN, "--batch-size", "100000000000"], 1,
-                 "this run needs 2315.9 TiB of memory (parameters 29.2 KiB + gradients 29.2 KiB + Adam moments "
-                 "58.5 KiB + activations for 100,000,000,000 sequence(s) at once 2315.9 TiB), but only ",
+                 "this run needs 2036.5 TiB of memory (parameters 29.2 KiB + gradients 29.2 KiB + Adam moments "
+                 "58.5 KiB + activations for 100,000,000,000 sequence(s) at once 2036.5 TiB), but only ",
                  id="batch-too-big"),
     pytest.param([*TRAIN, "--threads", "256", "--n-embd", "2048", "--n-layer", "8"], 1,
-                 "+ 255 more thread gradient(s) 765.2 GiB + activations for 1 sequence(s) at once 15.3 MiB), but only ",
+                 "+ 255 more thread gradient(s) 765.2 GiB + activations for 1 sequence(s) at once 12.3 MiB), but only ",
                  id="threads-too-many-for-memory"),
     # --resume: bad checkpoints exit 1, bad flag combinations exit 2; nothing created
     pytest.param([*RESUME, "nothere.safetensors"], 1, "checkpoint not found: nothere.safetensors",
@@ -500,11 +500,11 @@ def test_cli_small_data_trains_under_an_address_space_limit(cwd: Path, args: lis
 
 
 def test_cli_refuses_a_run_over_the_address_space_limit(cwd: Path) -> None:
-    """A batch whose activations (2.4 GiB) fit in the machine but not under ulimit -v 1 GiB: before, a numpy or
+    """A batch whose activations (2.1 GiB) fit in the machine but not under ulimit -v 1 GiB: before, a numpy or
     std::bad_alloc traceback; now the limit is named."""
     before = tree(cwd)
     r = run_cli([*TRAIN, "--batch-size", "100000"], cwd, preexec_fn=limit_address_space())
-    assert re.search(r"this run needs 2\.4 GiB of memory \(.*\), but only [\d.]+ MiB is available \(the room left "
+    assert re.search(r"this run needs 2\.1 GiB of memory \(.*\), but only [\d.]+ MiB is available \(the room left "
                      r"under the 1\.0 GiB address-space limit, ulimit -v\); use smaller sizes or a smaller batch$",
                      error_line(r, 1))
     assert_left_behind(cwd, before)

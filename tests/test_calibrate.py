@@ -54,6 +54,11 @@ def test_products_are_the_model_steps_products():
     hd = C // 4
     assert {Product(False, True, 8, 8, hd), Product(False, False, 8, hd, 8), Product(True, False, 8, hd, 8)} <= set(got)
     assert len(got) == len(set(got)) == 5 * 3 + 3
+    t64 = blasgpt.Config(vocab_size=7, n_embd=16, n_head=4, n_layer=1, block_size=64)
+    blocks = [p for p in model_products(t64, N, 64) if p.m <= 64 and p.n <= 64 and p.k <= 64]  # 32-query/key blocks
+    assert len(blocks) == 6 and set(blocks) == {Product(False, True, 32, 32, hd), Product(False, True, 32, 64, hd),
+                                                Product(False, False, 32, hd, 32), Product(False, False, 32, hd, 64),
+                                                Product(True, False, 32, hd, 64), Product(True, False, 32, hd, 32)}
     long = blasgpt.Config(vocab_size=7, n_embd=16, n_head=4, n_layer=1, block_size=300)
     tiles = {p.n for p in model_products(long, 1200, 300) if not p.ta and p.tb and p.m == 64}
     assert tiles == {64, 128, 256, 300}  # the tile path's key widths: powers of two times 64, and the whole length

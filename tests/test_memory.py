@@ -107,8 +107,8 @@ def test_cli_refuses_a_huge_config_at_once(tmp_path: Path, capsys: pytest.Captur
     assert time.perf_counter() - t0 < 1.0
     err = capsys.readouterr().err
     assert code == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("blasgpt train: error: this run needs 537.4 GiB of memory (parameters 96.0 GiB + gradients "
-                          "96.0 GiB + Adam moments 192.0 GiB + activations for 256 sequence(s) at once 153.4 GiB), "
+    assert err.startswith("blasgpt train: error: this run needs 505.4 GiB of memory (parameters 96.0 GiB + gradients "
+                          "96.0 GiB + Adam moments 192.0 GiB + activations for 256 sequence(s) at once 121.4 GiB), "
                           "but only "), err
     assert not (tmp_path / "run").exists()
 

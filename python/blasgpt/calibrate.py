@@ -72,6 +72,7 @@ STEP_CHOICES = ("plan", "native", "blas")  # the per-shape choices, every produc
 STEP_MARGIN = 0.98
 ATTN_TILE = 64  # layers.hpp kAttnTile: rows of a tile of the long-context attention path
 CACHED_POSITIONS = 128  # layers.hpp kCachedPositions: documents up to this long keep their probabilities
+CAUSAL_BLOCK = 32  # layers.hpp kCausalBlock: their products skip the blocks above the diagonal, in blocks this size
 # CPU flags that decide which kernels run (and how fast): part of the cache's machine key
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "amx_tile", "asimd", "sve", "sve2")
@@ -115,8 +116,9 @@ def row_bucket(rows: int) -> int:
 def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
     """Every distinct product of a training step over ``rows`` positions of documents of ``doc_len`` positions
     (gpt.cpp, layers.cpp), with what it computes: each linear layer Y = X Wᵀ and its backward dW = dYᵀ X,
-    dX = dY W; attention's gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; in tiles of 64 query rows past
-    128 positions)."""
+    dX = dY W; attention's gemm path per head (S = Q Kᵀ, O = P V, dV = Pᵀ dO, ... ; up to 128 positions in blocks
+    of 32 queries against the keys up to the block's end and 32 keys against the queries from the block's start,
+    past 128 in tiles of 64 query rows)."""
     C, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
     out: dict[Product, str] = {}
     for name, fan_in, fan_out in (("qkv", C, 3 * C), ("attn out", C, C), ("mlp fc1", C, 4 * C),
@@ -126,9 +128,11 @@ def model_products(cfg: Config, rows: int, doc_len: int) -> dict[Product, str]:
         out.setdefault(Product(False, False, rows, fan_in, fan_out), f"{name} dX")
     hd, n = C // H, max(1, min(doc_len, cfg.block_size))
     if n <= CACHED_POSITIONS:
-        out.setdefault(Product(False, True, n, n, hd), "attention scores")
-        out.setdefault(Product(False, False, n, hd, n), "attention P V, dQ")
-        out.setdefault(Product(True, False, n, hd, n), "attention dV, dK")
+        for i0 in range(0, n, CAUSAL_BLOCK):
+            i1 = min(n, i0 + CAUSAL_BLOCK)
+            out.setdefault(Product(False, True, i1 - i0, i1, hd), "attention scores")
+            out.setdefault(Product(False, False, i1 - i0, hd, i1), "attention P V, dQ")
+            out.setdefault(Product(True, False, i1 - i0, hd, n - i0), "attention dV, dK")
     else:  # tiles against the keys 0..i1 they see: sizes 64, 128, 256, ... and n (nearer ones take the nearest)
         keys = sorted({n} | {ATTN_TILE << j for j in range(16) if ATTN_TILE << j < n})
         for i1 in keys:
