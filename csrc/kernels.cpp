@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include <cstddef>
 #include <cstdint>
@@ -405,34 +406,14 @@ struct MaskOf {
 template <class T>
 using Mask = typename MaskOf<T>::type;
 
-// The shuffles of heads of hd lanes (lane h·hd + t), as index tables made at compile time:
-//   first: h·hd (head_broadcast adds t) ;  even, odd: pair_sums' sources ;  swap[s]: lane l ^ 2^s (head_max)
-template <class T, int HD>
-struct HeadShuffles {
-    static constexpr int L = lanes<T>(), kSwaps = 5;  // 2^kSwaps >= hd
-    using I = typename MaskOf<T>::I;
-    struct Tables {
-        I first[L], even[L], odd[L], swap[kSwaps][L];
-    };
-    static constexpr Tables make() {
-        Tables m{};
-        for (int l = 0; l < L; ++l) {
-            const int head = l / HD * HD, t = l % HD;
-            m.first[l] = I(head);
-            m.even[l] = I(t < HD / 2 ? head + 2 * t : L + head + 2 * (t - HD / 2));
-            m.odd[l] = I(m.even[l] + 1);
-            for (int s = 0; s < kSwaps; ++s) m.swap[s][l] = I(l ^ (1 << s));
-        }
-        return m;
-    }
-    static constexpr Tables tables = make();
-};
-
-template <class T>
-inline Mask<T> load_mask(const typename MaskOf<T>::I* idx) {
-    Mask<T> m;
-    __builtin_memcpy(&m, idx, sizeof(m));
-    return m;
+// The index vector with lane l = f(l) (f a constexpr function of the lane), for shuffles fixed at compile time
+template <class T, class F, std::size_t... l>
+constexpr Mask<T> lanes_of(F f, std::index_sequence<l...>) {
+    return Mask<T>{typename MaskOf<T>::I(f(int(l)))...};
+}
+template <class T, class F>
+constexpr Mask<T> lanes_of(F f) {
+    return lanes_of<T>(f, std::make_index_sequence<std::size_t(lanes<T>())>{});
 }
 
 // lane l = a[idx[l]] for idx[l] < L, else b[idx[l] − L]
@@ -459,20 +440,23 @@ inline Vec<T> permute(Vec<T> x, Mask<T> idx) {
 #endif
 }
 
-// every lane of head h gets lane h·hd + t of x (t < hd)
+// every lane of head h gets lane h·hd + t of x (t < hd; a shuffle fixed at compile time where t is a constant)
 template <class T, int HD>
 inline Vec<T> head_broadcast(Vec<T> x, int t) {
-    return permute<T>(x, load_mask<T>(HeadShuffles<T, HD>::tables.first) + t);
+    constexpr Mask<T> first = lanes_of<T>([](int l) { return l / HD * HD; });
+    return permute<T>(x, first + t);
 }
 
-// the max of each head's hd lanes, in all of them
-template <class T, int HD>
+// the max of each head's hd lanes, in all of them (rounds exchanging lanes l and l ^ step, step = 1, 2, ... hd/2)
+template <class T, int HD, int step = 1>
 inline Vec<T> head_max(Vec<T> x) {
-    for (int s = 0; (1 << s) < HD; ++s) {
-        const Vec<T> y = permute<T>(x, load_mask<T>(HeadShuffles<T, HD>::tables.swap[s]));
-        x = x > y ? x : y;
+    if constexpr (step >= HD) {
+        return x;
+    } else {
+        constexpr Mask<T> idx = lanes_of<T>([](int l) { return l ^ step; });
+        const Vec<T> y = permute<T>(x, idx);
+        return head_max<T, HD, 2 * step>(x > y ? x : y);
     }
-    return x;
 }
 
 // the position t of each lane within its head, as T
@@ -487,8 +471,13 @@ inline Vec<T> lane_in_head() {
 // hd/2 get b's.
 template <class T, int HD>
 inline Vec<T> pair_sums(Vec<T> a, Vec<T> b) {
-    using S = HeadShuffles<T, HD>;
-    return permute2<T>(a, b, load_mask<T>(S::tables.even)) + permute2<T>(a, b, load_mask<T>(S::tables.odd));
+    constexpr int L = lanes<T>();
+    constexpr Mask<T> even = lanes_of<T>([](int l) {
+        const int head = l / HD * HD, t = l % HD;
+        return t < HD / 2 ? head + 2 * t : L + head + 2 * (t - HD / 2);
+    });
+    constexpr Mask<T> odd = even + 1;
+    return permute2<T>(a, b, even) + permute2<T>(a, b, odd);
 }
 
 // x, as a value the compiler cannot see into: an operation using it is not fused with the one that made it (no
@@ -533,6 +522,22 @@ inline void with_width(int cnt, F f) {
     }
 }
 
+// f(t) for t = 0 .. cnt − 1 (cnt <= HD), for narrow heads unrolled with t a std::integral_constant, so that each
+// key of a block has its shuffles fixed at compile time
+constexpr int kUnrolledKeys = 8;
+template <class F, int... t>
+inline void for_keys(int cnt, F f, std::integer_sequence<int, t...>) {
+    ((t < cnt ? f(std::integral_constant<int, t>{}) : void()), ...);
+}
+template <int HD, class F>
+inline void for_keys(int cnt, F f) {
+    if constexpr (HD <= kUnrolledKeys) {
+        for_keys(cnt, f, std::make_integer_sequence<int, HD>{});
+    } else {
+        for (int t = 0; t < cnt; ++t) f(t);
+    }
+}
+
 template <class T>
 bool attention_supports(int C, int H, int n) {
     constexpr int L = lanes<T>();
@@ -574,14 +579,14 @@ void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C) {
             for (int j0 = 0; j0 <= i; j0 += HD) {
                 Vec<T> e[NC];
                 for (int c = 0; c < NC; ++c) e[c] = vexp<T>(S[(j0 / HD) * NC + c] - mx[c]);
-                for (int t = 0; t < std::min(HD, i + 1 - j0); ++t) {
+                for_keys<HD>(std::min(HD, i + 1 - j0), [&](auto t) {
                     const T* v = qkv + std::ptrdiff_t(j0 + t) * ld + 2 * C + c0;
                     for (int c = 0; c < NC; ++c) {
                         const Vec<T> et = head_broadcast<T, HD>(e[c], t);
                         sum[c] += et;
                         o[c] += et * load(v + c * L);
                     }
-                }
+                });
             }
             T* st = stats + std::ptrdiff_t(i) * 2 * C + c0;
             for (int c = 0; c < NC; ++c) {
@@ -629,15 +634,16 @@ void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats
                         dp[c] = packed_dots<T, HD, w>(dO[c], k + C + c * L, ld, cnt);
                     }
                 });
-                for (int t = 0; t < cnt; ++t)
+                for_keys<HD>(cnt, [&](auto t) {
                     for (int c = 0; c < NC; ++c)
                         rowdot[c] += head_broadcast<T, HD>(p[c], t) * head_broadcast<T, HD>(dp[c], t);
+                });
             }
             for (int j0 = 0; j0 <= i; j0 += HD) {
                 const Vec<T>* p = P + (j0 / HD) * NC;
                 Vec<T> ds[NC];
                 for (int c = 0; c < NC; ++c) ds[c] = p[c] * (dP[(j0 / HD) * NC + c] - rowdot[c]);
-                for (int t = 0; t < std::min(HD, i + 1 - j0); ++t) {
+                for_keys<HD>(std::min(HD, i + 1 - j0), [&](auto t) {
                     const std::ptrdiff_t j = j0 + t;
                     const T* k = qkv + j * ld + C + c0;
                     T* dk = dqkv + j * ld + C + c0;
@@ -648,7 +654,7 @@ void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats
                         store(dk + c * L, load(dk + c * L) + dst * q[c]);  // q already carries the 1/sqrt(hd)
                         store(dv + c * L, load(dv + c * L) + pt * dO[c]);
                     }
-                }
+                });
             }
             for (int c = 0; c < NC; ++c) store(dqkv + std::ptrdiff_t(i) * ld + c0 + c * L, dq[c] * scale);
         }
