@@ -10,8 +10,8 @@
 // when transposed or partial, else read in place): the MR×NR accumulator tile lives in vector registers for the
 // whole k loop.
 //
-// attention: one call per document does every head, with no gemm calls: vectors run along the document's positions
-// (padded to whole vectors), so each product is a broadcast-scalar × vector FMA, and exp is evaluated on vectors.
+// attention: one call per document does every head, with no gemm calls: vectors run along the embedding, whole heads
+// to a vector, and the scores of a block of head-width keys are packed into one vector, so exp runs once per score.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
