@@ -546,8 +546,9 @@ bool attention_supports(int C, int H, int n) {
 }
 
 // Forward of one document (n rows at qkv, out, stats), NC vectors of heads at a time (lanes c0 .. c0 + NC·L − 1 of
-// each row; their chains are independent, so NC of them interleave): per row, the packed scores of each block of
-// hd keys and their max m, then P's numerators e = exp(S − m) key by key into Σe and Σ e·v.
+// each row; their chains are independent, so NC of them interleave): per row i, the packed scores of each block of
+// hd keys and their max m_i, then e_ij = exp(S_ij − m_i) key by key into
+//   r_i = 1 / Σ_j e_ij ;  O_i = r_i · Σ_j e_ij v_j
 template <class T, int HD, int NC>
 void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C) {
     constexpr int L = lanes<T>();
@@ -599,9 +600,11 @@ void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C) {
     }
 }
 
-// Backward of one document, NC vectors of heads at a time: per row i, P (recomputed from stats) and dP = dO vᵀ for
-// each block of keys, and the row sum Σ_j P_ij dP_ij key by key; then dS key by key into dQ_i, and into dK_j, dV_j,
-// which accumulate over the rows in order.
+// Backward of one document, NC vectors of heads at a time: per row i, for each block of keys (packed)
+//   P_ij = exp(S_ij − m_i) · r_i (m, r from stats) ;  dP_ij = dO_i · v_j ;  then key by key  d_i = Σ_j P_ij dP_ij
+// and, with dS_ij = P_ij (dP_ij − d_i), key by key
+//   dQ_i = Σ_j dS_ij k_j / sqrt(hd) ;  dK_j += dS_ij q_i / sqrt(hd) ;  dV_j += P_ij dO_i
+// (dK, dV accumulating over the rows in order).
 template <class T, int HD, int NC>
 void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats, int n, int C) {
     constexpr int L = lanes<T>();
