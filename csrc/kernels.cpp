@@ -10,11 +10,12 @@
 // when transposed or partial, else read in place): the MR×NR accumulator tile lives in vector registers for the
 // whole k loop.
 //
-// attention: one call per document does every head, with no gemm calls: vectors run along the document's positions
-// (padded to whole vectors), so each product is a broadcast-scalar × vector FMA, and exp is evaluated on vectors.
+// attention: one call per document does every head, with no gemm calls: vectors run along the embedding, whole heads
+// to a vector, and the scores of a block of head-width keys are packed into one vector, so exp runs once per score.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -441,122 +442,287 @@ void gemm(Op ta, Op tb, int m, int n, int k, T alpha, const T* a, int lda, const
 }
 
 
-// Causal attention of one document, all heads at once, with vectors along the embedding (C = CV vectors of L).
-// For a pair of positions (i, j), q_i ⊙ k_j summed within each head's hd lanes gives every head's score at once,
-// replicated across that head's lanes (a butterfly of shuffles), so
-// exp, the softmax sums and P·V are plain vector arithmetic and nothing is ever transposed. Needs C % L == 0 and
-// hd | L: each score is replicated across its head's hd lanes, so exp does hd times the work of attention's gemm
-// path, whose softmax runs along the keys. Measured (float32, AVX-512, one core): at hd = 4 (d16) the fused kernel
-// takes 0.6x the gemm path's time per step, at hd = 16 (d64) about the same, at hd = 32 (d128 L4 T64) 1.4x, so
-// wider heads take the gemm path. Forward keeps, per row, each head's max score and 1/Σexp (2C values, replicated) in `stats`;
+// ---------------------------------------------------------------------------------------------------------------
+// Fused causal attention of one document, all heads at once, no gemm: per head (hd = C / H, rows i, j < n)
+//   S_ij = q_i · k_j / sqrt(hd) (j <= i) ;  m_i = max_j S_ij ;  r_i = 1 / Σ_j exp(S_ij − m_i) ;
+//   P_ij = exp(S_ij − m_i) · r_i ;  O_i = Σ_j P_ij v_j
+//   dP_ij = dO_i · v_j ;  dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') ;  dQ_i = Σ_j dS_ij k_j / sqrt(hd) ;
+//   dK_j = Σ_i dS_ij q_i / sqrt(hd) ;  dV_j = Σ_i P_ij dO_i
+// (attention_forward / attention_backward in layers.cpp compute the same with gemm products). A row of C values is
+// C / L vectors, each holding L / hd whole heads, lane h·hd + c (hd divides L). Scores are packed: for a block of hd
+// keys j0 .. j0 + hd − 1, one vector holds each of its heads' score against each of those keys, lane h·hd + t =
+// S_i,j0+t of head h (packed_dots), so exp and the softmax run once per score (no lane wasted but the causal tail
+// of a row's last block), and sums over keys broadcast each key's value across its head's lanes (head_broadcast).
+// The order of every sum is fixed, whatever the vector width: a score is the pairwise sum of its hd rounded
+// products ((p_0 + p_1) + (p_2 + p_3)) + ..., every other sum runs over keys (or, for dK and dV, queries) in
+// increasing order, a product joining a sum as one multiply-add where the instruction set has it.
+// Forward keeps, per row, each head's m and r (2C values, each replicated across its head's lanes) in `stats`;
 // backward recomputes P from them (as flash attention does) rather than storing n² probabilities.
+
+// Integer lanes as wide as T's, for shuffle indices.
 template <class T>
-inline void segment_sum(Vec<T>* x, int CV, int hd) {
-    for (int v = 0; v < CV; ++v) x[v] = group_sum<T>(x[v], hd);
+struct MaskOf {
+    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef I type __attribute__((vector_size(BLASGPT_VEC_BYTES)));
+};
+template <class T>
+using Mask = typename MaskOf<T>::type;
+
+// The index vector with lane l = f(l) (f a constexpr function of the lane), for shuffles fixed at compile time
+template <class T, class F, std::size_t... l>
+constexpr Mask<T> lanes_of(F f, std::index_sequence<l...>) {
+    return Mask<T>{typename MaskOf<T>::I(f(int(l)))...};
+}
+template <class T, class F>
+constexpr Mask<T> lanes_of(F f) {
+    return lanes_of<T>(f, std::make_index_sequence<std::size_t(lanes<T>())>{});
 }
 
-constexpr int kFusedMaxVectors = 64;  // C <= 64 vectors: per-row accumulators stay on the stack
+// lane l = a[idx[l]] for idx[l] < L, else b[idx[l] − L]
+template <class T>
+inline Vec<T> permute2(Vec<T> a, Vec<T> b, Mask<T> idx) {
+#if defined(__GNUC__) && !defined(__clang__)
+    return __builtin_shuffle(a, b, idx);
+#else
+    Vec<T> y;
+    for (int l = 0; l < lanes<T>(); ++l) y[l] = idx[l] < lanes<T>() ? a[idx[l]] : b[idx[l] - lanes<T>()];
+    return y;
+#endif
+}
+
+// lane l = x[idx[l]]
+template <class T>
+inline Vec<T> permute(Vec<T> x, Mask<T> idx) {
+#if defined(__GNUC__) && !defined(__clang__)
+    return __builtin_shuffle(x, idx);
+#else
+    Vec<T> y;
+    for (int l = 0; l < lanes<T>(); ++l) y[l] = x[idx[l]];
+    return y;
+#endif
+}
+
+// every lane of head h gets lane h·hd + t of x (t < hd; a shuffle fixed at compile time where t is a constant)
+template <class T, int HD>
+inline Vec<T> head_broadcast(Vec<T> x, int t) {
+    constexpr Mask<T> first = lanes_of<T>([](int l) { return l / HD * HD; });
+    return permute<T>(x, first + t);
+}
+
+// the max of each head's hd lanes, in all of them (rounds exchanging lanes l and l ^ step, step = 1, 2, ... hd/2)
+template <class T, int HD, int step = 1>
+inline Vec<T> head_max(Vec<T> x) {
+    if constexpr (step >= HD) {
+        return x;
+    } else {
+        constexpr Mask<T> idx = lanes_of<T>([](int l) { return l ^ step; });
+        const Vec<T> y = permute<T>(x, idx);
+        return head_max<T, HD, 2 * step>(x > y ? x : y);
+    }
+}
+
+// the position t of each lane within its head, as T
+template <class T, int HD>
+inline Vec<T> lane_in_head() {
+    Vec<T> t{};
+    for (int l = 0; l < lanes<T>(); ++l) t[l] = T(l % HD);
+    return t;
+}
+
+// Within each head's hd lanes: the first hd/2 get a's adjacent pair sums (a_0 + a_1, a_2 + a_3, ...), the last
+// hd/2 get b's.
+template <class T, int HD>
+inline Vec<T> pair_sums(Vec<T> a, Vec<T> b) {
+    constexpr int L = lanes<T>();
+    constexpr Mask<T> even = lanes_of<T>([](int l) {
+        const int head = l / HD * HD, t = l % HD;
+        return t < HD / 2 ? head + 2 * t : L + head + 2 * (t - HD / 2);
+    });
+    constexpr Mask<T> odd = even + 1;
+    return permute2<T>(a, b, even) + permute2<T>(a, b, odd);
+}
+
+// x, as a value the compiler cannot see into: an operation using it is not fused with the one that made it (no
+// multiply-add contraction of a product and a later sum)
+template <class T>
+inline Vec<T> opaque(Vec<T> x) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(x));
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(x));
+#else
+    __asm__("" : "+m"(x));
+#endif
+    return x;
+}
+
+// Packed dot products of a with the rows r_t = rows + t·ld, t < cnt (1 <= cnt <= W <= hd, W a power of two):
+//   lane h·hd + t = Σ_c a[h·hd + c] · r_t[h·hd + c]   (t < cnt; the other lanes hold junk; no row past cnt is read)
+// The hd products of a lane are summed pairwise: each round of pair_sums halves the vectors and puts the products
+// of r_t, then their pair sums, then sums of four ... in lanes h·hd + t; after log2(W) rounds one vector is left,
+// which log2(hd / W) more rounds (with itself) finish.
+template <class T, int HD, int W>
+inline Vec<T> packed_dots(Vec<T> a, const T* rows, std::ptrdiff_t ld, int cnt) {
+    Vec<T> x[W];
+    for (int t = 0; t < W; ++t) x[t] = a * load(rows + std::min(t, cnt - 1) * ld);
+    if constexpr (HD == 1) return opaque<T>(x[0]);  // a rounded product, like every score (hd >= 2: pair_sums)
+    for (int w = W; w > 1; w /= 2)
+        for (int u = 0; u < w / 2; ++u) x[u] = pair_sums<T, HD>(x[2 * u], x[2 * u + 1]);
+    for (int w = W; w < HD; w *= 2) x[0] = pair_sums<T, HD>(x[0], x[0]);
+    return x[0];
+}
+
+// f(std::integral_constant<int, W>{}) for W the least power of two >= cnt (1 <= cnt <= HD): packed_dots of a
+// row's last, partial block of keys work on W rows, not hd.
+template <int HD, int W = 1, class F>
+inline void with_width(int cnt, F f) {
+    if constexpr (W >= HD) {
+        f(std::integral_constant<int, HD>{});
+    } else {
+        if (cnt <= W) return f(std::integral_constant<int, W>{});
+        with_width<HD, 2 * W>(cnt, f);
+    }
+}
+
+// f(t) for t = 0 .. cnt − 1 (cnt <= HD), for narrow heads unrolled with t a std::integral_constant, so that each
+// key of a block has its shuffles fixed at compile time
+constexpr int kUnrolledKeys = 8;
+template <class F, int... t>
+inline void for_keys(int cnt, F f, std::integer_sequence<int, t...>) {
+    ((t < cnt ? f(std::integral_constant<int, t>{}) : void()), ...);
+}
+template <int HD, class F>
+inline void for_keys(int cnt, F f) {
+    if constexpr (HD <= kUnrolledKeys) {
+        for_keys(cnt, f, std::make_integer_sequence<int, HD>{});
+    } else {
+        for (int t = 0; t < cnt; ++t) f(t);
+    }
+}
 
 template <class T>
 bool attention_supports(int C, int H, int n) {
     constexpr int L = lanes<T>();
     const int hd = C / H;
-    return n <= kFusedMaxPositions && C % L == 0 && C / L <= kFusedMaxVectors && L % hd == 0;
+    return n <= kFusedMaxPositions && C % L == 0 && L % hd == 0;
 }
 
-template <class T>
-inline void load_row(Vec<T>* dst, const T* src, int CV, T scale) {
-    for (int v = 0; v < CV; ++v) dst[v] = load(src + v * lanes<T>()) * scale;
-}
-
-template <class T>
-void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C, int H) {
+// Forward of one document (n rows at qkv, out, stats), NC vectors of heads at a time (lanes c0 .. c0 + NC·L − 1 of
+// each row; their chains are independent, so NC of them interleave): per row i, the packed scores of each block of
+// hd keys and their max m_i, then e_ij = exp(S_ij − m_i) key by key into
+//   r_i = 1 / Σ_j e_ij ;  O_i = r_i · Σ_j e_ij v_j
+template <class T, int HD, int NC>
+void attention_forward_doc(T* out, T* stats, const T* qkv, int n, int C) {
     constexpr int L = lanes<T>();
-    const int CV = C / L, hd = C / H, ld = 3 * C;
-    const T scale = T(1) / std::sqrt(T(hd));
-    Vec<T>* S = reinterpret_cast<Vec<T>*>(scratch<T, 0>(std::size_t(n + 3) * C));  // n score rows, then q, o, mx
-    Vec<T>* q = S + std::size_t(n) * CV;
-    Vec<T>* o = q + CV;
-    Vec<T>* mx = o + CV;
-    for (int i = 0; i < n; ++i) {
-        load_row<T>(q, qkv + std::ptrdiff_t(i) * ld, CV, scale);
-        for (int v = 0; v < CV; ++v) mx[v] = splat(T(-1e30));
-        for (int j = 0; j <= i; ++j) {
-            Vec<T>* sj = S + std::size_t(j) * CV;
-            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
-            for (int v = 0; v < CV; ++v) sj[v] = q[v] * load(k + v * L);
-            segment_sum<T>(sj, CV, hd);
-            for (int v = 0; v < CV; ++v) mx[v] = sj[v] > mx[v] ? sj[v] : mx[v];
-        }
-        Vec<T> sum[kFusedMaxVectors];
-        for (int v = 0; v < CV; ++v) sum[v] = o[v] = Vec<T>{};
-        for (int j = 0; j <= i; ++j) {
-            const Vec<T>* sj = S + std::size_t(j) * CV;
-            const T* vj = qkv + std::ptrdiff_t(j) * ld + 2 * C;
-            for (int v = 0; v < CV; ++v) {
-                const Vec<T> e = vexp<T>(sj[v] - mx[v]);
-                sum[v] += e;
-                o[v] += e * load(vj + v * L);
+    const int ld = 3 * C;
+    const T scale = T(1) / std::sqrt(T(HD));
+    Vec<T>* S = reinterpret_cast<Vec<T>*>(scratch<T, 0>(std::size_t((n + HD - 1) / HD) * NC * L));  // a row's scores
+    const Vec<T> tail = lane_in_head<T, HD>();
+    for (int c0 = 0; c0 < C; c0 += NC * L) {
+        for (int i = 0; i < n; ++i) {
+            Vec<T> q[NC], mx[NC], sum[NC], o[NC];
+            for (int c = 0; c < NC; ++c) {
+                q[c] = load(qkv + std::ptrdiff_t(i) * ld + c0 + c * L) * scale;
+                mx[c] = splat(T(-1e30));
+                sum[c] = o[c] = Vec<T>{};
             }
-        }
-        T* st = stats + std::ptrdiff_t(i) * 2 * C;
-        for (int v = 0; v < CV; ++v) {
-            const Vec<T> inv = T(1) / sum[v];
-            store(out + std::ptrdiff_t(i) * C + v * L, o[v] * inv);
-            store(st + v * L, mx[v]);
-            store(st + C + v * L, inv);
+            for (int j0 = 0; j0 <= i; j0 += HD) {
+                const int cnt = std::min(HD, i + 1 - j0);
+                const T* k = qkv + std::ptrdiff_t(j0) * ld + C + c0;
+                Vec<T>* s = S + (j0 / HD) * NC;
+                with_width<HD>(cnt, [&](auto W) {
+                    for (int c = 0; c < NC; ++c) {
+                        s[c] = packed_dots<T, HD, decltype(W)::value>(q[c], k + c * L, ld, cnt);
+                        s[c] = tail < T(cnt) ? s[c] : splat(T(-1e30));  // keys past i: not attended
+                        mx[c] = s[c] > mx[c] ? s[c] : mx[c];
+                    }
+                });
+            }
+            for (int c = 0; c < NC; ++c) mx[c] = head_max<T, HD>(mx[c]);
+            for (int j0 = 0; j0 <= i; j0 += HD) {
+                Vec<T> e[NC];
+                for (int c = 0; c < NC; ++c) e[c] = vexp<T>(S[(j0 / HD) * NC + c] - mx[c]);
+                for_keys<HD>(std::min(HD, i + 1 - j0), [&](auto t) {
+                    const T* v = qkv + std::ptrdiff_t(j0 + t) * ld + 2 * C + c0;
+                    for (int c = 0; c < NC; ++c) {
+                        const Vec<T> et = head_broadcast<T, HD>(e[c], t);
+                        sum[c] += et;
+                        o[c] += et * load(v + c * L);
+                    }
+                });
+            }
+            T* st = stats + std::ptrdiff_t(i) * 2 * C + c0;
+            for (int c = 0; c < NC; ++c) {
+                const Vec<T> inv = T(1) / sum[c];
+                store(out + std::ptrdiff_t(i) * C + c0 + c * L, o[c] * inv);
+                store(st + c * L, mx[c]);
+                store(st + C + c * L, inv);
+            }
         }
     }
 }
 
-template <class T>
-void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats, int n, int C, int H) {
+// Backward of one document, NC vectors of heads at a time: per row i, for each block of keys (packed)
+//   P_ij = exp(S_ij − m_i) · r_i (m, r from stats) ;  dP_ij = dO_i · v_j ;  then key by key  d_i = Σ_j P_ij dP_ij
+// and, with dS_ij = P_ij (dP_ij − d_i), key by key
+//   dQ_i = Σ_j dS_ij k_j / sqrt(hd) ;  dK_j += dS_ij q_i / sqrt(hd) ;  dV_j += P_ij dO_i
+// (dK, dV accumulating over the rows in order).
+template <class T, int HD, int NC>
+void attention_backward_doc(T* dqkv, const T* dout, const T* qkv, const T* stats, int n, int C) {
     constexpr int L = lanes<T>();
-    const int CV = C / L, hd = C / H, ld = 3 * C;
-    const T scale = T(1) / std::sqrt(T(hd));
-    Vec<T>* P = reinterpret_cast<Vec<T>*>(scratch<T, 1>(std::size_t(2 * n + 3) * C));  // P, dP rows; q, dO, dq
-    Vec<T>* dP = P + std::size_t(n) * CV;
-    Vec<T>* q = dP + std::size_t(n) * CV;
-    Vec<T>* dO = q + CV;
-    Vec<T>* dq = dO + CV;
+    const int ld = 3 * C, blocks = (n + HD - 1) / HD;
+    const T scale = T(1) / std::sqrt(T(HD));
+    Vec<T>* P = reinterpret_cast<Vec<T>*>(scratch<T, 1>(std::size_t(2 * blocks) * NC * L));  // a row's P, then dP
+    Vec<T>* dP = P + blocks * NC;
     for (int j = 0; j < n; ++j)  // dK and dV accumulate over the rows that attend to j
         std::fill_n(dqkv + std::ptrdiff_t(j) * ld + C, 2 * C, T(0));
-    for (int i = 0; i < n; ++i) {
-        load_row<T>(q, qkv + std::ptrdiff_t(i) * ld, CV, scale);
-        load_row<T>(dO, dout + std::ptrdiff_t(i) * C, CV, T(1));
-        const T* st = stats + std::ptrdiff_t(i) * 2 * C;
-        Vec<T> rowdot[kFusedMaxVectors];
-        for (int v = 0; v < CV; ++v) rowdot[v] = dq[v] = Vec<T>{};
-        for (int j = 0; j <= i; ++j) {  // P (recomputed) and dP = dO V^T, and rowsum(dP ⊙ P)
-            Vec<T>* pj = P + std::size_t(j) * CV;
-            Vec<T>* dpj = dP + std::size_t(j) * CV;
-            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
-            const T* vv = k + C;
-            for (int v = 0; v < CV; ++v) {
-                pj[v] = q[v] * load(k + v * L);
-                dpj[v] = dO[v] * load(vv + v * L);
+    for (int c0 = 0; c0 < C; c0 += NC * L) {
+        for (int i = 0; i < n; ++i) {
+            const T* st = stats + std::ptrdiff_t(i) * 2 * C + c0;
+            Vec<T> q[NC], dO[NC], mx[NC], inv[NC], rowdot[NC], dq[NC];
+            for (int c = 0; c < NC; ++c) {
+                q[c] = load(qkv + std::ptrdiff_t(i) * ld + c0 + c * L) * scale;
+                dO[c] = load(dout + std::ptrdiff_t(i) * C + c0 + c * L);
+                mx[c] = load(st + c * L);
+                inv[c] = load(st + C + c * L);
+                rowdot[c] = dq[c] = Vec<T>{};
             }
-            segment_sum<T>(pj, CV, hd);
-            segment_sum<T>(dpj, CV, hd);
-            for (int v = 0; v < CV; ++v) {
-                pj[v] = vexp<T>(pj[v] - load(st + v * L)) * load(st + C + v * L);
-                rowdot[v] += pj[v] * dpj[v];
+            for (int j0 = 0; j0 <= i; j0 += HD) {
+                const int cnt = std::min(HD, i + 1 - j0);
+                const T* k = qkv + std::ptrdiff_t(j0) * ld + C + c0;
+                Vec<T>* p = P + (j0 / HD) * NC;
+                Vec<T>* dp = dP + (j0 / HD) * NC;
+                with_width<HD>(cnt, [&](auto W) {
+                    constexpr int w = decltype(W)::value;
+                    for (int c = 0; c < NC; ++c) {
+                        p[c] = vexp<T>(packed_dots<T, HD, w>(q[c], k + c * L, ld, cnt) - mx[c]) * inv[c];
+                        dp[c] = packed_dots<T, HD, w>(dO[c], k + C + c * L, ld, cnt);
+                    }
+                });
+                for_keys<HD>(cnt, [&](auto t) {
+                    for (int c = 0; c < NC; ++c)
+                        rowdot[c] += head_broadcast<T, HD>(p[c], t) * head_broadcast<T, HD>(dp[c], t);
+                });
             }
+            for (int j0 = 0; j0 <= i; j0 += HD) {
+                const Vec<T>* p = P + (j0 / HD) * NC;
+                Vec<T> ds[NC];
+                for (int c = 0; c < NC; ++c) ds[c] = p[c] * (dP[(j0 / HD) * NC + c] - rowdot[c]);
+                for_keys<HD>(std::min(HD, i + 1 - j0), [&](auto t) {
+                    const std::ptrdiff_t j = j0 + t;
+                    const T* k = qkv + j * ld + C + c0;
+                    T* dk = dqkv + j * ld + C + c0;
+                    T* dv = dk + C;
+                    for (int c = 0; c < NC; ++c) {
+                        const Vec<T> dst = head_broadcast<T, HD>(ds[c], t), pt = head_broadcast<T, HD>(p[c], t);
+                        dq[c] += dst * load(k + c * L);
+                        store(dk + c * L, load(dk + c * L) + dst * q[c]);  // q already carries the 1/sqrt(hd)
+                        store(dv + c * L, load(dv + c * L) + pt * dO[c]);
+                    }
+                });
+            }
+            for (int c = 0; c < NC; ++c) store(dqkv + std::ptrdiff_t(i) * ld + c0 + c * L, dq[c] * scale);
         }
-        for (int j = 0; j <= i; ++j) {  // dS = P ⊙ (dP − rowdot); dQ += dS ⊙ K; dK_j += dS ⊙ Q; dV_j += P ⊙ dO
-            const Vec<T>* pj = P + std::size_t(j) * CV;
-            const Vec<T>* dpj = dP + std::size_t(j) * CV;
-            const T* k = qkv + std::ptrdiff_t(j) * ld + C;
-            T* dk = dqkv + std::ptrdiff_t(j) * ld + C;
-            T* dv = dk + C;
-            for (int v = 0; v < CV; ++v) {
-                const Vec<T> ds = pj[v] * (dpj[v] - rowdot[v]);
-                dq[v] += ds * load(k + v * L);
-                store(dk + v * L, load(dk + v * L) + ds * q[v]);  // q already carries the 1/sqrt(hd)
-                store(dv + v * L, load(dv + v * L) + pj[v] * dO[v]);
-            }
-        }
-        for (int v = 0; v < CV; ++v) store(dqkv + std::ptrdiff_t(i) * ld + v * L, dq[v] * scale);
     }
 }
 
@@ -813,18 +979,36 @@ void embed_rmsnorm_backward(T* dwte, T* dwpe, const T* dy, const T* x, const T* 
     rmsnorm_backward_impl<T>(nullptr, dy, x, rstd, N, C, tok, pos, dwte, dwpe);
 }
 
+// f(std::integral_constant<int, HD>{}, std::integral_constant<int, NC>{}) for the head width hd = HD, a power of two
+// up to L (attention_supports), and NC = 4, 2 or 1, the most of those that divides the C / L vectors of a row
+template <class T, int HD = 1, class F>
+void with_head_shape(int C, int H, F f) {
+    if constexpr (HD <= lanes<T>()) {
+        if (C / H != HD) return with_head_shape<T, 2 * HD>(C, H, f);
+        const int CV = C / lanes<T>();
+        if (CV % 4 == 0) return f(std::integral_constant<int, HD>{}, std::integral_constant<int, 4>{});
+        if (CV % 2 == 0) return f(std::integral_constant<int, HD>{}, std::integral_constant<int, 2>{});
+        f(std::integral_constant<int, HD>{}, std::integral_constant<int, 1>{});
+    }
+}
+
 template <class T>
 void attention_forward(T* out, T* stats, const T* qkv, const DocSpan* docs, std::int64_t ndocs, int C, int H) {
-    for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_forward_doc(out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C,
-                              docs[d].n, C, H);
+    with_head_shape<T>(C, H, [&](auto hd, auto nc) {
+        for (std::int64_t d = 0; d < ndocs; ++d)
+            attention_forward_doc<T, decltype(hd)::value, decltype(nc)::value>(
+                out + docs[d].row * C, stats + docs[d].row * 2 * C, qkv + docs[d].row * 3 * C, docs[d].n, C);
+    });
 }
 template <class T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* stats, const DocSpan* docs, std::int64_t ndocs,
                         int C, int H) {
-    for (std::int64_t d = 0; d < ndocs; ++d)
-        attention_backward_doc(dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
-                               stats + docs[d].row * 2 * C, docs[d].n, C, H);
+    with_head_shape<T>(C, H, [&](auto hd, auto nc) {
+        for (std::int64_t d = 0; d < ndocs; ++d)
+            attention_backward_doc<T, decltype(hd)::value, decltype(nc)::value>(
+                dqkv + docs[d].row * 3 * C, dout + docs[d].row * C, qkv + docs[d].row * 3 * C,
+                stats + docs[d].row * 2 * C, docs[d].n, C);
+    });
 }
 
 // The FMA peak of one core: A independent chains of acc = acc · x + y on full vectors (enough chains to cover the

@@ -113,10 +113,49 @@ def test_forward_logits_match_training_loss():
     assert model.loss(tok.batch([doc])) == pytest.approx(expected, rel=1e-12)
 
 
+# (n_embd, n_head) for the fused attention kernel: every head width it packs (1 to 16 lanes; 16 only where a float32
+# vector has 16 lanes) and rows of 1 to 4 vectors or more, whichever of them this instruction set's vectors take
+FUSED_SHAPES = [(16, 16), (16, 8), (16, 4), (32, 4), (32, 2), (48, 12), (64, 4), (128, 8)]
+FUSED_POSITIONS = [1, 2, 3, 4, 5, 7, 9, 16, 17, 33, 127, 128]  # documents of 1 to kFusedMaxPositions positions
+
+
+def check_fused_attention(dtype: str) -> int:
+    """The fused attention kernel (the native backend) against attention's gemm path (the blas backend): loss and
+    gradients of one layer over documents of every length in FUSED_POSITIONS, to float64 rounding or within float32's.
+    Returns how many of FUSED_SHAPES the kernel took (a shape it does not take runs the gemm path on both)."""
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 6, size=n + 1).astype(np.int32) for n in FUSED_POSITIONS]
+    offsets = np.concatenate([[0], np.cumsum([d.size for d in docs])]).astype(np.int64)
+    batch = blasgpt.Batch(np.concatenate(docs), offsets)
+    fused = 0
+    for C, H in FUSED_SHAPES:
+        fused += blasgpt._core.time_attention(dtype, C, H, max(FUSED_POSITIONS), 1, [], 0.0)[0] > 0
+        cfg = blasgpt.Config(vocab_size=6, n_embd=C, n_head=H, n_layer=1, block_size=max(FUSED_POSITIONS))
+        model = blasgpt.Model(cfg, dtype=dtype, seed=C + H, init=False)
+        model.flat_params[...] = rng.normal(0.0, 1.2 / np.sqrt(C), size=model.flat_params.size)  # scores of a few units
+        results = []
+        for backend in ("native", "blas"):
+            model.backend = backend
+            results.append((model.forward_backward(batch), model.flat_grads.astype(np.float64)))
+        (ln, gn), (lb, gb) = results
+        tol = 1e-12 if dtype == "float64" else 1e-5
+        assert abs(ln - lb) <= tol * abs(lb), (C, H, ln, lb)
+        for name, (rows, cols), off in model.param_table:
+            a, b = gn[off:off + rows * cols], gb[off:off + rows * cols]
+            err = np.abs(a - b).max() / np.abs(b).max()
+            assert err <= (1e-10 if dtype == "float64" else 1e-4), f"C{C} H{H} {dtype} {name}: relative error {err:.1e}"
+    return fused
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_attention_matches_gemm_path(dtype):
+    assert check_fused_attention(dtype) > 0
+
+
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_portable_kernels_match(isa):
-    """The kernels built for older CPUs (chosen at run time) compute the same gradients; run in a child process
-    with BLASGPT_ISA capping the instruction set."""
+    """The kernels built for older CPUs (chosen at run time) compute the same gradients, the fused attention kernel
+    too (check_fused_attention); run in a child process with BLASGPT_ISA capping the instruction set."""
     import os
     import subprocess
     import sys
@@ -134,6 +173,8 @@ for cfg in [(1, 6, 2, 1, 5), (6, 16, 4, 1, 6), (7, 32, 2, 2, 5)]:
     lb = model.forward_backward(batch); gb = model.flat_grads.copy()
     assert abs(ln - lb) <= 1e-12 * abs(lb), (ln, lb)
     np.testing.assert_allclose(gn, gb, rtol=1e-10, atol=1e-13)
+from test_gradients import check_fused_attention
+assert check_fused_attention("float32") > 0 and check_fused_attention("float64") > 0
 print("ok")
 """ % (str(Path(__file__).parent), isa)
     env = dict(os.environ, BLASGPT_ISA=isa)
