@@ -110,7 +110,8 @@ class GradientSum:
     shared-memory window instead of ``MPI_Allreduce``: each copies its gradients and loss into a slot of its own;
     after a barrier, rank r adds up the r-th part of every slot (in rank order) into a shared sum, and after a
     second barrier every rank copies the whole sum back. Each rank reads and writes about 3x the buffer whatever
-    the number of ranks. Ranks on several hosts: one Allreduce of the gradients, one of the loss."""
+    the number of ranks; the window takes ranks + 1 buffers of shared memory (/dev/shm). Ranks on several hosts:
+    one Allreduce of the gradients, one of the loss."""
 
     def __init__(self, comm: Any, grads: np.ndarray):
         from mpi4py import MPI
