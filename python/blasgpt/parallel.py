@@ -84,8 +84,8 @@ def share_bounds(batch: Batch, rows: np.ndarray, size: int, block_size: int) -> 
     """Where each rank's contiguous share of a step's row of sequences starts: ``size + 1`` bounds per row of
     ``rows`` (one step's (B,), or a chunk's (steps, B)). Each cut falls at the prefix of the row whose count of
     positions is nearest r / size of the row's, so the ranks train on about as many positions each and finish
-    their forward-backward at about the same time (names differ in length: cut by count, one rank waited for the
-    other). Windows all train on ``block_size`` positions: cut by count."""
+    their forward-backward at about the same time (documents differ in length: cut by count, one rank would wait
+    for the other). Windows all train on ``block_size`` positions: cut by count."""
     rows = np.asarray(rows)
     if batch.windows or batch.offsets is None:
         n = np.ones(rows.shape, np.int64)
