@@ -231,7 +231,8 @@ def _long_runs(rep: Report) -> list[str]:
         for r in m:
             lines.append(f"  {r['ranks']} rank(s): {r['us_per_doc']:.2f} µs/doc over the whole run (first chunk "
                          f"{r['chunk_us_per_doc'][0]:.2f}, last {r['chunk_us_per_doc'][-1]:.2f}), {r['speedup']:.2f}x; "
-                         f"allreduce {r['allreduce_us']:.1f} µs/step ({r['checked']})")
+                         f"gradient sum {r['sum_us']:.1f} µs/step (MPI allreduce of the same buffer "
+                         f"{r['allreduce_us']:.1f}) ({r['checked']})")
     return lines
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import blasgpt
 from recipe import MPI_RUN, LongRun
@@ -74,11 +74,12 @@ def thread_rows(rep: Any, quick: bool, data: str) -> None:
 
 
 def mpi_worker(run: dict[str, Any]) -> None:
-    """Under mpiexec: one schedule of data-parallel steps (names d64, batch 32, float32), timed chunk by chunk,
-    then the gradient Allreduce alone; rank 0 prints one JSON line."""
+    """Under mpiexec: one schedule of data-parallel steps (names d64, batch 32, float32) as blasgpt.train takes them
+    (shares cut once per chunk, the gradients summed by one GradientSum), timed chunk by chunk; then the gradient
+    sum alone, and MPI's Allreduce of the same buffer; rank 0 prints one JSON line."""
     from mpi4py import MPI
 
-    from blasgpt.parallel import data_parallel_step
+    from blasgpt.parallel import GradientSum, data_parallel_step, share_bounds
 
     comm = MPI.COMM_WORLD
     lr = LongRun(**run)
@@ -89,30 +90,42 @@ def mpi_worker(run: dict[str, Any]) -> None:
     first = w.model("float32").loss(w.corpus.select(ids[0]))
     chunks = []
     loss = 0.0
+    sums = GradientSum(comm, model.flat_grads)
     for c0 in range(0, lr.steps, lr.chunk):
+        c1 = min(lr.steps, c0 + lr.chunk)
         comm.Barrier()
         t0 = time.perf_counter()
-        for s in range(c0, min(lr.steps, c0 + lr.chunk)):
-            loss = data_parallel_step(model, w.corpus, ids[s], blasgpt.lr_at(s, lr.lr, lr.steps), comm)
+        bounds = share_bounds(w.corpus, ids[c0:c1], comm.Get_size(), w.cfg.block_size)
+        for s in range(c0, c1):
+            loss = data_parallel_step(model, w.corpus, ids[s], blasgpt.lr_at(s, lr.lr, lr.steps), comm, sums=sums,
+                                      bounds=bounds[s - c0])
             if s == 0 and abs(loss - first) > 1e-5 * abs(first):
                 raise AssertionError(f"the data-parallel loss of step 0 ({loss}) is not one process's ({first})")
         comm.Barrier()
-        chunks.append((time.perf_counter() - t0) / (min(lr.steps, c0 + lr.chunk) - c0))
+        chunks.append((time.perf_counter() - t0) / (c1 - c0))
     buf = model.flat_grads
-    comm.Barrier()
-    t0 = time.perf_counter()
-    for _ in range(200):
-        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-    comm.Barrier()
-    reduce_s = (time.perf_counter() - t0) / 200
+    sum_s, reduce_s = (_time_collective(comm, f) for f in (
+        lambda: sums(0.0), lambda: comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)))
+    sums.close()
     if comm.Get_rank() == 0:
         total = sum(t * min(lr.chunk, lr.steps - i * lr.chunk) for i, t in enumerate(chunks))
+        many = comm.Get_size() > 1
         print(json.dumps({"ranks": comm.Get_size(), "steps": lr.steps, "us_per_doc": total / lr.steps / batch * 1e6,
                           "chunk_us_per_doc": [t / batch * 1e6 for t in chunks], "final_loss": loss,
-                          "allreduce_us": reduce_s * 1e6 if comm.Get_size() > 1 else 0.0,
+                          "sum_us": sum_s * 1e6 if many else 0.0, "allreduce_us": reduce_s * 1e6 if many else 0.0,
                           "params": model.num_params,
                           "checked": "step 0's data-parallel loss equals one process's on the same batch (1e-5)"}),
               flush=True)
+
+
+def _time_collective(comm: Any, call: Callable[[], Any], repeats: int = 200) -> float:
+    """Seconds per call of ``call`` on every rank of ``comm``, ``repeats`` in a row."""
+    comm.Barrier()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    comm.Barrier()
+    return (time.perf_counter() - t0) / repeats
 
 
 def mpi_rows(rep: Any, quick: bool, ranks: tuple[int, ...] = (1, 2)) -> None:

@@ -166,7 +166,8 @@ def test_memory_is_the_largest_call_of_either_mode():
     few = Documents(["abc"] * 5, tok)
     assert docs.memory(cfg, "float64", 8, 2, 1, few) == memory_estimate(cfg, "float64", 8, 2, 8)
     assert docs.memory(cfg, "float64", 8, 1, 3, docs) == memory_estimate(cfg, "float64", 256, 1, 8)
-    assert few.memory(cfg, "float32", 7, 1, 2) == memory_estimate(cfg, "float32", 4, 1, 4)
+    # 7 documents over 2 ranks: shares are cut by positions, so one may hold a sequence more than 4
+    assert few.memory(cfg, "float32", 7, 1, 2) == memory_estimate(cfg, "float32", 5, 1, 4)
     text = TextStream(np.zeros(100_000, np.int32), tok)
     short = TextStream(np.zeros(40, np.int32), tok)
     assert text.memory(cfg, "float64", 4, 1, 1, text) == memory_estimate(cfg, "float64", 2048, 1, None)

@@ -43,8 +43,13 @@ def params(path: Path) -> blasgpt.Model:
 OPTIONS = ["--weight-decay", "0.1", "--grad-clip", "0.3", "--grad-accum", "3", "--dropout", "0.1", "--tie-embeddings"]
 
 
-@pytest.mark.parametrize("batch, options", [(5, []), (1, []), (1, OPTIONS)], ids=["5", "1", "1-options"])
+# 7-lengths: words of 1 to 12 letters, so the ranks' shares (cut by positions) differ in count, in 2 micro-batches
+@pytest.mark.parametrize("batch, options", [(5, []), (1, []), (1, OPTIONS),
+                                            (7, ["--grad-accum", "2", "--dropout", "0.1"])],
+                         ids=["5", "1", "1-options", "7-lengths"])
 def test_two_ranks_equal_one_process(tmp_path, corpus, batch, options):
+    if batch == 7:
+        corpus.write_text("\n".join("kamerolitseb"[i % 5: i % 5 + 1 + (5 * i) % 12] for i in range(90)) + "\n")
     common = ["--data", str(corpus), "--steps", "25", "--batch-size", str(batch), "--samples", "0", "--log-every",
               "0", "--n-layer", "2", *options]
     r = mpirun(2, "-m", "blasgpt", "train", *common, "--out", "mpi", cwd=tmp_path)
@@ -70,6 +75,66 @@ def test_resume_with_a_different_number_of_ranks(tmp_path, corpus):
     assert r.returncode == 0, r.stderr
     a, b = params(tmp_path / "one" / "ckpt.safetensors"), params(tmp_path / "ref" / "ckpt.safetensors")
     assert a.step == b.step == 40 and np.abs(a.flat_params - b.flat_params).max() <= 1e-12
+
+
+SUMS = """
+import numpy as np
+from mpi4py import MPI
+import blasgpt
+from blasgpt.parallel import GradientSum, data_parallel_step, share_bounds
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+
+# the sum of every rank's buffer and loss, added in rank order, on every rank; used again and again
+for dtype in (np.float32, np.float64):
+    parts = [np.random.default_rng(r).standard_normal(1037).astype(dtype) for r in range(size)]
+    mine = parts[rank].copy()
+    with GradientSum(comm, mine) as sums:
+        for rep in range(1, 4):
+            mine[...] = parts[rank] * rep
+            want = parts[0] * rep
+            for r in range(1, size):
+                want = want + parts[r] * rep
+            assert sums(0.5 * (rank + 1) * rep) == 0.5 * rep * size * (size + 1) / 2
+            assert np.array_equal(mine, want), (dtype, rep)
+
+# training: documents of different lengths, so shares cut by positions differ in count; the same parameters on
+# every rank, and those of one process training on the whole batches
+docs = [("abcdefghijklmnop"[: 1 + (7 * i) % 15]) for i in range(60)]
+tok = blasgpt.Tokenizer(sorted(set("".join(docs))))
+corpus = tok.batch(docs, block_size=16)
+cfg = blasgpt.Config(vocab_size=tok.vocab_size, n_embd=16, n_head=4, n_layer=2, block_size=16)
+rows = (np.arange(20)[:, None] * 9 + np.arange(9)) % len(docs)
+lrs = np.full(20, 0.01)
+bounds = share_bounds(corpus, rows, size, 16)
+assert (np.diff(bounds, axis=1).min(axis=1) != np.diff(bounds, axis=1).max(axis=1)).any()
+one = blasgpt.Model(cfg, seed=3)
+one.train_steps(corpus, rows, lrs)
+model, plain = blasgpt.Model(cfg, seed=3), blasgpt.Model(cfg, seed=3)
+with GradientSum(comm, model.flat_grads) as sums:
+    assert sums.shared
+    for k in range(20):
+        data_parallel_step(model, corpus, rows[k], float(lrs[k]), comm, sums=sums, bounds=bounds[k])
+        data_parallel_step(plain, corpus, rows[k], float(lrs[k]), comm)  # two Allreduces, shares cut here
+every = comm.gather(model.flat_params.copy())
+if rank == 0:
+    assert all(np.array_equal(p, every[0]) for p in every[1:]), "ranks hold different parameters"
+    assert np.abs(model.flat_params - one.flat_params).max() <= 1e-12
+    assert np.abs(plain.flat_params - one.flat_params).max() <= 1e-12
+    print("ok", size)
+"""
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_gradient_sum_and_position_shares(tmp_path, ranks):
+    """GradientSum leaves every rank the rank-ordered sum (through a shared-memory window: all ranks run here),
+    and steps whose shares are cut by positions leave the ranks identical and where one process lands."""
+    script = tmp_path / "sums.py"
+    script.write_text(SUMS)
+    r = mpirun(ranks, str(script), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ok", str(ranks)]
 
 
 FAILING = """

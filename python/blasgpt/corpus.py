@@ -256,8 +256,10 @@ class Corpus(abc.ABC):
     def memory(self, cfg: Config, dtype: Any, batch_size: int, threads: int = 1, ranks: int = 1,
                val: Optional["Corpus"] = None) -> MemoryEstimate:
         """Memory a run on this data needs: the model, and the activations of its largest call — one process's share
-        of a training batch, or one evaluation call on ``val``."""
-        rows = max(-(-batch_size // ranks), val.eval_rows(cfg.block_size) if val is not None else 0)
+        of a training batch (cut by positions: within one longest sequence of an even share), or one evaluation call
+        on ``val``."""
+        share = min(batch_size, -(-batch_size // ranks) + (ranks > 1))
+        rows = max(share, val.eval_rows(cfg.block_size) if val is not None else 0)
         parts = [p for p in (self.positions(), val.positions() if val is not None else None) if p is not None]
         return memory_estimate(cfg, dtype, rows, threads, max(parts) if parts else None)
 

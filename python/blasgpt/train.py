@@ -196,21 +196,28 @@ def step_options(config: TrainConfig) -> dict[str, Any]:
 
 
 def _run_steps(model: Model, feed: Feed, s: int, end: int, lrs: np.ndarray, comm: Optional[Any],
-               config: TrainConfig) -> list[float]:
+               config: TrainConfig, sums: Optional[Any] = None) -> list[float]:
     """Steps s .. end - 1 (one C++ call, or one step at a time: data-parallel, or in grad_accum micro-batches);
     stops after a non-finite loss."""
     rows, opts, K = feed.rows(s, end), step_options(config), config.grad_accum
-    if (comm is None or comm.Get_size() <= 1) and K == 1:
-        return model.train_steps(feed.batch, rows, lrs, **opts).tolist()
-    from .parallel import data_parallel_step
+    if comm is None or comm.Get_size() <= 1:
+        if K == 1:
+            return model.train_steps(feed.batch, rows, lrs, **opts).tolist()
 
+        def step(k: int) -> float:
+            return model.train_step([feed.batch.select(part) for part in np.array_split(rows[k], K)],
+                                    float(lrs[k]), **opts)
+    else:
+        from .parallel import data_parallel_step, share_bounds
+
+        bounds = share_bounds(feed.batch, rows, comm.Get_size(), model.config.block_size)  # the chunk's, at once
+
+        def step(k: int) -> float:
+            return data_parallel_step(model, feed.batch, rows[k], float(lrs[k]), comm, K, sums=sums,
+                                      bounds=bounds[k], **opts)
     losses: list[float] = []
     for k in range(end - s):
-        if comm is None or comm.Get_size() <= 1:
-            micro = [feed.batch.select(part) for part in np.array_split(rows[k], K)]
-            losses.append(model.train_step(micro, float(lrs[k]), **opts))
-        else:
-            losses.append(data_parallel_step(model, feed.batch, rows[k], float(lrs[k]), comm, K, **opts))
+        losses.append(step(k))
         if not math.isfinite(losses[-1]):
             break
     return losses
@@ -314,6 +321,11 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
                           log if root else (lambda _: None), progress_bar and root, out / METRICS_FILE if out else None,
                           show_chars=isinstance(tok, BPETokenizer))
         held.callback(report.close)
+        sums = None
+        if comm is not None and comm.Get_size() > 1:  # where the ranks add up their gradients, for the whole run
+            from .parallel import GradientSum
+
+            sums = held.enter_context(GradientSum(comm, model.flat_grads))
         losses: list[float] = []
         end_all = start + steps
         s = start
@@ -324,7 +336,7 @@ def fit(model: Model, data: Corpus, config: TrainConfig, *, val: Optional[Corpus
                 if every:
                     end = min(end, start + ((s - start) // every + 1) * every)
             lrs = schedule(np.arange(s, end, dtype=np.int64))
-            chunk = _run_steps(model, feed, s, end, lrs, comm, config)
+            chunk = _run_steps(model, feed, s, end, lrs, comm, config, sums)
             losses.extend(chunk)
             report.steps_done(chunk)
             if len(chunk) < end - s or not math.isfinite(chunk[-1]):
