@@ -3,6 +3,8 @@ the ranks finish their forward-backward together; pure functions, no MPI needed 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,14 @@ def test_windows_are_cut_by_count():
     b = blasgpt.Batch.of_windows(np.zeros(100, np.int32), [0])
     assert share_bounds(b, np.array([5, 60, 7, 90, 1]), 2, 8).tolist() == [0, 2, 5]
     assert share_bounds(b, np.arange(8), 4, 8).tolist() == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_the_shared_window_needs_room_in_dev_shm():
+    """A window /dev/shm cannot hold twice over (a container's 64 MB for a big model) means the Allreduce path."""
+    from blasgpt.parallel import _shared_memory_room
+
+    st = os.statvfs("/dev/shm")
+    free = st.f_bavail * st.f_frsize
+    assert _shared_memory_room(1) and _shared_memory_room(free // 2 - 4096)
+    assert not _shared_memory_room(free // 2 + 4096) and not _shared_memory_room(1 << 62)

@@ -102,6 +102,16 @@ def share_bounds(batch: Batch, rows: np.ndarray, size: int, block_size: int) -> 
     return np.minimum(np.maximum.accumulate(cut - r, axis=-1), count - size) + r
 
 
+def _shared_memory_room(need: int) -> bool:
+    """Whether /dev/shm (where MPI keeps a shared window) has room for ``need`` bytes twice over (True where there
+    is no /dev/shm to ask: MPI then decides)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return True
+    return st.f_bavail * st.f_frsize >= 2 * need
+
+
 class GradientSum:
     """Sums each step's gradient buffer ``grads`` (in place) and loss over the ranks of ``comm``, leaving the same
     bits on every rank. A context manager: leaving it without an error frees what it holds (a collective call).
@@ -111,7 +121,7 @@ class GradientSum:
     after a barrier, rank r adds up the r-th part of every slot (in rank order) into a shared sum, and after a
     second barrier every rank copies the whole sum back. Each rank reads and writes about 3x the buffer whatever
     the number of ranks; the window takes ranks + 1 buffers of shared memory (/dev/shm). Ranks on several hosts:
-    one Allreduce of the gradients, one of the loss."""
+    one Allreduce of the gradients, one of the loss; likewise when /dev/shm lacks room for the window."""
 
     def __init__(self, comm: Any, grads: np.ndarray):
         from mpi4py import MPI
@@ -123,13 +133,15 @@ class GradientSum:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._win: Optional[Any] = None
         self._node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        self.shared = self.size > 1 and self._node.Get_size() == self.size  # the window, else Allreduce
-        if not self.shared:
-            return
         n, item = grads.size, grads.itemsize
         stride = -(-n * item // _LINE) * _LINE  # bytes per slot
-        self._win = MPI.Win.Allocate_shared((self.size + 1) * stride + self.size * 8 if self.rank == 0 else 0, 1,
-                                            comm=self._node)
+        need = (self.size + 1) * stride + self.size * 8
+        self.shared = self.size > 1 and self._node.Get_size() == self.size  # the window, else Allreduce
+        # (rank 0 decides for all: a /dev/shm too small for the window (a container's 64 MB) means Allreduce)
+        self.shared = self.shared and comm.bcast(_shared_memory_room(need) if self.rank == 0 else None, root=0)
+        if not self.shared:
+            return
+        self._win = MPI.Win.Allocate_shared(need if self.rank == 0 else 0, 1, comm=self._node)
         self._win.Lock_all()  # a passive-target epoch for the whole run: Win.Sync orders this rank's memory accesses
         mem = self._win.Shared_query(0)[0]
         # slots 0 .. size - 1: each rank's gradients; slot size: their sum
