@@ -136,9 +136,10 @@ class GradientSum:
         n, item = grads.size, grads.itemsize
         stride = -(-n * item // _LINE) * _LINE  # bytes per slot
         need = (self.size + 1) * stride + self.size * 8
-        self.shared = self.size > 1 and self._node.Get_size() == self.size  # the window, else Allreduce
-        # (rank 0 decides for all: a /dev/shm too small for the window (a container's 64 MB) means Allreduce)
-        self.shared = self.shared and comm.bcast(_shared_memory_room(need) if self.rank == 0 else None, root=0)
+        one_host = self.size > 1 and self._node.Get_size() == self.size
+        # the window, else Allreduce; rank 0 decides for all whether /dev/shm has room for it (a container's 64 MB
+        # may not)
+        self.shared = one_host and comm.bcast(_shared_memory_room(need) if self.rank == 0 else None, root=0)
         if not self.shared:
             return
         self._win = MPI.Win.Allocate_shared(need if self.rank == 0 else 0, 1, comm=self._node)
